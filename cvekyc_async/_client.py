@@ -1,0 +1,455 @@
+"""AsyncCVClient: configuration, lifecycle, and one method per endpoint."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+import msgspec
+
+from . import __version__
+from ._constants import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_FILE_SIZE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_POOL_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    ENV_API_KEY,
+    ENV_API_SECRET,
+    ENV_BASE_URL,
+    PATH_CARD,
+    PATH_CARDS,
+    PATH_OCR,
+)
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    CVError,
+    InvalidInputError,
+    MalformedResponseError,
+    RateLimitError,
+    api_error_for_code,
+)
+from ._inputs import ImageInput, Payload, as_source
+from ._models import AnswerFormatError, ExtractionResult, decode_answer
+
+__all__ = ["AsyncCVClient"]
+
+logger = logging.getLogger("cvekyc_async")
+
+_DEFAULT_TIMEOUT = httpx.Timeout(
+    connect=DEFAULT_CONNECT_TIMEOUT,
+    read=DEFAULT_READ_TIMEOUT,
+    write=DEFAULT_WRITE_TIMEOUT,
+    pool=DEFAULT_POOL_TIMEOUT,
+)
+_USER_AGENT = f"cvekyc-async/{__version__}"
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class _Secret:
+    """Holds the Authorization header so that no repr, vars() dump or traceback shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigurationError(f"base_url must be an http(s) URL with a host, not {url!r}")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigurationError(
+            f"base_url {url!r} is plain http: credentials and card images would cross the "
+            "network unencrypted. Use https (http is allowed only for loopback hosts)"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError("base_url must not hold a query, fragment or user info")
+    return url.rstrip("/")
+
+
+def _coerce_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    if timeout is None:
+        return _DEFAULT_TIMEOUT
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+        return httpx.Timeout(float(timeout))
+    raise ConfigurationError(
+        f"timeout must be a positive number of seconds or an httpx.Timeout, not {timeout!r}"
+    )
+
+
+def _positive_int(name: str, value: int, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _timeout_kind(exc: httpx.TimeoutException) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect"
+    if isinstance(exc, httpx.WriteTimeout):
+        return "write"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "pool"
+    return "read"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Read a ``Retry-After`` header: delay seconds or an HTTP date, as seconds from now."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class AsyncCVClient:
+    """Async client for the Computer Vision Vietnam card OCR / eKYC API.
+
+    One client holds one pooled set of connections; share it across your application and close
+    it with ``async with`` or ``aclose()``. It is bound to the event loop it is first used in.
+
+    Args:
+        api_key: the account's API key; defaults to ``$CVEKYC_API_KEY``.
+        api_secret: the account's API secret; defaults to ``$CVEKYC_API_SECRET``.
+        base_url: the service's root; defaults to ``$CVEKYC_BASE_URL``, else
+            ``https://cloud.computervision.com.vn``. Plain ``http://`` is refused except for
+            loopback hosts (the local emulator, tests).
+        timeout: seconds for every phase, or an ``httpx.Timeout``; the default is connect 5 s,
+            write 30 s, read 60 s, pool 10 s.
+        max_concurrency: most HTTP requests in flight at once from this client (default 10).
+            Callers beyond it wait in the client, not in the connection pool.
+        max_retries: how many times a transient failure is retried (default 2).
+        max_file_size: largest upload accepted, in bytes (default 10 MiB); larger inputs raise
+            ``InvalidInputError`` before anything is sent.
+        http_client: an ``httpx.AsyncClient`` to send through (proxies, custom TLS, transports
+            in tests). The caller keeps ownership: this client does not close it.
+
+    Raises:
+        ConfigurationError: credentials are missing, the base URL is unsafe, or an option is out
+            of range.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
+        secret = api_secret if api_secret is not None else os.environ.get(ENV_API_SECRET, "")
+        if not key or not secret:
+            missing = " and ".join(
+                n for n, v in (("api_key", key), ("api_secret", secret)) if not v
+            )
+            raise ConfigurationError(
+                f"missing {missing}: pass them to AsyncCVClient(...) or set "
+                f"{ENV_API_KEY} and {ENV_API_SECRET}"
+            )
+        if ":" in key:
+            raise ConfigurationError("api_key must not contain ':' (HTTP Basic auth splits on it)")
+        token = base64.b64encode(f"{key}:{secret}".encode()).decode("ascii")
+        self._auth = _Secret(f"Basic {token}")
+        self._base_url = _check_base_url(
+            base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+        )
+        self._timeout = _coerce_timeout(timeout)
+        self._max_concurrency = _positive_int("max_concurrency", max_concurrency, 1)
+        self._max_retries = _positive_int("max_retries", max_retries, 0)
+        self._max_file_size = _positive_int("max_file_size", max_file_size, 1)
+        self._limiter = anyio.CapacityLimiter(self._max_concurrency)
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else self._build_http_client()
+        self._closed = False
+
+    def _build_http_client(self) -> httpx.AsyncClient:
+        # The pool is sized to the limiter, so requests queue in our limiter (which releases
+        # a slot on cancellation and never times out) rather than in httpx's pool.
+        limits = httpx.Limits(
+            max_connections=self._max_concurrency,
+            max_keepalive_connections=self._max_concurrency,
+            keepalive_expiry=30.0,
+        )
+        return httpx.AsyncClient(
+            timeout=self._timeout,
+            limits=limits,
+            headers={"User-Agent": _USER_AGENT},
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncCVClient(base_url={self._base_url!r}, "
+            f"max_concurrency={self._max_concurrency}, max_retries={self._max_retries})"
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The service root requests go to."""
+        return self._base_url
+
+    @property
+    def max_concurrency(self) -> int:
+        """Most HTTP requests this client keeps in flight at once."""
+        return self._max_concurrency
+
+    async def __aenter__(self) -> AsyncCVClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless it was passed in as ``http_client``)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_http:
+            await self._http.aclose()
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def extract_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
+        """Read one side of one document: an ID card side, a passport, ... (``/api/v2/ekyc/card``).
+
+        Args:
+            image: a path, a URL, file bytes, or an ``ImageSource``.
+            get_thumb: also return the cropped, deskewed document image in ``info.image``.
+
+        Returns:
+            The answer, with one card per document found.
+
+        Raises:
+            InvalidInputError: the input was refused before sending.
+            APIError: the service answered with an error code (a subclass per code).
+            APIStatusError: the service answered with an HTTP error and no error code.
+            APIConnectionError: the service could not be reached or did not answer in time.
+            MalformedResponseError: the answer was not the documented JSON.
+        """
+        return await self._extract(PATH_CARD, (("img", image),), get_thumb, allow_pdf=True)
+
+    async def extract_cards(
+        self, front: ImageInput, back: ImageInput, *, get_thumb: bool = False
+    ) -> ExtractionResult:
+        """Read both sides of one ID card (CMND, CCCD, chip CCCD) (``/api/v2/ekyc/cards``).
+
+        Both sides must be given in the same style (both files or bytes, both URLs, or both
+        base64), since the request names one ``format_type``.
+
+        Args:
+            front: the front side: a path, a URL, file bytes, or an ``ImageSource``.
+            back: the back side, likewise.
+            get_thumb: also return the cropped, deskewed images in ``info.image``.
+
+        Returns:
+            The answer; ``cards`` holds the front then the back.
+
+        Raises:
+            InvalidInputError: an input was refused before sending.
+            APIError: the service answered with an error code (a subclass per code).
+            APIStatusError: the service answered with an HTTP error and no error code.
+            APIConnectionError: the service could not be reached or did not answer in time.
+            MalformedResponseError: the answer was not the documented JSON.
+        """
+        return await self._extract(
+            PATH_CARDS, (("img1", front), ("img2", back)), get_thumb, allow_pdf=False
+        )
+
+    async def ocr_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
+        """Read every document in an image or a PDF (``/api/v2/ocr/card``).
+
+        Args:
+            image: a path, a URL, file bytes, or an ``ImageSource``; PDFs give one card per page.
+            get_thumb: also return the cropped, deskewed document images in ``info.image``.
+
+        Returns:
+            The answer, with one card per document (per page for a PDF).
+
+        Raises:
+            InvalidInputError: the input was refused before sending.
+            APIError: the service answered with an error code (a subclass per code).
+            APIStatusError: the service answered with an HTTP error and no error code.
+            APIConnectionError: the service could not be reached or did not answer in time.
+            MalformedResponseError: the answer was not the documented JSON.
+        """
+        return await self._extract(PATH_OCR, (("img", image),), get_thumb, allow_pdf=True)
+
+    # -- one request -------------------------------------------------------------------------
+
+    def _prepare(
+        self, fields: Sequence[tuple[str, ImageInput]], *, allow_pdf: bool
+    ) -> list[tuple[str, Payload]]:
+        """Check and load every input; raises InvalidInputError before anything is sent."""
+        if self._closed:
+            raise CVError("this AsyncCVClient is closed; create a new one")
+        sources = [(name, as_source(value, name)) for name, value in fields]
+        styles = {src.format_type for _, src in sources}
+        if len(styles) > 1:
+            shown = ", ".join(f"{name} as {src.format_type!r}" for name, src in sources)
+            raise InvalidInputError(
+                f"one request takes one input style, but got {shown}; give both sides as files "
+                "(or bytes), both as URLs, or both as base64"
+            )
+        return [
+            (name, src.load(max_size=self._max_file_size, allow_pdf=allow_pdf))
+            for name, src in sources
+        ]
+
+    def _build_request(
+        self, path: str, payloads: Sequence[tuple[str, Payload]], get_thumb: bool
+    ) -> httpx.Request:
+        format_type = payloads[0][1].format_type
+        thumb = "true" if get_thumb else "false"
+        headers = {"Authorization": self._auth.reveal()}
+        url = self._base_url + path
+        if format_type == "url":
+            params: list[tuple[str, str | int | float | bool | None]]
+            params = [(name, str(p.data)) for name, p in payloads]
+            params += [("format_type", "url"), ("get_thumb", thumb)]
+            return self._http.build_request("GET", url, params=params, headers=headers)
+        params = [("format_type", format_type), ("get_thumb", thumb)]
+        if format_type == "file":
+            files = [(name, (p.filename, p.data, p.content_type)) for name, p in payloads]
+            return self._http.build_request(
+                "POST", url, params=params, files=files, headers=headers
+            )
+        body = msgspec.json.encode({name: p.data for name, p in payloads})
+        headers.update(_JSON_HEADERS)
+        return self._http.build_request("POST", url, params=params, content=body, headers=headers)
+
+    async def _extract(
+        self,
+        path: str,
+        fields: Sequence[tuple[str, ImageInput]],
+        get_thumb: bool,
+        *,
+        allow_pdf: bool,
+    ) -> ExtractionResult:
+        if not isinstance(get_thumb, bool):
+            raise InvalidInputError(f"get_thumb must be True or False, not {get_thumb!r}")
+        payloads = self._prepare(fields, allow_pdf=allow_pdf)
+        started = time.perf_counter()
+        method = "GET" if payloads[0][1].format_type == "url" else "POST"
+        attempt = 1
+        try:
+            async with self._limiter:
+                request = self._build_request(path, payloads, get_thumb)
+                response = await self._http.send(request)
+                try:
+                    body = await response.aread()
+                finally:
+                    await response.aclose()
+        except httpx.TimeoutException as exc:
+            kind = _timeout_kind(exc)
+            raise APITimeoutError(
+                f"{kind} timeout talking to the service",
+                kind=kind,
+                method=method,
+                path=path,
+                attempts=attempt,
+                elapsed=time.perf_counter() - started,
+            ) from None
+        except httpx.TransportError as exc:
+            raise APIConnectionError(
+                f"could not reach the service: {type(exc).__name__}: {exc}",
+                method=method,
+                path=path,
+                attempts=attempt,
+                elapsed=time.perf_counter() - started,
+            ) from None
+        elapsed = time.perf_counter() - started
+        logger.debug(
+            "%s %s -> %d (attempt %d, %.3f s)", method, path, response.status_code, attempt, elapsed
+        )
+        return self._interpret(response, body, method, path, attempt, elapsed)
+
+    def _interpret(
+        self,
+        response: httpx.Response,
+        body: bytes,
+        method: str,
+        path: str,
+        attempts: int,
+        elapsed: float,
+    ) -> ExtractionResult:
+        """Turn a received answer into a result, or raise the error it stands for."""
+        status = response.status_code
+        where: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "attempts": attempts,
+            "elapsed": elapsed,
+        }
+        try:
+            answer = decode_answer(body)
+        except AnswerFormatError as exc:
+            if 200 <= status < 300:
+                raise MalformedResponseError(
+                    str(exc), status_code=status, body=body, **where
+                ) from None
+            looks_json = body.lstrip()[:1] in (b"{", b"[")
+            text = "" if looks_json else body.decode("utf-8", "replace")
+            if status == 429:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise RateLimitError(status, retry_after=retry_after, body=text, **where) from None
+            raise APIStatusError(status, body=text, **where) from None
+        if answer.error_code != 0:
+            cls = api_error_for_code(answer.error_code)
+            raise cls(answer.error_code, answer.error_message, status_code=status, **where)
+        answer.attempts = attempts
+        answer.elapsed = elapsed
+        return answer

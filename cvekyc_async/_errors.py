@@ -1,0 +1,280 @@
+"""The exception tree.
+
+::
+
+    CVError
+    ├── ConfigurationError         (also a ValueError) bad client settings or missing credentials
+    ├── InvalidInputError          (also a ValueError) bad input, raised before any request is sent
+    ├── APIError                   the answer carried a non-zero ``errorCode``
+    │   ├── NoDocumentError        1  no document in the image
+    │   ├── URLUnavailableError    2  the service could not download the URL
+    │   ├── InvalidImageError      3  the upload is not a readable image
+    │   ├── QuotaExceededError     4  the account's quota is used up
+    │   ├── AuthenticationError    5  bad api_key / api_secret
+    │   └── FormatTypeError        6  ``format_type`` does not match what was sent
+    ├── APIStatusError             HTTP status not 2xx, and no ``errorCode`` in the body
+    │   └── RateLimitError         429
+    ├── MalformedResponseError     a 2xx answer whose body is not the expected JSON
+    └── APIConnectionError         the request could not be sent or its answer not received
+        └── APITimeoutError        a connect, write, read or pool timeout
+
+Every error carries the request's ``method`` and ``path`` (never its query string, headers or body,
+so neither credentials nor image data can leak through a message or a log line), the number of
+``attempts`` made and the ``elapsed`` seconds across them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "CVError",
+    "ConfigurationError",
+    "FormatTypeError",
+    "InvalidImageError",
+    "InvalidInputError",
+    "MalformedResponseError",
+    "NoDocumentError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "URLUnavailableError",
+    "api_error_for_code",
+]
+
+# How much of an unexpected body an error keeps, for diagnosis; bodies can hold card data, so it is
+# only kept for non-JSON answers (proxy pages), and only this much of it.
+_BODY_SNIPPET = 200
+
+
+class CVError(Exception):
+    """Root of every error this library raises.
+
+    Attributes:
+        method: HTTP method of the request that failed, when one was built.
+        path: URL path of that request (no query string), when one was built.
+        attempts: how many HTTP attempts were made before giving up (0 when none was sent).
+        elapsed: seconds spent across all attempts.
+    """
+
+    method: str | None
+    path: str | None
+    attempts: int
+    elapsed: float
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        attempts: int = 0,
+        elapsed: float = 0.0,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.path = path
+        self.attempts = attempts
+        self.elapsed = elapsed
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.path})" if self.method and self.path else ""
+        return f"{self.message}{where}"
+
+
+class ConfigurationError(CVError, ValueError):
+    """The client was set up wrongly: missing credentials, an unsafe base URL, a bad option."""
+
+
+class InvalidInputError(CVError, ValueError):
+    """An input was refused before any request was sent (missing file, wrong type, too large...)."""
+
+
+class APIError(CVError):
+    """The service answered with a non-zero ``errorCode``.
+
+    Attributes:
+        error_code: the ``errorCode`` the service sent.
+        error_message: the ``errorMessage`` the service sent.
+        status_code: the HTTP status of that answer.
+    """
+
+    def __init__(
+        self,
+        error_code: int,
+        error_message: str,
+        *,
+        status_code: int = 200,
+        method: str | None = None,
+        path: str | None = None,
+        attempts: int = 0,
+        elapsed: float = 0.0,
+    ) -> None:
+        hint = _HINTS.get(
+            error_code, "the service returned an error code this library does not know"
+        )
+        text = f"errorCode {error_code}: {error_message or '(no message)'} - {hint}"
+        super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
+        self.error_code = error_code
+        self.error_message = error_message
+        self.status_code = status_code
+
+
+class NoDocumentError(APIError):
+    """errorCode 1: the photo holds no document the service can read."""
+
+
+class URLUnavailableError(APIError):
+    """errorCode 2: the service could not download the image URL."""
+
+
+class InvalidImageError(APIError):
+    """errorCode 3: the upload is not an image (or PDF) the service can read."""
+
+
+class QuotaExceededError(APIError):
+    """errorCode 4: the account has used up its requests."""
+
+
+class AuthenticationError(APIError):
+    """errorCode 5: the api_key or api_secret is wrong."""
+
+
+class FormatTypeError(APIError):
+    """errorCode 6: ``format_type`` does not match what the request carried."""
+
+
+_HINTS: dict[int, str] = {
+    1: "no ID card, passport or other document was found in the image",
+    2: "the service could not download the image URL; check that it is public",
+    3: "the upload is not an image or PDF the service can read",
+    4: "the account's request quota is used up",
+    5: "check the api_key and api_secret",
+    6: "format_type does not match the data sent",
+}
+
+_BY_CODE: dict[int, type[APIError]] = {
+    1: NoDocumentError,
+    2: URLUnavailableError,
+    3: InvalidImageError,
+    4: QuotaExceededError,
+    5: AuthenticationError,
+    6: FormatTypeError,
+}
+
+
+def api_error_for_code(code: int) -> type[APIError]:
+    """Return the ``APIError`` subclass for an ``errorCode`` (plain ``APIError`` if unknown)."""
+    return _BY_CODE.get(code, APIError)
+
+
+class APIStatusError(CVError):
+    """The service answered with an HTTP status that is not 2xx and no ``errorCode``.
+
+    Attributes:
+        status_code: the HTTP status.
+        body: the start of the body when it was not JSON (a proxy's HTML page, say), else ``""``.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        *,
+        body: str = "",
+        method: str | None = None,
+        path: str | None = None,
+        attempts: int = 0,
+        elapsed: float = 0.0,
+    ) -> None:
+        snippet = body[:_BODY_SNIPPET]
+        text = f"HTTP {status_code} from the service"
+        if snippet:
+            text += f": {snippet!r}"
+        super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
+        self.status_code = status_code
+        self.body = snippet
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: the service asks the client to slow down.
+
+    Attributes:
+        retry_after: seconds the service asked to wait (from ``Retry-After``), if it said.
+    """
+
+    def __init__(
+        self,
+        status_code: int = 429,
+        *,
+        retry_after: float | None = None,
+        body: str = "",
+        method: str | None = None,
+        path: str | None = None,
+        attempts: int = 0,
+        elapsed: float = 0.0,
+    ) -> None:
+        super().__init__(
+            status_code, body=body, method=method, path=path, attempts=attempts, elapsed=elapsed
+        )
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.message += f" (Retry-After: {retry_after:g} s)"
+
+
+class MalformedResponseError(CVError):
+    """A 2xx answer whose body is not the JSON envelope the API documents.
+
+    Attributes:
+        status_code: the HTTP status.
+        body: the start of the body when it is not JSON, for diagnosis, else ``""``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status_code: int,
+        body: bytes = b"",
+        method: str | None = None,
+        path: str | None = None,
+        attempts: int = 0,
+        elapsed: float = 0.0,
+    ) -> None:
+        # A JSON body may hold data read off a card: only non-JSON bodies (proxy pages) are quoted.
+        looks_json = body.lstrip()[:1] in (b"{", b"[")
+        snippet = "" if looks_json else body[:_BODY_SNIPPET].decode("utf-8", "replace")
+        text = f"the service sent an answer that is not the expected JSON ({reason})"
+        if snippet:
+            text += f"; body starts {snippet!r}"
+        super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
+        self.status_code = status_code
+        self.body = snippet
+
+
+class APIConnectionError(CVError):
+    """The request could not be sent, or its answer was not received (refused, reset, DNS...)."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, write, read or pool timeout.
+
+    Attributes:
+        kind: which timeout fired: ``"connect"``, ``"write"``, ``"read"``, ``"pool"`` or
+            ``"total"`` (the overall deadline).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        method: str | None = None,
+        path: str | None = None,
+        attempts: int = 0,
+        elapsed: float = 0.0,
+    ) -> None:
+        super().__init__(message, method=method, path=path, attempts=attempts, elapsed=elapsed)
+        self.kind = kind

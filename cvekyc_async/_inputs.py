@@ -1,0 +1,357 @@
+"""Image inputs: paths, bytes, URLs and base64, their validation, and what each sends.
+
+A plain argument is read as follows: a ``str`` starting ``http://`` or ``https://`` is a URL
+(``format_type=url``), any other ``str`` or ``os.PathLike`` is a file path and ``bytes`` are file
+contents (both ``format_type=file``, multipart). ``ImageSource`` states the choice explicitly and
+adds base64 (``format_type=base64``, JSON body).
+
+Paths are checked when the source is built, and read only when its request is sent, so a batch of
+many paths never holds many images in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Literal, Union
+from urllib.parse import urlsplit
+
+from ._constants import DEFAULT_MAX_FILE_SIZE
+from ._errors import InvalidInputError
+
+__all__ = [
+    "ImageInput",
+    "ImageSource",
+    "Payload",
+    "as_source",
+    "sniff_format",
+]
+
+FormatType = Literal["file", "url", "base64"]
+
+# Magic bytes of the formats the service decodes. It documents JPEG, PNG and PDF; WebP, BMP and
+# TIFF are decoded by the same image stack (OpenCV), so they are let through rather than refused.
+_MAGIC: tuple[tuple[bytes, int, str, str], ...] = (
+    (b"\xff\xd8\xff", 0, "jpeg", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png", "image/png"),
+    (b"%PDF-", 0, "pdf", "application/pdf"),
+    (b"WEBP", 8, "webp", "image/webp"),
+    (b"BM", 0, "bmp", "image/bmp"),
+    (b"II*\x00", 0, "tiff", "image/tiff"),
+    (b"MM\x00*", 0, "tiff", "image/tiff"),
+)
+_MIME = {name: mime for _, _, name, mime in _MAGIC}
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_DATA_URI_RE = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
+_SNIFF_LEN = 16
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Name the file format from its first bytes.
+
+    Returns:
+        ``"jpeg"``, ``"png"``, ``"pdf"``, ``"webp"``, ``"bmp"`` or ``"tiff"``, or ``None``.
+    """
+    for magic, offset, name, _ in _MAGIC:
+        if head[offset : offset + len(magic)] == magic and (name != "webp" or head[:4] == b"RIFF"):
+            return name
+    return None
+
+
+def _check_format(head: bytes, what: str, *, allow_pdf: bool) -> str:
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise InvalidInputError(
+            f"{what} is not a JPEG, PNG or PDF (nor WebP, BMP, TIFF): its first bytes are "
+            f"{head[:8]!r}"
+        )
+    if fmt == "pdf" and not allow_pdf:
+        raise InvalidInputError(
+            f"{what} is a PDF, which this endpoint does not take; use ocr_card() or extract_card()"
+        )
+    return fmt
+
+
+def _redact_url(url: str) -> str:
+    # Signed URLs carry credentials in their query: show where it points, never the query.
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
+
+
+class Payload:
+    """An input made ready to send: what goes in the request for one image field."""
+
+    __slots__ = ("content_type", "data", "filename", "format_type")
+
+    def __init__(
+        self, format_type: FormatType, data: bytes | str, filename: str = "", content_type: str = ""
+    ) -> None:
+        self.format_type: FormatType = format_type
+        self.data = data
+        self.filename = filename
+        self.content_type = content_type
+
+
+class ImageSource:
+    """One image (or PDF) to send, and how to send it.
+
+    Build it with ``from_path``, ``from_bytes``, ``from_url`` or ``from_base64``. Plain ``str``,
+    ``os.PathLike`` and ``bytes`` arguments are turned into one of these automatically.
+    """
+
+    __slots__ = ("_data", "_filename", "_kind", "_path", "_send_as", "_url")
+
+    def __init__(self) -> None:
+        # Use the from_* constructors; this only sets defaults.
+        self._kind: Literal["path", "bytes", "url", "base64"] = "bytes"
+        self._path: Path | None = None
+        self._data: bytes | str = b""
+        self._url = ""
+        self._filename = ""
+        self._send_as: Literal["file", "base64"] = "file"
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        send_as: Literal["file", "base64"] = "file",
+        filename: str | None = None,
+    ) -> ImageSource:
+        """An image or PDF file on disk, read only when its request is sent.
+
+        Args:
+            path: the file.
+            send_as: ``"file"`` (multipart upload, the default and the smallest on the wire) or
+                ``"base64"`` (JSON body).
+            filename: name to give the upload; defaults to the file's own name.
+
+        Raises:
+            InvalidInputError: the path does not exist, is not a regular file, or is empty.
+        """
+        p = Path(path)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise InvalidInputError(f"image file not found: {str(p)!r}") from None
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read image file {str(p)!r}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidInputError(f"{str(p)!r} is a directory, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidInputError(f"{str(p)!r} is not a regular file")
+        if st.st_size == 0:
+            raise InvalidInputError(f"image file {str(p)!r} is empty")
+        _check_send_as(send_as)
+        src = cls()
+        src._kind = "path"
+        src._path = p
+        src._filename = filename or p.name
+        src._send_as = send_as
+        return src
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes,
+        *,
+        send_as: Literal["file", "base64"] = "file",
+        filename: str | None = None,
+    ) -> ImageSource:
+        """An image or PDF held in memory.
+
+        Args:
+            data: the file's bytes (JPEG, PNG, PDF; also WebP, BMP, TIFF).
+            send_as: ``"file"`` (multipart, the default) or ``"base64"`` (JSON body).
+            filename: name to give the upload; defaults to ``image.<ext>``.
+
+        Raises:
+            InvalidInputError: the bytes are empty or not a supported format.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidInputError(f"from_bytes() takes bytes, not {type(data).__name__}")
+        data = bytes(data)
+        if not data:
+            raise InvalidInputError("image bytes are empty")
+        fmt = _check_format(data[:_SNIFF_LEN], "image bytes", allow_pdf=True)
+        _check_send_as(send_as)
+        src = cls()
+        src._kind = "bytes"
+        src._data = data
+        src._filename = filename or f"image.{'jpg' if fmt == 'jpeg' else fmt}"
+        src._send_as = send_as
+        return src
+
+    @classmethod
+    def from_url(cls, url: str) -> ImageSource:
+        """A public ``http(s)`` URL the service downloads itself (``format_type=url``).
+
+        Raises:
+            InvalidInputError: the URL's scheme is not http or https, or it has no host.
+        """
+        if not isinstance(url, str):
+            raise InvalidInputError(f"from_url() takes a str, not {type(url).__name__}")
+        parts = urlsplit(url.strip())
+        if parts.scheme.lower() not in ("http", "https"):
+            scheme = parts.scheme or "(none)"
+            raise InvalidInputError(
+                f"URL scheme {scheme!r} is not supported: the service downloads only http(s) URLs"
+            )
+        if not parts.netloc:
+            raise InvalidInputError(f"URL {_redact_url(url)!r} has no host")
+        src = cls()
+        src._kind = "url"
+        src._url = url.strip()
+        return src
+
+    @classmethod
+    def from_base64(cls, data: str | bytes) -> ImageSource:
+        """An image already encoded as base64 (``format_type=base64``, JSON body).
+
+        Line breaks (as ``base64.encodebytes`` writes them) and a ``data:...;base64,`` prefix are
+        accepted and removed.
+
+        Raises:
+            InvalidInputError: the text is empty, not valid base64, or does not decode to a
+                supported format.
+        """
+        if isinstance(data, (bytes, bytearray)):
+            try:
+                data = bytes(data).decode("ascii")
+            except UnicodeDecodeError:
+                raise InvalidInputError("base64 data holds non-ASCII bytes") from None
+        if not isinstance(data, str):
+            raise InvalidInputError(f"from_base64() takes str or bytes, not {type(data).__name__}")
+        text = _DATA_URI_RE.sub("", "".join(data.split()), count=1)
+        if not text:
+            raise InvalidInputError("base64 data is empty")
+        try:
+            decoded_head = base64.b64decode(text[:24], validate=True)
+            base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInputError(
+                "base64 data is not valid base64 (only A-Z a-z 0-9 + / and = padding are allowed)"
+            ) from None
+        _check_format(decoded_head, "base64 data", allow_pdf=True)
+        src = cls()
+        src._kind = "base64"
+        src._data = text
+        src._send_as = "base64"
+        return src
+
+    @property
+    def kind(self) -> Literal["path", "bytes", "url", "base64"]:
+        """Where the image comes from: ``"path"``, ``"bytes"``, ``"url"`` or ``"base64"``."""
+        return self._kind
+
+    @property
+    def format_type(self) -> FormatType:
+        """The ``format_type`` this source is sent with: ``"file"``, ``"url"`` or ``"base64"``."""
+        if self._kind == "url":
+            return "url"
+        return self._send_as
+
+    def __repr__(self) -> str:
+        if self._kind == "path":
+            return f"ImageSource.from_path({str(self._path)!r})"
+        if self._kind == "url":
+            return f"ImageSource.from_url({_redact_url(self._url)!r})"
+        if self._kind == "base64":
+            return f"ImageSource.from_base64(<{len(self._data)} chars>)"
+        return f"ImageSource.from_bytes(<{len(self._data)} bytes>)"
+
+    def load(self, *, max_size: int = DEFAULT_MAX_FILE_SIZE, allow_pdf: bool = True) -> Payload:
+        """Read and check the image, and return what its request carries.
+
+        Args:
+            max_size: largest accepted file, in bytes (base64 is measured decoded).
+            allow_pdf: whether the endpoint takes PDFs.
+
+        Raises:
+            InvalidInputError: the file vanished or changed into something unreadable, is over
+                ``max_size``, or is not a supported format.
+        """
+        if self._kind == "url":
+            return Payload("url", self._url)
+        if self._kind == "base64":
+            text = self._data
+            assert isinstance(text, str)
+            size = len(text) * 3 // 4 - text.count("=", -2)
+            _check_size(size, max_size, "base64 data")
+            if not allow_pdf:
+                _check_format(base64.b64decode(text[:24]), "base64 data", allow_pdf=False)
+            return Payload("base64", text)
+        if self._kind == "path":
+            assert self._path is not None
+            data = _read_file(self._path, max_size)
+            what = f"image file {str(self._path)!r}"
+        else:
+            assert isinstance(self._data, bytes)
+            data = self._data
+            _check_size(len(data), max_size, "image bytes")
+            what = "image bytes"
+        fmt = _check_format(data[:_SNIFF_LEN], what, allow_pdf=allow_pdf)
+        if self._send_as == "base64":
+            return Payload("base64", base64.b64encode(data).decode("ascii"))
+        return Payload("file", data, self._filename, _MIME[fmt])
+
+
+def _check_send_as(send_as: str) -> None:
+    if send_as not in ("file", "base64"):
+        raise InvalidInputError(f"send_as must be 'file' or 'base64', not {send_as!r}")
+
+
+def _check_size(size: int, max_size: int, what: str) -> None:
+    if size > max_size:
+        raise InvalidInputError(
+            f"{what} is {size:,} bytes, over the {max_size:,}-byte limit "
+            "(raise it with AsyncCVClient(max_file_size=...))"
+        )
+
+
+def _read_file(path: Path, max_size: int) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            _check_size(size, max_size, f"image file {str(path)!r}")
+            # One byte past the cap catches a file that grew since fstat.
+            data = fh.read(max_size + 1)
+    except FileNotFoundError:
+        raise InvalidInputError(f"image file not found: {str(path)!r}") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{str(path)!r} is a directory, not an image file") from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read image file {str(path)!r}: {exc.strerror}") from None
+    _check_size(len(data), max_size, f"image file {str(path)!r}")
+    if not data:
+        raise InvalidInputError(f"image file {str(path)!r} is empty")
+    return data
+
+
+ImageInput = Union[str, "os.PathLike[str]", bytes, ImageSource]
+"""What an image argument may be: a path, a URL, file bytes, or an ``ImageSource``."""
+
+
+def as_source(value: ImageInput, what: str = "image") -> ImageSource:
+    """Turn a plain argument into an ``ImageSource`` (see the module docstring for the rules)."""
+    if isinstance(value, ImageSource):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ImageSource.from_bytes(bytes(value))
+    if isinstance(value, str):
+        m = _SCHEME_RE.match(value.strip())
+        if m is not None:
+            return ImageSource.from_url(value)
+        if not value:
+            raise InvalidInputError(f"{what} path is empty")
+        return ImageSource.from_path(value)
+    if isinstance(value, os.PathLike):
+        return ImageSource.from_path(value)
+    raise InvalidInputError(
+        f"{what} must be a path, a URL, bytes or an ImageSource, not {type(value).__name__}"
+    )

@@ -1,0 +1,601 @@
+"""msgspec structs for the service's answers, and the decoder that builds them from bytes.
+
+The service sends ``{"data": ..., "errorCode": "0", "errorMessage": ""}``. ``data`` is one object
+for one document and a list for two sides, several documents or a PDF; it is normalised to a list
+of ``Card``. Each card's ``info`` is decoded into the struct for its ``type``; a type this library
+does not know (driving licences, vehicle papers, newer cards) decodes into ``GenericInfo``, which
+keeps every field. Unknown fields are ignored, numbers sent as strings are accepted, and a field
+whose value cannot be read as its type is left empty rather than failing the whole answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as _dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Union
+
+import msgspec
+
+__all__ = [
+    "WARNING_MESSAGES",
+    "CCCDBackInfo",
+    "CCCDFrontInfo",
+    "CMNDBackInfo",
+    "CMNDFrontInfo",
+    "Card",
+    "CardInfo",
+    "ChipCCCDBackInfo",
+    "ChipCCCDFrontInfo",
+    "ExtractionResult",
+    "GenericInfo",
+    "Info",
+    "PassportInfo",
+    "decode_answer",
+    "parse_date",
+]
+
+_DATE_RE = re.compile(r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})\s*$")
+
+
+def parse_date(text: str | None) -> _dt.date | None:
+    """Read a ``dd/mm/yyyy`` date as printed on Vietnamese documents.
+
+    Args:
+        text: the field's text, e.g. ``"01/02/1990"``; ``-`` and ``.`` separators are accepted too.
+
+    Returns:
+        The date, or ``None`` when the text is empty, is not a date (``"Không thời hạn"``,
+        no expiry) or names a day that does not exist.
+    """
+    if not text:
+        return None
+    m = _DATE_RE.match(text)
+    if m is None:
+        return None
+    day, month, year = (int(g) for g in m.groups())
+    try:
+        return _dt.date(year, month, day)
+    except ValueError:
+        return None
+
+
+class Info(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Fields read off one document. Subclasses hold the fields of each document type.
+
+    Every field is optional: the service leaves out what it could not read.
+    """
+
+    image: str | None = None
+    """The cropped, deskewed document image, base64 (only with ``get_thumb=True``)."""
+
+    def get(self, field: str, default: Any = None) -> Any:
+        """Return a field by name, or ``default`` when it is missing or empty."""
+        value = getattr(self, field, None)
+        return default if value is None or value == "" else value
+
+    def date(self, field: str) -> _dt.date | None:
+        """Return a date field (``dob``, ``issue_date``, ``due_date``...) as a ``datetime.date``.
+
+        Returns ``None`` when the field is missing or does not hold a date; the raw text stays in
+        the field itself (some say ``"Không thời hạn"``, no expiry).
+        """
+        value = self.get(field)
+        return parse_date(value) if isinstance(value, str) else None
+
+    def image_bytes(self) -> bytes | None:
+        """Return the thumbnail (``image``) decoded from base64, or ``None`` when there is none."""
+        if not self.image:
+            return None
+        data = self.image
+        if data.startswith("data:"):
+            data = data.partition(",")[2]
+        return base64.b64decode(data)
+
+    def save_image(self, path: str | os.PathLike[str]) -> Path:
+        """Write the thumbnail to ``path`` and return that path.
+
+        Raises:
+            ValueError: the answer holds no thumbnail (ask for one with ``get_thumb=True``).
+        """
+        data = self.image_bytes()
+        if data is None:
+            raise ValueError("this answer holds no thumbnail; request it with get_thumb=True")
+        out = Path(path)
+        out.write_bytes(data)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields that are present, as a plain dict."""
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+
+    def __repr__(self) -> str:
+        # Only the fields present, and the thumbnail by its size: a repr stays one readable line.
+        shown = ", ".join(
+            f"{k}=<{len(v)} base64 chars>" if k == "image" else f"{k}={v!r}"
+            for k, v in self.to_dict().items()
+        )
+        return f"{type(self).__name__}({shown})"
+
+
+class _PersonFrontInfo(Info, kw_only=True, omit_defaults=True):
+    """Fields shared by the fronts of CMND, CCCD and chip CCCD cards."""
+
+    id: str | None = None
+    """Card or passport number (số thẻ / số CMND / số hộ chiếu)."""
+    name: str | None = None
+    """Full name (họ và tên)."""
+    dob: str | None = None
+    """Date of birth, dd/mm/yyyy (ngày sinh)."""
+    hometown: str | None = None
+    """Place of origin (quê quán)."""
+    address: str | None = None
+    """Place of permanent residence (nơi thường trú)."""
+    address_town: str | None = None
+    """Province or city of residence (tỉnh/thành phố thường trú)."""
+    address_town_code: str | None = None
+    """Administrative code of ``address_town``."""
+    address_district: str | None = None
+    """District of residence (quận/huyện thường trú)."""
+    address_district_code: str | None = None
+    """Administrative code of ``address_district``."""
+    address_ward: str | None = None
+    """Ward or commune of residence (phường/xã thường trú)."""
+    address_ward_code: str | None = None
+    """Administrative code of ``address_ward``."""
+    hometown_town: str | None = None
+    """Province or city of origin (tỉnh/thành phố quê quán)."""
+    hometown_town_code: str | None = None
+    """Administrative code of ``hometown_town``."""
+    hometown_district: str | None = None
+    """District of origin (quận/huyện quê quán)."""
+    hometown_district_code: str | None = None
+    """Administrative code of ``hometown_district``."""
+    hometown_ward: str | None = None
+    """Ward or commune of origin (phường/xã quê quán)."""
+    hometown_ward_code: str | None = None
+    """Administrative code of ``hometown_ward``."""
+    # How sure the service is of each field above, from 0 to 1.
+    id_confidence: float | None = None
+    name_confidence: float | None = None
+    dob_confidence: float | None = None
+    hometown_confidence: float | None = None
+    address_confidence: float | None = None
+    # Where each field above lies in the image: [left, top, right, bottom] pixels.
+    id_box: list[float] | None = None
+    name_box: list[float] | None = None
+    dob_box: list[float] | None = None
+    hometown_box: list[float] | None = None
+    address_box: list[float] | None = None
+
+
+class CMNDFrontInfo(_PersonFrontInfo, kw_only=True, omit_defaults=True):
+    """Front of the 9-digit identity card, CMND (``9_id_card_front``)."""
+
+
+class CCCDFrontInfo(_PersonFrontInfo, kw_only=True, omit_defaults=True):
+    """Front of the 12-digit citizen identity card, CCCD (``12_id_card_front``)."""
+
+    gender: str | None = None
+    """Sex, as printed: Nam / Nữ (giới tính)."""
+    due_date: str | None = None
+    """Date of expiry, dd/mm/yyyy or a no-expiry text (ngày hết hạn)."""
+    nationality: str | None = None
+    """Nationality (quốc tịch)."""
+    ethnicity: str | None = None
+    """Ethnic group (dân tộc)."""
+    # How sure the service is of each field above, from 0 to 1.
+    gender_confidence: float | None = None
+    due_date_confidence: float | None = None
+    nationality_confidence: float | None = None
+    ethnicity_confidence: float | None = None
+    # Where each field above lies in the image: [left, top, right, bottom] pixels.
+    gender_box: list[float] | None = None
+    due_date_box: list[float] | None = None
+    nationality_box: list[float] | None = None
+    ethnicity_box: list[float] | None = None
+
+
+class ChipCCCDFrontInfo(_PersonFrontInfo, kw_only=True, omit_defaults=True):
+    """Front of the chip citizen identity card (``chip_id_card_front``)."""
+
+    gender: str | None = None
+    """Sex, as printed: Nam / Nữ (giới tính)."""
+    due_date: str | None = None
+    """Date of expiry, dd/mm/yyyy or a no-expiry text (ngày hết hạn)."""
+    nationality: str | None = None
+    """Nationality (quốc tịch)."""
+    # How sure the service is of each field above, from 0 to 1.
+    gender_confidence: float | None = None
+    due_date_confidence: float | None = None
+    nationality_confidence: float | None = None
+    # Where each field above lies in the image: [left, top, right, bottom] pixels.
+    gender_box: list[float] | None = None
+    due_date_box: list[float] | None = None
+    nationality_box: list[float] | None = None
+
+
+class CMNDBackInfo(Info, kw_only=True, omit_defaults=True):
+    """Back of the CMND (``9_id_card_back``)."""
+
+    ethnicity: str | None = None
+    """Ethnic group (dân tộc)."""
+    issue_date: str | None = None
+    """Date of issue, dd/mm/yyyy (ngày cấp)."""
+    religious: str | None = None
+    """Religion (tôn giáo)."""
+    issued_at: str | None = None
+    """Issuing authority or place (nơi cấp)."""
+    # How sure the service is of each field above, from 0 to 1.
+    ethnicity_confidence: float | None = None
+    issue_date_confidence: float | None = None
+    religious_confidence: float | None = None
+    issued_at_confidence: float | None = None
+    # Where each field above lies in the image: [left, top, right, bottom] pixels.
+    ethnicity_box: list[float] | None = None
+    issue_date_box: list[float] | None = None
+    religious_box: list[float] | None = None
+    issued_at_box: list[float] | None = None
+
+
+class CCCDBackInfo(Info, kw_only=True, omit_defaults=True):
+    """Back of the CCCD (``12_id_card_back``)."""
+
+    issue_date: str | None = None
+    """Date of issue, dd/mm/yyyy (ngày cấp)."""
+    issued_at: str | None = None
+    """Issuing authority or place (nơi cấp)."""
+    # How sure the service is of each field above, from 0 to 1.
+    issue_date_confidence: float | None = None
+    issued_at_confidence: float | None = None
+    # Where each field above lies in the image: [left, top, right, bottom] pixels.
+    issue_date_box: list[float] | None = None
+    issued_at_box: list[float] | None = None
+
+
+class ChipCCCDBackInfo(Info, kw_only=True, omit_defaults=True):
+    """Back of the chip CCCD (``chip_id_card_back``); most fields come from its MRZ."""
+
+    issue_date: str | None = None
+    """Date of issue, dd/mm/yyyy (ngày cấp)."""
+    issued_at: str | None = None
+    """Issuing authority or place (nơi cấp)."""
+    country: str | None = None
+    """Country code of the document (quốc gia)."""
+    document_number: str | None = None
+    """Number of the card itself, from the MRZ (số thẻ mặt sau)."""
+    person_number: str | None = None
+    """Citizen ID number, from the MRZ (số định danh)."""
+    dob: str | None = None
+    """Date of birth, dd/mm/yyyy (ngày sinh)."""
+    gender: str | None = None
+    """Sex, as printed: Nam / Nữ (giới tính)."""
+    due_date: str | None = None
+    """Date of expiry, dd/mm/yyyy or a no-expiry text (ngày hết hạn)."""
+    nationality: str | None = None
+    """Nationality (quốc tịch)."""
+    sur_name: str | None = None
+    """Surname, from the MRZ (họ)."""
+    given_name: str | None = None
+    """Given names, from the MRZ (tên)."""
+    # How sure the service is of each field above, from 0 to 1.
+    issue_date_confidence: float | None = None
+    issued_at_confidence: float | None = None
+    country_confidence: float | None = None
+    document_number_confidence: float | None = None
+    person_number_confidence: float | None = None
+    dob_confidence: float | None = None
+    gender_confidence: float | None = None
+    due_date_confidence: float | None = None
+    nationality_confidence: float | None = None
+    sur_name_confidence: float | None = None
+    given_name_confidence: float | None = None
+    # Where each field above lies in the image: [left, top, right, bottom] pixels.
+    issue_date_box: list[float] | None = None
+    issued_at_box: list[float] | None = None
+    country_box: list[float] | None = None
+    document_number_box: list[float] | None = None
+    person_number_box: list[float] | None = None
+    dob_box: list[float] | None = None
+    gender_box: list[float] | None = None
+    due_date_box: list[float] | None = None
+    nationality_box: list[float] | None = None
+    sur_name_box: list[float] | None = None
+    given_name_box: list[float] | None = None
+    mrz_confidence: float | None = None
+    """How sure the service is of the machine-readable zone as a whole."""
+
+
+class PassportInfo(Info, kw_only=True, omit_defaults=True):
+    """Passport data page (``passport``)."""
+
+    id: str | None = None
+    """Card or passport number (số thẻ / số CMND / số hộ chiếu)."""
+    sur_name: str | None = None
+    """Surname, from the MRZ (họ)."""
+    given_name: str | None = None
+    """Given names, from the MRZ (tên)."""
+    dob: str | None = None
+    """Date of birth, dd/mm/yyyy (ngày sinh)."""
+    gender: str | None = None
+    """Sex, as printed: Nam / Nữ (giới tính)."""
+    country: str | None = None
+    """Country code of the document (quốc gia)."""
+    nationality: str | None = None
+    """Nationality (quốc tịch)."""
+    due_date: str | None = None
+    """Date of expiry, dd/mm/yyyy or a no-expiry text (ngày hết hạn)."""
+    person_number: str | None = None
+    """Citizen ID number, from the MRZ (số định danh)."""
+    # How sure the service is of each field above, from 0 to 1.
+    id_confidence: float | None = None
+    sur_name_confidence: float | None = None
+    given_name_confidence: float | None = None
+    dob_confidence: float | None = None
+    gender_confidence: float | None = None
+    country_confidence: float | None = None
+    nationality_confidence: float | None = None
+    due_date_confidence: float | None = None
+    person_number_confidence: float | None = None
+    # Where each field above lies in the image: [left, top, right, bottom] pixels.
+    id_box: list[float] | None = None
+    sur_name_box: list[float] | None = None
+    given_name_box: list[float] | None = None
+    dob_box: list[float] | None = None
+    gender_box: list[float] | None = None
+    country_box: list[float] | None = None
+    nationality_box: list[float] | None = None
+    due_date_box: list[float] | None = None
+    person_number_box: list[float] | None = None
+    confidence: float | None = None
+    """How sure the service is of the passport as a whole."""
+    mrz_confidence: float | None = None
+    """How sure the service is of the machine-readable zone."""
+
+
+class GenericInfo(Info, kw_only=True, omit_defaults=True):
+    """Any document type without a struct of its own (driving licence, vehicle papers, a newer
+    card such as ``chip_id_card_2024_front``): every field the service sent, by its name."""
+
+    fields: dict[str, Any] = msgspec.field(default_factory=dict)
+    """All fields of ``info`` as sent, ``image`` included."""
+
+    def get(self, field: str, default: Any = None) -> Any:
+        """Return a field by name, or ``default`` when it is missing or empty."""
+        value = self.fields.get(field)
+        return default if value is None or value == "" else value
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields that are present, as a plain dict."""
+        return {k: v for k, v in self.fields.items() if v is not None}
+
+
+CardInfo = Union[  # noqa: UP007 - a runtime alias, and 3.10 has no ``type`` statement
+    CMNDFrontInfo,
+    CCCDFrontInfo,
+    ChipCCCDFrontInfo,
+    CMNDBackInfo,
+    CCCDBackInfo,
+    ChipCCCDBackInfo,
+    PassportInfo,
+    GenericInfo,
+]
+"""The ``info`` of a card: the struct for its ``type``, else ``GenericInfo``."""
+
+#: The warning codes the service documents for ``invalidCode`` / ``invalidMessage``.
+WARNING_MESSAGES: dict[int, str] = {
+    0: "Successful",
+    1: "Photo contains sign of being taken through an electronic screen",
+    2: "The picture is a photocopy version of the id card",
+    3: "The id field on the document is incorrectly formatted",
+    4: "The mrzcode on the passport is incorrectly formatted",
+    5: "The id card's corner has been clipped",
+}
+# Loose keys, since the vendor's own table misspells some messages ("uccessful").
+_WARNING_KEYS: tuple[tuple[str, int], ...] = (
+    ("electronic screen", 1),
+    ("photocopy", 2),
+    ("id field", 3),
+    ("mrz", 4),
+    ("corner", 5),
+    ("uccessful", 0),
+)
+
+
+class Card(msgspec.Struct, kw_only=True):
+    """One document (or one side of a card) read from the image."""
+
+    type: str
+    """Document type as the service names it, e.g. ``chip_id_card_front``, ``passport``."""
+    info: CardInfo
+    """The fields read, in the struct for ``type``."""
+    valid: bool | None = None
+    """``False`` when the service flags the document (screen photo, photocopy...); ``None`` when
+    it says nothing (driving licences, PDFs)."""
+    invalid_message: str | None = None
+    """The service's warning text, when it sent one."""
+    invalid_code: int | None = None
+    """The warning code (see ``WARNING_MESSAGES``), as sent or matched from the message."""
+
+
+class ExtractionResult(msgspec.Struct, kw_only=True):
+    """A decoded answer: the documents read, and how the request went."""
+
+    cards: list[Card]
+    """Every document in the answer, in the service's order (front before back for two sides,
+    page order for a PDF)."""
+    error_code: int = 0
+    """The service's ``errorCode``: 0 for an answer with data."""
+    error_message: str = ""
+    """The service's ``errorMessage``."""
+    attempts: int = 1
+    """How many HTTP attempts the request took."""
+    elapsed: float = 0.0
+    """Seconds from the first attempt to the answer, retries included."""
+
+    @property
+    def billed(self) -> bool:
+        """Whether the service bills this answer (it bills every ``errorCode`` 0)."""
+        return self.error_code == 0
+
+
+_INFO_TYPES: dict[str, type[Info]] = {
+    "9_id_card_front": CMNDFrontInfo,
+    "12_id_card_front": CCCDFrontInfo,
+    "chip_id_card_front": ChipCCCDFrontInfo,
+    "9_id_card_back": CMNDBackInfo,
+    "12_id_card_back": CCCDBackInfo,
+    "chip_id_card_back": ChipCCCDBackInfo,
+    "passport": PassportInfo,
+}
+
+_NULL = msgspec.Raw(b"null")
+
+
+class _RawCard(msgspec.Struct):
+    # Card-level scalars arrive in several spellings ("True", true, "1"); they are read loosely
+    # and normalised below, so an odd value never fails the answer.
+    type: Any = None
+    info: msgspec.Raw = msgspec.field(default_factory=lambda: _NULL)
+    valid: Any = None
+    invalidMessage: Any = None  # the service's own names
+    invalidCode: Any = None
+
+
+class _Envelope(msgspec.Struct):
+    data: msgspec.Raw = msgspec.field(default_factory=lambda: _NULL)
+    errorCode: Any = None
+    errorMessage: Any = None
+
+
+class AnswerFormatError(ValueError):
+    """The body is not the answer envelope; the client turns this into MalformedResponseError."""
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_ONE_CARD = msgspec.json.Decoder(_RawCard)
+_CARD_LIST = msgspec.json.Decoder(list[_RawCard])
+_DICT = msgspec.json.Decoder(dict[str, Any])
+_INFO_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    name: msgspec.json.Decoder(cls, strict=False) for name, cls in _INFO_TYPES.items()
+}
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    return None
+
+
+def _warning_code(code: Any, message: str | None) -> int | None:
+    number = _as_int(code)
+    if number is not None or not message:
+        return number
+    lowered = message.lower()
+    return next((c for key, c in _WARNING_KEYS if key in lowered), None)
+
+
+def _salvage(cls: type[Info], fields: dict[str, Any]) -> Info:
+    """Build ``cls`` field by field, keeping what can be read and leaving the rest empty."""
+    kwargs: dict[str, Any] = {}
+    for f in msgspec.structs.fields(cls):
+        if f.encode_name not in fields:
+            continue
+        value = fields[f.encode_name]
+        try:
+            kwargs[f.name] = msgspec.convert(value, f.type, strict=False)
+        except msgspec.ValidationError:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                with contextlib.suppress(msgspec.ValidationError):
+                    kwargs[f.name] = msgspec.convert(str(value), f.type, strict=False)
+    return cls(**kwargs)
+
+
+def _decode_info(card_type: str, raw: msgspec.Raw) -> CardInfo:
+    if bytes(raw).strip() in (b"null", b""):
+        fields: dict[str, Any] = {}
+        decoder = None
+    else:
+        decoder = _INFO_DECODERS.get(card_type)
+        if decoder is not None:
+            try:
+                info: CardInfo = decoder.decode(raw)
+                return info
+            except msgspec.ValidationError:
+                pass
+        try:
+            fields = _DICT.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise AnswerFormatError(f"a card's info is not an object: {exc}") from None
+    cls = _INFO_TYPES.get(card_type)
+    if cls is not None:
+        return _salvage(cls, fields)  # type: ignore[return-value]
+    image = fields.get("image")
+    return GenericInfo(image=image if isinstance(image, str) else None, fields=fields)
+
+
+def _build_card(raw: _RawCard) -> Card:
+    card_type = raw.type if isinstance(raw.type, str) else ""
+    message = raw.invalidMessage if isinstance(raw.invalidMessage, str) else None
+    return Card(
+        type=card_type,
+        info=_decode_info(card_type, raw.info),
+        valid=_as_bool(raw.valid),
+        invalid_message=message,
+        invalid_code=_warning_code(raw.invalidCode, message),
+    )
+
+
+def decode_answer(body: bytes) -> ExtractionResult:
+    """Decode an answer body into an ``ExtractionResult``, whatever its ``errorCode``.
+
+    Args:
+        body: the raw JSON body of an answer from any of the card endpoints.
+
+    Returns:
+        The decoded answer; ``cards`` is empty when the answer carries no data.
+
+    Raises:
+        AnswerFormatError: the body is not JSON, or not the answer envelope.
+    """
+    try:
+        envelope = _ENVELOPE.decode(body)
+    except msgspec.DecodeError as exc:
+        raise AnswerFormatError(f"not an answer object: {exc}") from None
+    code = _as_int(envelope.errorCode)
+    if code is None:
+        raise AnswerFormatError("no errorCode")
+    message = envelope.errorMessage if isinstance(envelope.errorMessage, str) else ""
+    data = bytes(envelope.data).lstrip()
+    try:
+        if data.startswith(b"["):
+            raw_cards = _CARD_LIST.decode(data)
+        elif data.startswith(b"{"):
+            raw_cards = [_ONE_CARD.decode(data)]
+        else:
+            raw_cards = []
+    except msgspec.DecodeError as exc:
+        raise AnswerFormatError(f"data is not a card or a list of cards: {exc}") from None
+    return ExtractionResult(
+        cards=[_build_card(c) for c in raw_cards],
+        error_code=code,
+        error_message=message,
+    )
