@@ -1,0 +1,39 @@
+"""The public names are a contract: ``__all__`` and what the package exposes must not drift."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import cvekyc_async
+
+PRIVATE_MODULES = ["_client", "_constants", "_errors", "_inputs", "_models"]
+
+
+def test_all_names_every_public_object_once() -> None:
+    exported = set(cvekyc_async.__all__)
+    public = {name for name in vars(cvekyc_async) if not name.startswith("_")}
+    modules = {name for name in public if name in PRIVATE_MODULES or name in {"annotations"}}
+    assert exported == (public - modules) | {"__version__"}
+    # Order is kept by ruff (RUF022); here, no name twice.
+    assert len(cvekyc_async.__all__) == len(exported)
+
+
+@pytest.mark.parametrize("module_name", PRIVATE_MODULES)
+def test_each_private_module_declares_all(module_name: str) -> None:
+    module = importlib.import_module(f"cvekyc_async.{module_name}")
+    for name in module.__all__:
+        assert hasattr(module, name), f"{module_name}.__all__ names missing {name}"
+
+
+def test_exported_objects_say_they_come_from_the_package() -> None:
+    for name in cvekyc_async.__all__:
+        obj = getattr(cvekyc_async, name)
+        if isinstance(obj, type):
+            assert obj.__module__.startswith("cvekyc_async"), name
+            assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_version_is_a_string() -> None:
+    assert isinstance(cvekyc_async.__version__, str)
