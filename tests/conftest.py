@@ -7,6 +7,8 @@ import pytest
 
 from tests import samples
 
+pytest_plugins = ["cvekyc_async.testing"]
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import importlib
+import types
 
 import pytest
 
 import cvekyc_async
 
-PRIVATE_MODULES = ["_client", "_constants", "_errors", "_inputs", "_models"]
+PRIVATE_MODULES = [
+    "_client",
+    "_constants",
+    "_errors",
+    "_inputs",
+    "_models",
+    "testing",
+    "emulator",
+    "emulator._app",
+    "emulator._fake",
+    "emulator._server",
+    "emulator._specimens",
+    "emulator._state",
+    "emulator._truth",
+]
 
 
 def test_all_names_every_public_object_once() -> None:
     exported = set(cvekyc_async.__all__)
-    public = {name for name in vars(cvekyc_async) if not name.startswith("_")}
-    modules = {name for name in public if name in PRIVATE_MODULES or name in {"annotations"}}
-    assert exported == (public - modules) | {"__version__"}
+    public = {
+        name
+        for name, obj in vars(cvekyc_async).items()
+        if not name.startswith("_") and not isinstance(obj, types.ModuleType)
+    }
+    assert exported == (public - {"annotations"}) | {"__version__"}
     # Order is kept by ruff (RUF022); here, no name twice.
     assert len(cvekyc_async.__all__) == len(exported)
 

@@ -1,0 +1,239 @@
+"""The client against the emulator over real sockets: request shapes, answers, error codes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import httpx
+import pytest
+from PIL import Image
+
+from cvekyc_async import (
+    AsyncCVClient,
+    AuthenticationError,
+    ChipCCCDBackInfo,
+    ChipCCCDFrontInfo,
+    ImageSource,
+    NoDocumentError,
+    QuotaExceededError,
+    URLUnavailableError,
+)
+from cvekyc_async.emulator import RunningEmulator, specimen_path, specimens
+from cvekyc_async.emulator._truth import read_documents
+from tests import samples
+
+pytestmark = pytest.mark.anyio
+
+
+def truth(name: str) -> list[dict]:
+    pages = read_documents(specimen_path(name).read_bytes())
+    assert pages is not None
+    return [doc for page in pages for doc in page]
+
+
+def as_style(emu: RunningEmulator, name: str, style: str) -> object:
+    path = specimen_path(name)
+    if style == "file":
+        return path
+    if style == "url":
+        return emu.specimen_url(name)
+    return ImageSource.from_base64(base64.b64encode(path.read_bytes()).decode())
+
+
+STYLES = ["file", "url", "base64"]
+
+
+@pytest.mark.parametrize("style", STYLES)
+async def test_extract_card_reads_each_specimen_in_each_style(
+    cv_emulator: RunningEmulator, cv_client: AsyncCVClient, style: str
+) -> None:
+    for name in ("cmnd_front.jpg", "cccd_back.png", "chip_front.jpg", "passport.jpg"):
+        res = await cv_client.extract_card(as_style(cv_emulator, name, style))  # type: ignore[arg-type]
+        [expected] = truth(name)
+        [card] = res.cards
+        assert card.type == expected["type"]
+        for key, value in expected["info"].items():
+            if isinstance(value, str):
+                assert card.info.get(key, "") == value, (name, key)
+        assert card.valid is True
+        assert card.info.image is None
+
+
+@pytest.mark.parametrize("style", STYLES)
+async def test_extract_cards_reads_front_then_back(
+    cv_emulator: RunningEmulator, cv_client: AsyncCVClient, style: str
+) -> None:
+    front = as_style(cv_emulator, "chip_front.jpg", style)
+    back = as_style(cv_emulator, "chip_back.jpg", style)
+    res = await cv_client.extract_cards(front, back, get_thumb=True)  # type: ignore[arg-type]
+    f, b = res.cards
+    assert isinstance(f.info, ChipCCCDFrontInfo)
+    assert isinstance(b.info, ChipCCCDBackInfo)
+    assert f.info.id == b.info.person_number
+    for card in res.cards:
+        thumb = card.info.image_bytes()
+        assert thumb is not None
+        with Image.open(io.BytesIO(thumb)) as img:
+            assert img.format == "JPEG"
+            assert max(img.size) <= 480
+
+
+@pytest.mark.parametrize("style", STYLES)
+async def test_ocr_card_reads_every_document(
+    cv_emulator: RunningEmulator, cv_client: AsyncCVClient, style: str
+) -> None:
+    res = await cv_client.ocr_card(as_style(cv_emulator, "two_sides.jpg", style))  # type: ignore[arg-type]
+    assert [c.type for c in res.cards] == ["chip_id_card_front", "chip_id_card_back"]
+    res = await cv_client.ocr_card(as_style(cv_emulator, "scan.pdf", style))  # type: ignore[arg-type]
+    assert [c.type for c in res.cards] == ["9_id_card_front", "9_id_card_back"]
+    assert [c.info.to_dict() for c in res.cards] == [d["info"] for d in truth("scan.pdf")]
+
+
+async def test_answers_have_the_real_shapes(cv_emulator: RunningEmulator) -> None:
+    auth = (cv_emulator.api_key, cv_emulator.api_secret)
+    async with httpx.AsyncClient(base_url=cv_emulator.base_url, auth=auth) as http:
+        one = (
+            await http.post(
+                "/api/v2/ekyc/card?format_type=file&get_thumb=false",
+                files={"img": specimen_path("chip_front.jpg").read_bytes()},
+            )
+        ).json()
+        pdf = (
+            await http.post(
+                "/api/v2/ocr/card?format_type=file&get_thumb=false",
+                files={"img": specimen_path("scan.pdf").read_bytes()},
+            )
+        ).json()
+        bad = (await http.get("/api/v2/ekyc/card?format_type=url&img=https://x.test/a")).json()
+    assert one["errorCode"] == "0"
+    assert isinstance(one["data"], dict)
+    assert one["data"]["valid"] == "True"
+    assert isinstance(pdf["data"], list)
+    assert len(pdf["data"]) == 2
+    assert "valid" not in json.dumps(pdf["data"][0]["info"])
+    assert bad == {"data": [], "errorCode": "2", "errorMessage": "Url is unavailable"}
+
+
+async def test_screen_photo_specimen_is_flagged(cv_client: AsyncCVClient) -> None:
+    [card] = (await cv_client.extract_card(specimen_path("screen_photo.jpg"))).cards
+    assert card.valid is False
+    assert card.invalid_code == 1
+
+
+# -- error codes ---------------------------------------------------------------------------------
+
+
+async def test_bad_credentials_give_error_5(cv_emulator: RunningEmulator) -> None:
+    async with AsyncCVClient(cv_emulator.api_key, "wrong", base_url=cv_emulator.base_url) as c:
+        with pytest.raises(AuthenticationError) as info:
+            await c.extract_card(specimen_path("chip_front.jpg"))
+    assert info.value.error_code == 5
+    assert cv_emulator.stats()["billed"] == 0
+
+
+async def test_image_without_a_document_gives_error_1(cv_client: AsyncCVClient) -> None:
+    with pytest.raises(NoDocumentError):
+        await cv_client.extract_card(specimen_path("blank.jpg"))
+
+
+async def test_unknown_image_gets_a_stable_synthetic_card(cv_client: AsyncCVClient) -> None:
+    a = await cv_client.extract_card(samples.JPEG)
+    again = await cv_client.extract_card(samples.JPEG)
+    other = await cv_client.extract_card(samples.JPEG + b"\x01")
+    assert a.cards == again.cards
+    assert a.cards[0].info.get("id") != other.cards[0].info.get("id")
+    assert len(a.cards[0].info.get("id")) == 12
+
+
+async def test_strict_mode_answers_1_for_unknown_images(
+    cv_emulator: RunningEmulator, cv_client: AsyncCVClient
+) -> None:
+    cv_emulator.state.settings.strict = True
+    with pytest.raises(NoDocumentError):
+        await cv_client.extract_card(samples.JPEG)
+    await cv_client.extract_card(specimen_path("chip_front.jpg"))  # specimens still read
+
+
+@pytest.mark.parametrize("url", ["https://example.invalid/a.jpg", "http://127.0.0.1:1/a.jpg"])
+async def test_urls_it_cannot_download_give_error_2(cv_client: AsyncCVClient, url: str) -> None:
+    with pytest.raises(URLUnavailableError):
+        await cv_client.extract_card(url)
+
+
+async def test_missing_specimen_url_gives_error_2(
+    cv_emulator: RunningEmulator, cv_client: AsyncCVClient
+) -> None:
+    with pytest.raises(URLUnavailableError):
+        await cv_client.extract_card(cv_emulator.specimen_url("nope.jpg"))
+
+
+async def test_quota_gives_error_4_once_used_up(
+    cv_emulator: RunningEmulator, cv_client: AsyncCVClient
+) -> None:
+    cv_emulator.state.settings.quota = 2
+    for _ in range(2):
+        await cv_client.extract_card(specimen_path("chip_front.jpg"))
+    with pytest.raises(QuotaExceededError):
+        await cv_client.extract_card(specimen_path("chip_front.jpg"))
+    assert cv_emulator.stats()["billed"] == 2
+    assert cv_emulator.stats()["error_codes"] == {"0": 2, "4": 1}
+
+
+@pytest.mark.parametrize(
+    ("query", "kwargs", "code"),
+    [
+        # format_type says one thing, the request carries another: 6
+        ("format_type=base64", {"files": {"img": samples.JPEG}}, "6"),
+        ("format_type=file", {"json": {"img": "abcd"}}, "6"),
+        ("format_type=url", {"files": {"img": samples.JPEG}}, "6"),
+        ("format_type=jpeg", {"files": {"img": samples.JPEG}}, "6"),
+        ("", {"files": {"img": samples.JPEG}}, "6"),
+        # an upload that is not an image: 3
+        ("format_type=file", {"files": {"img": b"hello, not an image"}}, "3"),
+        ("format_type=file", {"files": {"image": samples.JPEG}}, "3"),
+        ("format_type=base64", {"json": {"img": "!!!not base64"}}, "3"),
+        ("format_type=base64", {"json": {"img": base64.b64encode(b"text").decode()}}, "3"),
+        ("format_type=base64", {"json": {"other": "x"}}, "3"),
+    ],
+)
+async def test_mismatched_or_unreadable_uploads(
+    cv_emulator: RunningEmulator, query: str, kwargs: dict, code: str
+) -> None:
+    auth = (cv_emulator.api_key, cv_emulator.api_secret)
+    async with httpx.AsyncClient(base_url=cv_emulator.base_url, auth=auth) as http:
+        r = await http.post(f"/api/v2/ekyc/card?{query}", **kwargs)
+    assert r.json()["errorCode"] == code
+    assert cv_emulator.stats()["billed"] == 0
+
+
+async def test_pdf_on_the_two_sides_endpoint_gives_3(cv_emulator: RunningEmulator) -> None:
+    auth = (cv_emulator.api_key, cv_emulator.api_secret)
+    pdf = specimen_path("scan.pdf").read_bytes()
+    async with httpx.AsyncClient(base_url=cv_emulator.base_url, auth=auth) as http:
+        r = await http.post("/api/v2/ekyc/cards?format_type=file", files={"img1": pdf, "img2": pdf})
+    assert r.json()["errorCode"] == "3"
+
+
+def test_bundled_specimens_are_small_and_all_carry_truth() -> None:
+    found = specimens()
+    assert {
+        "cmnd_front.jpg",
+        "cmnd_back.jpg",
+        "cccd_front.jpg",
+        "cccd_back.png",
+        "chip_front.jpg",
+        "chip_back.jpg",
+        "passport.jpg",
+        "blank.jpg",
+        "scan.pdf",
+    } <= set(found)
+    assert sum(p.stat().st_size for p in found.values()) < 400_000
+    for name, path in found.items():
+        assert read_documents(path.read_bytes()) is not None, name
+
+
+def test_specimen_path_names_the_choices() -> None:
+    with pytest.raises(KeyError, match=r"chip_front\.jpg"):
+        specimen_path("missing.jpg")
