@@ -10,6 +10,7 @@ import pytest
 import cvekyc_async
 
 PRIVATE_MODULES = [
+    "_cli",
     "_client",
     "_constants",
     "_errors",
