@@ -49,6 +49,8 @@ from ._models import (
     decode_answer,
     parse_date,
 )
+from ._retry import RetryPolicy
+from ._usage import Usage
 
 __all__ = [
     "WARNING_MESSAGES",
@@ -81,7 +83,9 @@ __all__ = [
     "PassportInfo",
     "QuotaExceededError",
     "RateLimitError",
+    "RetryPolicy",
     "URLUnavailableError",
+    "Usage",
     "__version__",
     "decode_answer",
     "parse_date",

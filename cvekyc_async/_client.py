@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import logging
 import os
+import random
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -46,6 +47,9 @@ from ._errors import (
 )
 from ._inputs import ImageInput, Payload, as_source
 from ._models import AnswerFormatError, ExtractionResult, decode_answer
+from ._pacing import Pacer
+from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
+from ._usage import Usage
 
 __all__ = ["AsyncCVClient"]
 
@@ -58,6 +62,8 @@ _DEFAULT_TIMEOUT = httpx.Timeout(
     pool=DEFAULT_POOL_TIMEOUT,
 )
 _USER_AGENT = f"cvekyc-async/{__version__}"
+# Every wait between attempts goes through here, so tests can replace it with a fake clock.
+_sleep = anyio.sleep
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -118,6 +124,26 @@ def _positive_int(name: str, value: int, minimum: int) -> int:
     return value
 
 
+def _build_policy(
+    max_retries: int | None, retry: RetryPolicy | None, total_timeout: float | None
+) -> RetryPolicy:
+    if retry is not None and max_retries is not None:
+        raise ConfigurationError("give max_retries or retry=RetryPolicy(...), not both")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+    try:
+        policy = retry or RetryPolicy(
+            max_retries=DEFAULT_MAX_RETRIES
+            if max_retries is None
+            else _positive_int("max_retries", max_retries, 0)
+        )
+        if total_timeout is not None:
+            policy = dataclasses.replace(policy, total_timeout=total_timeout)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(str(exc)) from None
+    return policy
+
+
 def _timeout_kind(exc: httpx.TimeoutException) -> str:
     if isinstance(exc, httpx.ConnectTimeout):
         return "connect"
@@ -126,24 +152,6 @@ def _timeout_kind(exc: httpx.TimeoutException) -> str:
     if isinstance(exc, httpx.PoolTimeout):
         return "pool"
     return "read"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Read a ``Retry-After`` header: delay seconds or an HTTP date, as seconds from now."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class AsyncCVClient:
@@ -162,7 +170,13 @@ class AsyncCVClient:
             write 30 s, read 60 s, pool 10 s.
         max_concurrency: most HTTP requests in flight at once from this client (default 10).
             Callers beyond it wait in the client, not in the connection pool.
-        max_retries: how many times a transient failure is retried (default 2).
+        max_retries: how many times a transient failure is retried (default 2); a shorthand
+            for ``retry=RetryPolicy(max_retries=...)``.
+        retry: the full retry policy (backoff, ``Retry-After``, billing-safe mode, budget,
+            deadline); see ``RetryPolicy``. Give this or ``max_retries``, not both.
+        total_timeout: seconds for a whole call, all attempts and waits included; overrides
+            the policy's. ``None`` (default): each attempt is bounded by ``timeout`` only.
+        max_per_second: most requests started per second (off by default).
         max_file_size: largest upload accepted, in bytes (default 10 MiB); larger inputs raise
             ``InvalidInputError`` before anything is sent.
         http_client: an ``httpx.AsyncClient`` to send through (proxies, custom TLS, transports
@@ -181,7 +195,10 @@ class AsyncCVClient:
         base_url: str | None = None,
         timeout: float | httpx.Timeout | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        total_timeout: float | None = None,
+        max_per_second: float | None = None,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -204,7 +221,15 @@ class AsyncCVClient:
         )
         self._timeout = _coerce_timeout(timeout)
         self._max_concurrency = _positive_int("max_concurrency", max_concurrency, 1)
-        self._max_retries = _positive_int("max_retries", max_retries, 0)
+        self._retry = _build_policy(max_retries, retry, total_timeout)
+        self._budget = RetryBudget(self._retry.budget_capacity)
+        self._random = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._usage = Usage()
+        if max_per_second is not None and not (
+            isinstance(max_per_second, (int, float)) and max_per_second > 0
+        ):
+            raise ConfigurationError(f"max_per_second must be positive, not {max_per_second!r}")
+        self._pacer = Pacer(max_per_second) if max_per_second else None
         self._max_file_size = _positive_int("max_file_size", max_file_size, 1)
         self._limiter = anyio.CapacityLimiter(self._max_concurrency)
         self._owns_http = http_client is None
@@ -229,7 +254,7 @@ class AsyncCVClient:
     def __repr__(self) -> str:
         return (
             f"AsyncCVClient(base_url={self._base_url!r}, "
-            f"max_concurrency={self._max_concurrency}, max_retries={self._max_retries})"
+            f"max_concurrency={self._max_concurrency}, max_retries={self._retry.max_retries})"
         )
 
     @property
@@ -241,6 +266,21 @@ class AsyncCVClient:
     def max_concurrency(self) -> int:
         """Most HTTP requests this client keeps in flight at once."""
         return self._max_concurrency
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy in force."""
+        return self._retry
+
+    @property
+    def usage(self) -> Usage:
+        """A snapshot of the counts so far: requests, answers, billed, retries, errors."""
+        return self._usage.copy()
+
+    @property
+    def in_flight(self) -> int:
+        """HTTP attempts in flight right now."""
+        return int(self._limiter.borrowed_tokens)
 
     async def __aenter__(self) -> AsyncCVClient:
         return self
@@ -382,74 +422,115 @@ class AsyncCVClient:
         if not isinstance(get_thumb, bool):
             raise InvalidInputError(f"get_thumb must be True or False, not {get_thumb!r}")
         payloads = self._prepare(fields, allow_pdf=allow_pdf)
-        started = time.perf_counter()
         method = "GET" if payloads[0][1].format_type == "url" else "POST"
-        attempt = 1
-        try:
-            async with self._limiter:
-                request = self._build_request(path, payloads, get_thumb)
+        policy = self._retry
+        started = time.perf_counter()
+        deadline = policy.total_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if deadline is None:
+                    result = await self._attempt(method, path, payloads, get_thumb, attempt)
+                else:
+                    remaining = deadline - (time.perf_counter() - started)
+                    with anyio.fail_after(max(remaining, 0.0)):
+                        result = await self._attempt(method, path, payloads, get_thumb, attempt)
+            except CVError as exc:
+                error = exc
+            except TimeoutError:
+                error = APITimeoutError(
+                    f"no answer within total_timeout={deadline:g} s", kind="total"
+                )
+            else:
+                result.attempts = attempt
+                result.elapsed = time.perf_counter() - started
+                self._usage.answers += 1
+                self._usage.billed += result.billed
+                self._budget.refund(policy.success_refund)
+                return result
+            elapsed = time.perf_counter() - started
+            error.method, error.path = method, path
+            error.attempts, error.elapsed = attempt, elapsed
+            delay = policy.next_delay(error, attempt, elapsed, self._random.random())
+            if delay is not None and not self._budget.withdraw(policy.retry_cost_of(error)):
+                self._usage.budget_exhausted += 1
+                delay = None
+            if delay is None:
+                self._usage.count_error(error)
+                raise error
+            self._usage.retries += 1
+            self._usage.ambiguous_retries += is_ambiguous(error)
+            logger.debug(
+                "%s %s attempt %d failed (%s); retrying in %.3f s",
+                method,
+                path,
+                attempt,
+                type(error).__name__,
+                delay,
+            )
+            await _sleep(delay)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        payloads: Sequence[tuple[str, Payload]],
+        get_thumb: bool,
+        attempt: int,
+    ) -> ExtractionResult:
+        """One HTTP attempt, holding a concurrency slot only while it is in flight."""
+        async with self._limiter:
+            if self._pacer is not None:
+                await self._pacer.wait()
+            request = self._build_request(path, payloads, get_thumb)
+            sent = time.perf_counter()
+            self._usage.requests += 1
+            try:
                 response = await self._http.send(request)
                 try:
                     body = await response.aread()
                 finally:
                     await response.aclose()
-        except httpx.TimeoutException as exc:
-            kind = _timeout_kind(exc)
-            raise APITimeoutError(
-                f"{kind} timeout talking to the service",
-                kind=kind,
-                method=method,
-                path=path,
-                attempts=attempt,
-                elapsed=time.perf_counter() - started,
-            ) from None
-        except httpx.TransportError as exc:
-            raise APIConnectionError(
-                f"could not reach the service: {type(exc).__name__}: {exc}",
-                method=method,
-                path=path,
-                attempts=attempt,
-                elapsed=time.perf_counter() - started,
-            ) from None
-        elapsed = time.perf_counter() - started
-        logger.debug(
-            "%s %s -> %d (attempt %d, %.3f s)", method, path, response.status_code, attempt, elapsed
-        )
-        return self._interpret(response, body, method, path, attempt, elapsed)
+            except httpx.TimeoutException as exc:
+                kind = _timeout_kind(exc)
+                self._log_attempt(method, path, attempt, f"{kind} timeout", sent)
+                raise APITimeoutError(f"{kind} timeout talking to the service", kind=kind) from None
+            except httpx.TransportError as exc:
+                kind = "connect" if isinstance(exc, httpx.ConnectError) else "transport"
+                self._log_attempt(method, path, attempt, type(exc).__name__, sent)
+                raise APIConnectionError(
+                    f"could not reach the service: {type(exc).__name__}: {exc}", kind=kind
+                ) from None
+        self._log_attempt(method, path, attempt, str(response.status_code), sent)
+        return self._interpret(response, body)
 
-    def _interpret(
-        self,
-        response: httpx.Response,
-        body: bytes,
-        method: str,
-        path: str,
-        attempts: int,
-        elapsed: float,
-    ) -> ExtractionResult:
+    @staticmethod
+    def _log_attempt(method: str, path: str, attempt: int, outcome: str, sent: float) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s attempt %d -> %s in %.3f s",
+                method,
+                path,
+                attempt,
+                outcome,
+                time.perf_counter() - sent,
+            )
+
+    def _interpret(self, response: httpx.Response, body: bytes) -> ExtractionResult:
         """Turn a received answer into a result, or raise the error it stands for."""
         status = response.status_code
-        where: dict[str, Any] = {
-            "method": method,
-            "path": path,
-            "attempts": attempts,
-            "elapsed": elapsed,
-        }
         try:
             answer = decode_answer(body)
         except AnswerFormatError as exc:
             if 200 <= status < 300:
-                raise MalformedResponseError(
-                    str(exc), status_code=status, body=body, **where
-                ) from None
+                raise MalformedResponseError(str(exc), status_code=status, body=body) from None
             looks_json = body.lstrip()[:1] in (b"{", b"[")
             text = "" if looks_json else body.decode("utf-8", "replace")
-            if status == 429:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                raise RateLimitError(status, retry_after=retry_after, body=text, **where) from None
-            raise APIStatusError(status, body=text, **where) from None
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            cls = RateLimitError if status == 429 else APIStatusError
+            raise cls(status, body=text, retry_after=retry_after) from None
         if answer.error_code != 0:
-            cls = api_error_for_code(answer.error_code)
-            raise cls(answer.error_code, answer.error_message, status_code=status, **where)
-        answer.attempts = attempts
-        answer.elapsed = elapsed
+            cls_api = api_error_for_code(answer.error_code)
+            raise cls_api(answer.error_code, answer.error_message, status_code=status)
         return answer

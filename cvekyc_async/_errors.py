@@ -177,6 +177,7 @@ class APIStatusError(CVError):
     Attributes:
         status_code: the HTTP status.
         body: the start of the body when it was not JSON (a proxy's HTML page, say), else ``""``.
+        retry_after: seconds the service asked to wait (``Retry-After``), if it said.
     """
 
     def __init__(
@@ -184,6 +185,7 @@ class APIStatusError(CVError):
         status_code: int,
         *,
         body: str = "",
+        retry_after: float | None = None,
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
@@ -193,35 +195,16 @@ class APIStatusError(CVError):
         text = f"HTTP {status_code} from the service"
         if snippet:
             text += f": {snippet!r}"
+        if retry_after is not None:
+            text += f" (Retry-After: {retry_after:g} s)"
         super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
         self.status_code = status_code
         self.body = snippet
+        self.retry_after = retry_after
 
 
 class RateLimitError(APIStatusError):
-    """HTTP 429: the service asks the client to slow down.
-
-    Attributes:
-        retry_after: seconds the service asked to wait (from ``Retry-After``), if it said.
-    """
-
-    def __init__(
-        self,
-        status_code: int = 429,
-        *,
-        retry_after: float | None = None,
-        body: str = "",
-        method: str | None = None,
-        path: str | None = None,
-        attempts: int = 0,
-        elapsed: float = 0.0,
-    ) -> None:
-        super().__init__(
-            status_code, body=body, method=method, path=path, attempts=attempts, elapsed=elapsed
-        )
-        self.retry_after = retry_after
-        if retry_after is not None:
-            self.message += f" (Retry-After: {retry_after:g} s)"
+    """HTTP 429: the service asks the client to slow down (see ``retry_after``)."""
 
 
 class MalformedResponseError(CVError):
@@ -255,22 +238,19 @@ class MalformedResponseError(CVError):
 
 
 class APIConnectionError(CVError):
-    """The request could not be sent, or its answer was not received (refused, reset, DNS...)."""
-
-
-class APITimeoutError(APIConnectionError):
-    """A connect, write, read or pool timeout.
+    """The request could not be sent, or its answer was not received (refused, reset, DNS...).
 
     Attributes:
-        kind: which timeout fired: ``"connect"``, ``"write"``, ``"read"``, ``"pool"`` or
-            ``"total"`` (the overall deadline).
+        kind: where it failed: ``"connect"`` (the request never left: safe to resend) or
+            ``"transport"`` (the connection broke after sending began: the service may have done,
+            and billed, the work). Timeouts use the timeout kinds below.
     """
 
     def __init__(
         self,
         message: str,
         *,
-        kind: str,
+        kind: str = "transport",
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
@@ -278,3 +258,12 @@ class APITimeoutError(APIConnectionError):
     ) -> None:
         super().__init__(message, method=method, path=path, attempts=attempts, elapsed=elapsed)
         self.kind = kind
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, write, read or pool timeout, or the overall deadline.
+
+    Attributes:
+        kind: which timeout fired: ``"connect"``, ``"write"``, ``"read"``, ``"pool"`` or
+            ``"total"`` (the overall deadline, ``total_timeout``).
+    """
