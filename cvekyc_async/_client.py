@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
-import msgspec
 
 from . import __version__
+from ._body import BodyStream, encode_body
 from ._constants import (
     DEFAULT_BASE_URL,
     DEFAULT_CONNECT_TIMEOUT,
@@ -64,7 +64,6 @@ _DEFAULT_TIMEOUT = httpx.Timeout(
 _USER_AGENT = f"cvekyc-async/{__version__}"
 # Every wait between attempts goes through here, so tests can replace it with a fake clock.
 _sleep = anyio.sleep
-_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class _Secret:
@@ -390,26 +389,29 @@ class AsyncCVClient:
         ]
 
     def _build_request(
-        self, path: str, payloads: Sequence[tuple[str, Payload]], get_thumb: bool
+        self,
+        path: str,
+        payloads: Sequence[tuple[str, Payload]],
+        get_thumb: bool,
+        body: tuple[str, bytes] | None,
     ) -> httpx.Request:
         format_type = payloads[0][1].format_type
         thumb = "true" if get_thumb else "false"
         headers = {"Authorization": self._auth.reveal()}
         url = self._base_url + path
-        if format_type == "url":
-            params: list[tuple[str, str | int | float | bool | None]]
+        params: list[tuple[str, str | int | float | bool | None]]
+        if body is None:
             params = [(name, str(p.data)) for name, p in payloads]
             params += [("format_type", "url"), ("get_thumb", thumb)]
             return self._http.build_request("GET", url, params=params, headers=headers)
         params = [("format_type", format_type), ("get_thumb", thumb)]
-        if format_type == "file":
-            files = [(name, (p.filename, p.data, p.content_type)) for name, p in payloads]
-            return self._http.build_request(
-                "POST", url, params=params, files=files, headers=headers
-            )
-        body = msgspec.json.encode({name: p.data for name, p in payloads})
-        headers.update(_JSON_HEADERS)
-        return self._http.build_request("POST", url, params=params, content=body, headers=headers)
+        content_type, data = body
+        headers["Content-Type"] = content_type
+        headers["Content-Length"] = str(len(data))
+        request = self._http.build_request("POST", url, params=params, headers=headers)
+        # Set directly: given as content=, httpx would wrap it in an async generator.
+        request.stream = BodyStream(data)
+        return request
 
     async def _extract(
         self,
@@ -422,20 +424,19 @@ class AsyncCVClient:
         if not isinstance(get_thumb, bool):
             raise InvalidInputError(f"get_thumb must be True or False, not {get_thumb!r}")
         payloads = self._prepare(fields, allow_pdf=allow_pdf)
-        method = "GET" if payloads[0][1].format_type == "url" else "POST"
+        is_url = payloads[0][1].format_type == "url"
+        method = "GET" if is_url else "POST"
+        body = None if is_url else encode_body(payloads)
         policy = self._retry
         started = time.perf_counter()
         deadline = policy.total_timeout
         attempt = 0
         while True:
             attempt += 1
+            remaining = None if deadline is None else deadline - (time.perf_counter() - started)
             try:
-                if deadline is None:
-                    result = await self._attempt(method, path, payloads, get_thumb, attempt)
-                else:
-                    remaining = deadline - (time.perf_counter() - started)
-                    with anyio.fail_after(max(remaining, 0.0)):
-                        result = await self._attempt(method, path, payloads, get_thumb, attempt)
+                with anyio.fail_after(None if remaining is None else max(remaining, 0.0)):
+                    result = await self._attempt(method, path, payloads, get_thumb, body, attempt)
             except CVError as exc:
                 error = exc
             except TimeoutError:
@@ -477,19 +478,20 @@ class AsyncCVClient:
         path: str,
         payloads: Sequence[tuple[str, Payload]],
         get_thumb: bool,
+        body: tuple[str, bytes] | None,
         attempt: int,
     ) -> ExtractionResult:
         """One HTTP attempt, holding a concurrency slot only while it is in flight."""
         async with self._limiter:
             if self._pacer is not None:
                 await self._pacer.wait()
-            request = self._build_request(path, payloads, get_thumb)
+            request = self._build_request(path, payloads, get_thumb, body)
             sent = time.perf_counter()
             self._usage.requests += 1
             try:
                 response = await self._http.send(request)
                 try:
-                    body = await response.aread()
+                    answer = await response.aread()
                 finally:
                     await response.aclose()
             except httpx.TimeoutException as exc:
@@ -503,7 +505,7 @@ class AsyncCVClient:
                     f"could not reach the service: {type(exc).__name__}: {exc}", kind=kind
                 ) from None
         self._log_attempt(method, path, attempt, str(response.status_code), sent)
-        return self._interpret(response, body)
+        return self._interpret(response, answer)
 
     @staticmethod
     def _log_attempt(method: str, path: str, attempt: int, outcome: str, sent: float) -> None:

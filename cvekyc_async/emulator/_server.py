@@ -130,6 +130,10 @@ class RunningEmulator:
         """Zero the counts."""
         self.state.reset_counts()
 
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until the emulator handles no request (see ``EmulatorState.wait_idle``)."""
+        return self.state.wait_idle(timeout)
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket on ``host``:``port`` (0 for a free port)."""

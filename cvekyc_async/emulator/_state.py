@@ -79,6 +79,7 @@ class EmulatorState:
 
     def __init__(self, settings: EmulatorSettings | None = None, faults: Faults | None = None):
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self.settings = settings or EmulatorSettings()
         self.faults = Faults()
         self._rng = random.Random(0)
@@ -133,6 +134,17 @@ class EmulatorState:
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no API request is being handled; ``False`` if ``timeout`` passed first.
+
+        Requests a client abandoned (cancelled, timed out) go on being handled, as on the real
+        service, so the count can stay above zero for a while after the client has let go.
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self.in_flight == 0, timeout)
 
     def stats(self) -> dict[str, Any]:
         """Counts so far: ``requests``, ``billed``, ``faults`` by kind, ``error_codes`` by code,
