@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 
 __all__ = ["Pacer"]
@@ -12,15 +14,28 @@ class Pacer:
 
     Each caller reserves the next free start time and sleeps until it; a caller cancelled while
     waiting leaves its slot unused, which only makes the pace slower, never faster.
+
+    Args:
+        per_second: most starts per second.
+        clock: the time source (tests pass a fake one).
+        sleep: how to wait (tests pass a fake one).
     """
 
-    def __init__(self, per_second: float) -> None:
+    def __init__(
+        self,
+        per_second: float,
+        *,
+        clock: Callable[[], float] = anyio.current_time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
         self.interval = 1.0 / per_second
-        self._next = 0.0
+        self._next = float("-inf")
+        self._clock = clock
+        self._sleep = sleep
 
     async def wait(self) -> None:
-        now = anyio.current_time()
+        now = self._clock()
         start = max(now, self._next)
         self._next = start + self.interval
         if start > now:
-            await anyio.sleep(start - now)
+            await self._sleep(start - now)

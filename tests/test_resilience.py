@@ -11,6 +11,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
+import cvekyc_async._client as client_module
 from cvekyc_async import (
     APIConnectionError,
     APITimeoutError,
@@ -19,6 +20,7 @@ from cvekyc_async import (
     ExtractionResult,
     RetryPolicy,
 )
+from cvekyc_async._pacing import Pacer
 from cvekyc_async.emulator import Faults, RunningEmulator, specimen_path
 
 pytestmark = pytest.mark.anyio
@@ -128,14 +130,40 @@ async def test_the_default_pool_does_not_time_out_under_load(cv_emulator: Runnin
         assert c.usage.errors == {}
 
 
-async def test_rate_limit_spaces_request_starts(cv_emulator: RunningEmulator) -> None:
-    async with cv_emulator.client(max_per_second=50) as c:
-        started = anyio.current_time()
-        async with anyio.create_task_group() as tg:
-            for _ in range(11):
-                tg.start_soon(c.extract_card, CARD)
-        # Eleven starts at 50/s need at least ten intervals of 20 ms.
-        assert anyio.current_time() - started >= 0.2
+async def test_rate_limit_spaces_request_starts() -> None:
+    now = [100.0]
+    waits: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        waits.append(delay)
+
+    pacer = Pacer(50, clock=lambda: now[0], sleep=fake_sleep)
+    for _ in range(4):
+        await pacer.wait()  # all at once: each waits one interval more than the last
+    assert waits == pytest.approx([0.02, 0.04, 0.06])
+    now[0] += 1.0  # after a quiet second the next start goes at once
+    await pacer.wait()
+    assert len(waits) == 3
+
+
+async def test_max_per_second_paces_every_attempt(
+    cv_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        waits.append(delay)
+
+    def frozen_pacer(per_second: float) -> Pacer:
+        return Pacer(per_second, clock=lambda: 0.0, sleep=fake_sleep)
+
+    monkeypatch.setattr(client_module, "Pacer", frozen_pacer)
+    cv_emulator.set_faults(rate_503=1.0, retry_after="0")
+    async with cv_emulator.client(max_per_second=10, retry=NO_WAIT) as c:
+        with pytest.raises(CVError):
+            await c.extract_card(CARD)
+    # Three attempts on a frozen clock: the second and third wait one and two intervals.
+    assert waits == pytest.approx([0.1, 0.2])
 
 
 async def test_a_storm_of_cancellations_leaves_the_client_whole(
