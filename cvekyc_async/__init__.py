@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0.dev0"
 
+from ._batch import BatchProgress, BatchResult
 from ._client import AsyncCVClient
 from ._errors import (
     APIConnectionError,
@@ -60,6 +61,8 @@ __all__ = [
     "APITimeoutError",
     "AsyncCVClient",
     "AuthenticationError",
+    "BatchProgress",
+    "BatchResult",
     "CCCDBackInfo",
     "CCCDFrontInfo",
     "CMNDBackInfo",

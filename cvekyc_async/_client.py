@@ -9,14 +9,22 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
-from . import __version__
+from . import __version__, _batch
+from ._batch import (
+    DEFAULT_FATAL_ERRORS,
+    BatchInputs,
+    BatchResult,
+    Endpoint,
+    ProgressCallback,
+)
 from ._body import BodyStream, encode_body
 from ._constants import (
     DEFAULT_BASE_URL,
@@ -366,6 +374,87 @@ class AsyncCVClient:
             MalformedResponseError: the answer was not the documented JSON.
         """
         return await self._extract(PATH_OCR, (("img", image),), get_thumb, allow_pdf=True)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def extract_as_completed(
+        self,
+        inputs: BatchInputs,
+        *,
+        endpoint: Endpoint = "card",
+        get_thumb: bool = False,
+        concurrency: int | None = None,
+        progress: ProgressCallback | None = None,
+        fatal_errors: tuple[type[CVError], ...] = DEFAULT_FATAL_ERRORS,
+    ) -> AbstractAsyncContextManager[AsyncIterator[BatchResult]]:
+        """Run many extractions at once and yield each ``BatchResult`` as it completes.
+
+        ::
+
+            async with client.extract_as_completed(paths) as results:
+                async for r in results:
+                    print(r.index, r.ok, r.result or r.error)
+
+        Inputs are consumed lazily: at most about ``2 * concurrency`` are pulled ahead of
+        what the consumer has taken, so a generator of millions of paths works in bounded
+        memory. Leaving the block early cancels the batch promptly; the client stays usable.
+
+        Args:
+            inputs: an iterable or async iterable of images (for ``endpoint="cards"``, of
+                ``(front, back)`` pairs).
+            endpoint: ``"card"`` (``extract_card``), ``"cards"`` (``extract_cards``) or
+                ``"ocr"`` (``ocr_card``).
+            get_thumb: ask for thumbnails.
+            concurrency: inputs worked on at once (default: the client's ``max_concurrency``;
+                HTTP attempts stay bounded by ``max_concurrency`` in any case).
+            progress: called with a ``BatchProgress`` after each input ends.
+            fatal_errors: errors after which nothing more is sent: the inputs not yet sent end
+                with that error and ``attempts=0``. Default: bad credentials and quota used up;
+                pass ``()`` to send everything regardless.
+
+        Raises:
+            InvalidInputError: a bad option, or ``inputs`` is not iterable. Per-input failures
+                are results, not exceptions.
+        """
+        return _batch.extract_as_completed(
+            self,
+            inputs,
+            endpoint=endpoint,
+            get_thumb=get_thumb,
+            concurrency=concurrency,
+            progress=progress,
+            fatal_errors=fatal_errors,
+        )
+
+    async def extract_many(
+        self,
+        inputs: BatchInputs,
+        *,
+        endpoint: Endpoint = "card",
+        get_thumb: bool = False,
+        concurrency: int | None = None,
+        progress: ProgressCallback | None = None,
+        fatal_errors: tuple[type[CVError], ...] = DEFAULT_FATAL_ERRORS,
+    ) -> list[BatchResult]:
+        """Run many extractions at once and return one ``BatchResult`` per input, in input order.
+
+        Every input is accounted for exactly once, as a result or an error; arguments as
+        ``extract_as_completed``. For very large batches prefer ``extract_as_completed``,
+        which does not hold every result until the end.
+        """
+        out: list[BatchResult] = []
+        async with self.extract_as_completed(
+            inputs,
+            endpoint=endpoint,
+            get_thumb=get_thumb,
+            concurrency=concurrency,
+            progress=progress,
+            fatal_errors=fatal_errors,
+        ) as results:
+            async for item in results:
+                out.append(item)
+        out.sort(key=lambda r: r.index)
+        return out
 
     # -- one request -------------------------------------------------------------------------
 

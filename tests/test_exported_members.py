@@ -10,6 +10,7 @@ import pytest
 import cvekyc_async
 
 PRIVATE_MODULES = [
+    "_batch",
     "_body",
     "_cli",
     "_client",

@@ -1,0 +1,250 @@
+"""Many extractions at once: ``extract_many`` and ``extract_as_completed``.
+
+Inputs are pulled lazily by a fixed set of worker tasks, and results go through a memory object
+stream whose buffer is as large as the concurrency. A slow consumer therefore stops the workers,
+the workers stop pulling, and memory stays bounded by the concurrency whatever the batch size.
+Every input pulled ends as exactly one ``BatchResult``: a result, or the error that ended it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sized
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._errors import AuthenticationError, CVError, InvalidInputError, QuotaExceededError
+from ._models import ExtractionResult
+
+if TYPE_CHECKING:
+    from ._client import AsyncCVClient
+
+__all__ = [
+    "DEFAULT_FATAL_ERRORS",
+    "BatchInputs",
+    "BatchProgress",
+    "BatchResult",
+    "Endpoint",
+    "ProgressCallback",
+    "extract_as_completed",
+]
+
+Endpoint = Literal["card", "cards", "ocr"]
+BatchInputs = Union[Iterable[Any], AsyncIterable[Any]]  # noqa: UP007 - a runtime alias on 3.10
+"""Any iterable or async iterable of inputs; for ``endpoint="cards"`` each input is a
+``(front, back)`` pair."""
+
+#: Errors after which no further request of the batch can succeed.
+DEFAULT_FATAL_ERRORS: tuple[type[CVError], ...] = (AuthenticationError, QuotaExceededError)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchResult:
+    """How one input of a batch ended.
+
+    Attributes:
+        index: the input's position in the batch, from 0.
+        input: the input as given.
+        result: the answer, when the call succeeded.
+        error: the error that ended it, otherwise (bad input, an API error code, exhausted
+            retries, or the batch's fatal error when it was never sent).
+        attempts: HTTP attempts made for it (0 when it was never sent).
+        elapsed: seconds spent on it.
+    """
+
+    index: int
+    input: Any
+    result: ExtractionResult | None = None
+    error: CVError | None = None
+    attempts: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the input was read."""
+        return self.error is None
+
+    @property
+    def billed(self) -> bool:
+        """Whether the service billed the answer."""
+        return self.result is not None and self.result.billed
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """A batch's progress, passed to the ``progress`` callback after each input ends.
+
+    Attributes:
+        done: inputs ended so far (read or failed).
+        failed: those that ended with an error.
+        billed: answers the service billed.
+        total: the number of inputs when it is known (a sized collection), else ``None``.
+        elapsed: seconds since the batch started.
+    """
+
+    done: int
+    failed: int
+    billed: int
+    total: int | None
+    elapsed: float
+
+
+ProgressCallback = Callable[[BatchProgress], None]
+
+
+class _Source:
+    """Hands out inputs one at a time, with their index, to whichever worker asks."""
+
+    def __init__(self, inputs: BatchInputs) -> None:
+        self._lock = anyio.Lock()
+        self._next_index = 0
+        if isinstance(inputs, AsyncIterable):
+            self._aiter: AsyncIterator[Any] | None = aiter(inputs)
+            self._iter = None
+        else:
+            self._aiter = None
+            self._iter = iter(inputs)
+
+    async def pull(self) -> tuple[int, Any] | None:
+        async with self._lock:  # an async generator cannot be advanced by two tasks at once
+            try:
+                if self._aiter is not None:
+                    item = await anext(self._aiter)
+                else:
+                    assert self._iter is not None
+                    item = next(self._iter)
+            except (StopIteration, StopAsyncIteration):
+                return None
+            index = self._next_index
+            self._next_index += 1
+            return index, item
+
+
+class _Run:
+    """The shared state of one batch."""
+
+    def __init__(
+        self,
+        client: AsyncCVClient,
+        endpoint: Endpoint,
+        get_thumb: bool,
+        total: int | None,
+        progress: ProgressCallback | None,
+        fatal_errors: tuple[type[CVError], ...],
+    ) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.get_thumb = get_thumb
+        self.total = total
+        self.progress = progress
+        self.fatal_errors = fatal_errors
+        self.fatal: CVError | None = None
+        self.started = time.perf_counter()
+        self.done = self.failed = self.billed = 0
+
+    async def one(self, index: int, item: Any) -> BatchResult:
+        if self.fatal is not None:
+            return BatchResult(index, item, error=self.fatal)
+        started = time.perf_counter()
+        try:
+            result = await self._call(item)
+        except CVError as exc:
+            if isinstance(exc, self.fatal_errors) and self.fatal is None:
+                self.fatal = exc
+            return BatchResult(
+                index, item, error=exc, attempts=exc.attempts, elapsed=time.perf_counter() - started
+            )
+        return BatchResult(
+            index, item, result=result, attempts=result.attempts, elapsed=result.elapsed
+        )
+
+    async def _call(self, item: Any) -> ExtractionResult:
+        client = self.client
+        if self.endpoint == "cards":
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise InvalidInputError(
+                    f"endpoint='cards' takes (front, back) pairs, not {type(item).__name__}"
+                )
+            return await client.extract_cards(item[0], item[1], get_thumb=self.get_thumb)
+        if self.endpoint == "ocr":
+            return await client.ocr_card(item, get_thumb=self.get_thumb)
+        return await client.extract_card(item, get_thumb=self.get_thumb)
+
+    def record(self, result: BatchResult) -> None:
+        self.done += 1
+        self.failed += not result.ok
+        self.billed += result.billed
+        if self.progress is not None:
+            self.progress(
+                BatchProgress(
+                    done=self.done,
+                    failed=self.failed,
+                    billed=self.billed,
+                    total=self.total,
+                    elapsed=time.perf_counter() - self.started,
+                )
+            )
+
+
+async def _worker(run: _Run, source: _Source, send: MemoryObjectSendStream[BatchResult]) -> None:
+    async with send:
+        while (pulled := await source.pull()) is not None:
+            result = await run.one(*pulled)
+            run.record(result)
+            await send.send(result)
+
+
+async def _produce(
+    run: _Run, source: _Source, workers: int, send: MemoryObjectSendStream[BatchResult]
+) -> None:
+    async with send, anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(_worker, run, source, send.clone())
+
+
+def _check_options(endpoint: object, concurrency: object, fatal_errors: object) -> None:
+    if endpoint not in ("card", "cards", "ocr"):
+        raise InvalidInputError(f"endpoint must be 'card', 'cards' or 'ocr', not {endpoint!r}")
+    if concurrency is not None and (
+        not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
+    ):
+        raise InvalidInputError(f"concurrency must be an integer >= 1, not {concurrency!r}")
+    if not isinstance(fatal_errors, tuple) or not all(
+        isinstance(e, type) and issubclass(e, CVError) for e in fatal_errors
+    ):
+        raise InvalidInputError("fatal_errors must be a tuple of CVError subclasses")
+
+
+@asynccontextmanager
+async def extract_as_completed(
+    client: AsyncCVClient,
+    inputs: BatchInputs,
+    *,
+    endpoint: Endpoint = "card",
+    get_thumb: bool = False,
+    concurrency: int | None = None,
+    progress: ProgressCallback | None = None,
+    fatal_errors: tuple[type[CVError], ...] = DEFAULT_FATAL_ERRORS,
+) -> AsyncIterator[MemoryObjectReceiveStream[BatchResult]]:
+    """Run a batch and yield its results as they complete (see ``AsyncCVClient``)."""
+    _check_options(endpoint, concurrency, fatal_errors)
+    if not isinstance(inputs, (Iterable, AsyncIterable)) or isinstance(inputs, (str, bytes)):
+        raise InvalidInputError(
+            "inputs must be an iterable or async iterable of images (a list of paths, a "
+            f"generator...), not {type(inputs).__name__}"
+        )
+    workers = concurrency or client.max_concurrency
+    total = len(inputs) if isinstance(inputs, Sized) else None
+    run = _Run(client, endpoint, get_thumb, total, progress, fatal_errors)
+    send, receive = anyio.create_memory_object_stream[BatchResult](max_buffer_size=workers)
+    async with anyio.create_task_group() as tg, receive:
+        tg.start_soon(_produce, run, _Source(inputs), workers, send)
+        try:
+            yield receive
+        finally:
+            # Leaving early (break, an exception, cancellation) stops the batch promptly.
+            tg.cancel_scope.cancel()
