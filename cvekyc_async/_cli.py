@@ -1,4 +1,8 @@
-"""The ``cvekyc`` command: run the demo, serve the emulator."""
+"""The ``cvekyc`` command: extract one card, run a batch, serve the emulator, run the demo.
+
+Exit status: 0 when everything was read, 1 when some input failed, 2 for a usage error (bad
+arguments, unreadable manifest, missing credentials).
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,277 @@ import argparse
 import functools
 import sys
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
+import msgspec
 
-from ._errors import CVError
-from ._models import ExtractionResult
+from ._batch import BatchResult
+from ._client import AsyncCVClient
+from ._constants import DEFAULT_MAX_CONCURRENCY, ENV_API_KEY, ENV_API_SECRET
+from ._errors import ConfigurationError, CVError, InvalidInputError
+from ._jobs import Job, ManifestError, ResultLog, Shard, discover
+from ._models import Card, ExtractionResult
+from ._progress import ProgressDisplay, format_duration
 
 __all__ = ["main"]
 
-_SHOWN_FIELDS = ("id", "name", "sur_name", "given_name", "dob", "issue_date", "due_date")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _needs_emulator() -> None:
-    try:
-        import PIL  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        sys.stderr.write(
-            "cvekyc: this command needs the emulator: pip install 'cvekyc-async[cli]'\n"
+class UsageError(Exception):
+    """Bad arguments: reported on stderr with exit status 2."""
+
+
+# -- shared options ------------------------------------------------------------------------------
+
+
+def _add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
+    g = p.add_argument_group("service")
+    g.add_argument("--base-url", help="service root (default: $CVEKYC_BASE_URL or the vendor's)")
+    g.add_argument("--api-key", help=f"API key (default: ${ENV_API_KEY})")
+    g.add_argument(
+        "--api-secret-file",
+        type=Path,
+        help=f"file holding the API secret (default: ${ENV_API_SECRET})",
+    )
+    g.add_argument(
+        "--api-secret", help="the API secret itself: visible to other users, prefer the above"
+    )
+    g.add_argument("--timeout", type=float, help="read timeout in seconds (default 60)")
+    g.add_argument("--max-retries", type=int, help="retries of transient failures (default 2)")
+    if batch:
+        g.add_argument(
+            "--concurrency",
+            type=int,
+            default=DEFAULT_MAX_CONCURRENCY,
+            help=f"requests in flight (default {DEFAULT_MAX_CONCURRENCY})",
         )
-        raise SystemExit(2) from None
+        g.add_argument("--max-per-second", type=float, help="most requests started per second")
+
+
+def _client(args: argparse.Namespace, err: TextIO) -> AsyncCVClient:
+    secret = None
+    if args.api_secret_file is not None:
+        try:
+            secret = args.api_secret_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --api-secret-file: {exc.strerror}") from None
+    elif args.api_secret is not None:
+        err.write(
+            "cvekyc: warning: a secret on the command line can be seen by other users and "
+            f"lands in shell history; use ${ENV_API_SECRET} or --api-secret-file\n"
+        )
+        secret = args.api_secret
+    kwargs: dict[str, Any] = {"base_url": args.base_url, "max_retries": args.max_retries}
+    if args.timeout is not None:
+        kwargs["timeout"] = _timeout(args.timeout)
+    if getattr(args, "concurrency", None) is not None:
+        kwargs["max_concurrency"] = args.concurrency
+    if getattr(args, "max_per_second", None) is not None:
+        kwargs["max_per_second"] = args.max_per_second
+    try:
+        return AsyncCVClient(args.api_key, secret, **kwargs)
+    except ConfigurationError as exc:
+        raise UsageError(exc.message) from None
+
+
+def _timeout(read: float) -> Any:
+    import httpx
+
+    if read <= 0:
+        raise UsageError("--timeout must be positive")
+    return httpx.Timeout(connect=5.0, read=read, write=30.0, pool=10.0)
+
+
+# -- extract -------------------------------------------------------------------------------------
+
+_HIDDEN = ("_confidence", "_box", "_code")
+
+
+def _card_table(card: Card) -> list[str]:
+    status = {True: "valid", False: f"flagged: {card.invalid_message}", None: ""}[card.valid]
+    lines = [f"{card.type}  {status}".rstrip()]
+    fields = card.info.to_dict()
+    shown = [k for k in fields if k != "image" and not k.endswith(_HIDDEN)]
+    width = max((len(k) for k in shown), default=0)
+    for key in shown:
+        confidence = fields.get(f"{key}_confidence")
+        suffix = f"  ({confidence:.2f})" if isinstance(confidence, (int, float)) else ""
+        lines.append(f"  {key:<{width}}  {fields[key]}{suffix}")
+    return lines
+
+
+def _without_images(result: ExtractionResult) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(result)
+    for card in data["cards"]:
+        card["info"].pop("image", None)
+        card["info"].get("fields", {}).pop("image", None)
+    return data
+
+
+async def _extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    endpoint = args.endpoint or ("cards" if args.back else "card")
+    if args.back and endpoint != "cards":
+        raise UsageError("a BACK image goes with --endpoint cards")
+    if endpoint == "cards" and not args.back:
+        raise UsageError("--endpoint cards needs both IMAGE and BACK")
+    thumb_dir: Path | None = args.thumb
+    if thumb_dir is not None:
+        await anyio.Path(thumb_dir).mkdir(parents=True, exist_ok=True)
+    async with _client(args, err) as client:
+        try:
+            if endpoint == "cards":
+                result = await client.extract_cards(
+                    args.image, args.back, get_thumb=bool(thumb_dir)
+                )
+            elif endpoint == "ocr":
+                result = await client.ocr_card(args.image, get_thumb=bool(thumb_dir))
+            else:
+                result = await client.extract_card(args.image, get_thumb=bool(thumb_dir))
+        except InvalidInputError as exc:
+            raise UsageError(str(exc)) from None
+        except CVError as exc:
+            err.write(f"cvekyc: {exc}\n")
+            return EXIT_FAILED
+    saved = []
+    if thumb_dir is not None:
+        stem = Path(args.image).stem if "://" not in args.image else "image"
+        for n, card in enumerate(result.cards, 1):
+            if card.info.image_bytes():
+                saved.append(str(card.info.save_image(thumb_dir / f"{stem}-{n}-{card.type}.jpg")))
+    if args.json:
+        data = _without_images(result)
+        data["thumbnails"] = saved
+        out.write(msgspec.json.encode(data).decode() + "\n")
+    else:
+        for card in result.cards:
+            out.write("\n".join(_card_table(card)) + "\n")
+        for path in saved:
+            out.write(f"thumbnail saved: {path}\n")
+    return EXIT_OK
+
+
+# -- batch ---------------------------------------------------------------------------------------
+
+
+def _summary(
+    out: TextIO,
+    results: Counter[str],
+    *,
+    billed: int,
+    retries: int,
+    ambiguous: int,
+    wall: float,
+    skipped: int,
+    output: Path,
+) -> None:
+    ok = results.pop("ok", 0)
+    failed = sum(results.values())
+    done = ok + failed
+    rows = [("inputs", f"{done}"), ("ok", f"{ok}"), ("failed", f"{failed}")]
+    rows += [(f"  {name}", f"{n}") for name, n in results.most_common()]
+    rows += [
+        ("billed", f"{billed}"),
+        ("retries", f"{retries} ({ambiguous} possibly billed twice)"),
+        ("wall time", f"{_wall(wall)} ({done / wall if wall > 0 else 0:.0f}/s)"),
+    ]
+    if skipped:
+        rows.append(("skipped", f"{skipped} already in {output}"))
+    width = max(len(k) for k, _ in rows)
+    out.write("batch summary\n")
+    for key, value in rows:
+        out.write(f"  {key:<{width}}  {value}\n")
+
+
+async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    pairs = args.endpoint == "cards"
+    try:
+        shard = Shard.parse(args.shard) if args.shard else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    output = Path(args.output)
+    log = ResultLog(output)
+    try:
+        log.open(resume=args.resume, overwrite=args.overwrite)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+
+    def selected() -> Iterator[tuple[Job, bool]]:
+        for job in discover(args.paths, pairs=pairs):
+            if shard is None or job.key in shard:
+                yield job, log.is_done(job)
+
+    try:
+        client = _client(args, err)
+        # A first pass counts the work and reads every manifest line before anything is sent.
+        total = skipped = 0
+        for _, done in selected():
+            total += not done
+            skipped += done
+    except (ManifestError, UsageError):
+        log.close()
+        raise
+
+    pending: dict[int, Job] = {}
+
+    def inputs() -> Iterator[Any]:
+        index = 0
+        for job, done in selected():
+            if not done:
+                pending[index] = job
+                index += 1
+                yield job.value
+
+    display = ProgressDisplay(err, total=total + skipped, offset=skipped)
+    outcomes: Counter[str] = Counter()
+    started = time.perf_counter()
+    try:
+        async with (
+            client,
+            client.extract_as_completed(
+                inputs(),
+                endpoint=args.endpoint,
+                concurrency=args.concurrency,
+                progress=display.update,
+            ) as results,
+        ):
+            async for result in results:
+                log.write(pending.pop(result.index), result)
+                outcomes[_outcome(result)] += 1
+        usage = client.usage
+    finally:
+        display.finish()
+        log.close()
+    _summary(
+        out,
+        outcomes,
+        billed=usage.billed,
+        retries=usage.retries,
+        ambiguous=usage.ambiguous_retries,
+        wall=time.perf_counter() - started,
+        skipped=skipped,
+        output=output,
+    )
+    return EXIT_FAILED if sum(outcomes.values()) > outcomes["ok"] else EXIT_OK
+
+
+def _wall(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 60 else format_duration(seconds)
+
+
+def _outcome(result: BatchResult) -> str:
+    return "ok" if result.error is None else type(result.error).__name__
+
+
+# -- demo ----------------------------------------------------------------------------------------
+
+_SHOWN_FIELDS = ("id", "name", "sur_name", "given_name", "dob", "issue_date", "due_date")
 
 
 def _describe(result: ExtractionResult) -> str:
@@ -40,73 +292,132 @@ def _describe(result: ExtractionResult) -> str:
     return "; ".join(parts)
 
 
-async def run_demo(out: TextIO = sys.stdout, *, concurrency: int = 8) -> int:
-    """Start the emulator in process, read every bundled specimen, and print what was read."""
+async def run_demo(out: TextIO, err: TextIO, *, concurrency: int = 8) -> int:
+    """Start the emulator in process and read every bundled specimen through a batch."""
     from .emulator import run_emulator, specimens
 
     paths = sorted(specimens().values())
-    outcomes: dict[Path, ExtractionResult | CVError] = {}
-    started = time.perf_counter()
+    done: list[BatchResult] = []
     async with run_emulator() as emu, emu.client(max_concurrency=concurrency) as client:
         out.write(f"emulator at {emu.base_url}; reading {len(paths)} specimens\n")
-
-        async def read(path: Path) -> None:
-            # PDFs and multi-document photos go to the OCR endpoint, single cards to eKYC.
-            multi = path.suffix == ".pdf" or path.stem == "two_sides"
-            try:
-                call = client.ocr_card if multi else client.extract_card
-                outcomes[path] = await call(path)
-            except CVError as exc:
-                outcomes[path] = exc
-
-        async with anyio.create_task_group() as tg:
-            for path in paths:
-                tg.start_soon(read, path)
-        stats = emu.stats()
-    elapsed = time.perf_counter() - started
+        out.flush()
+        display = ProgressDisplay(err, total=len(paths), interval=0.5)
+        started = time.perf_counter()
+        # The OCR endpoint reads every document in an image or PDF, single cards included.
+        async with client.extract_as_completed(
+            paths, endpoint="ocr", progress=display.update
+        ) as results:
+            async for result in results:
+                done.append(result)
+        display.finish()
+        wall = time.perf_counter() - started
+        usage = client.usage
     width = max(len(p.name) for p in paths)
-    for path in paths:
-        outcome = outcomes[path]
-        if isinstance(outcome, CVError):
-            out.write(f"  {path.name:<{width}}  error: {outcome.message}\n")
+    for result in sorted(done, key=lambda r: r.index):
+        name = Path(result.input).name
+        if result.result is None:
+            message = result.error.message if result.error else "?"
+            out.write(f"  {name:<{width}}  error: {message}\n")
         else:
-            out.write(f"  {path.name:<{width}}  {_describe(outcome)}\n")
-    ok = sum(not isinstance(o, CVError) for o in outcomes.values())
-    out.write(
-        f"{ok} read, {len(paths) - ok} failed, {stats['billed']} billed, "
-        f"{stats['requests']} requests in {elapsed:.2f} s\n"
+            out.write(f"  {name:<{width}}  {_describe(result.result)}\n")
+    outcomes = Counter(_outcome(r) for r in done)
+    _summary(
+        out,
+        outcomes,
+        billed=usage.billed,
+        retries=usage.retries,
+        ambiguous=usage.ambiguous_retries,
+        wall=wall,
+        skipped=0,
+        output=Path(),
     )
-    return 0 if ok else 1
+    return EXIT_OK
+
+
+# -- parser and entry point ----------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cvekyc", description="Read Vietnamese ID cards and passports with the CV eKYC API."
+        prog="cvekyc",
+        description="Read Vietnamese ID cards and passports with the Computer Vision eKYC API.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ex = sub.add_parser("extract", help="read one card (or both sides of one) and print it")
+    ex.add_argument("image", help="image or PDF path, or an http(s) URL")
+    ex.add_argument("back", nargs="?", help="the back side (implies --endpoint cards)")
+    ex.add_argument("--endpoint", choices=["card", "cards", "ocr"], help="default: card")
+    ex.add_argument("--thumb", type=Path, metavar="DIR", help="save cropped card images here")
+    ex.add_argument("--json", action="store_true", help="print the answer as JSON")
+    _add_client_options(ex, batch=False)
+
+    b = sub.add_parser(
+        "batch",
+        help="read many inputs, writing one JSONL line per input",
+        description="Read files, directories (recursively, images and PDFs by content), URLs "
+        "or manifests (.csv / .jsonl of paths or URLs; front/back columns for --endpoint "
+        "cards). Each result is appended to OUTPUT as it ends; --resume continues a batch that "
+        "was stopped, without sending what is already recorded.",
+    )
+    b.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, URLs, manifests")
+    b.add_argument("-o", "--output", required=True, help="JSONL file of results (mode 0600)")
+    b.add_argument("--endpoint", choices=["card", "cards", "ocr"], default="card")
+    b.add_argument("--resume", action="store_true", help="skip inputs already in OUTPUT")
+    b.add_argument("--overwrite", action="store_true", help="start OUTPUT again")
+    b.add_argument("--shard", metavar="K/N", help="only the K-th of N stable parts (1 <= K <= N)")
+    _add_client_options(b, batch=True)
+
     demo = sub.add_parser(
         "demo", help="read the bundled specimens through a local emulator (no account needed)"
     )
     demo.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+
     sub.add_parser("emulator", help="serve the local API emulator", add_help=False).add_argument(
         "args", nargs=argparse.REMAINDER
     )
     return parser
 
 
+def _needs_emulator() -> None:
+    try:
+        import PIL  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "this command needs the emulator: pip install 'cvekyc-async[cli]'"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cvekyc`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.command == "emulator":
-        _needs_emulator()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out, err = sys.stdout, sys.stderr
+    if argv[:1] == ["emulator"]:
+        # Its options belong to the emulator's own parser.
+        try:
+            _needs_emulator()
+        except UsageError as exc:
+            err.write(f"cvekyc emulator: {exc}\n")
+            return EXIT_USAGE
         from .emulator.__main__ import main as emulator_main
 
-        return emulator_main(args.args, prog="cvekyc emulator")
-    _needs_emulator()
-    if args.concurrency < 1:
-        sys.stderr.write("cvekyc demo: --concurrency must be at least 1\n")
-        return 2
-    return anyio.run(functools.partial(run_demo, sys.stdout, concurrency=args.concurrency))
+        return emulator_main(argv[1:], prog="cvekyc emulator")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            _needs_emulator()
+            if args.concurrency < 1:
+                raise UsageError("--concurrency must be at least 1")
+            return anyio.run(functools.partial(run_demo, out, err, concurrency=args.concurrency))
+        command = _extract if args.command == "extract" else _batch
+        return anyio.run(command, args, out, err)
+    except (UsageError, ManifestError) as exc:
+        err.write(f"cvekyc {args.command}: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.write("cvekyc: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,14 +1,355 @@
-"""The ``cvekyc`` command, run as a real subprocess."""
+"""The ``cvekyc`` command, run as a real subprocess against the emulator."""
 
 from __future__ import annotations
 
+import json
+import os
+import pty
+import signal
+import stat
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cvekyc_async.emulator import RunningEmulator, specimen_path
+from tests import samples
+
+CLI = [sys.executable, "-m", "cvekyc_async._cli"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "cvekyc_async._cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+def env_for(emu: RunningEmulator, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CVEKYC_API_KEY=emu.api_key,
+        CVEKYC_API_SECRET=emu.api_secret,
+        CVEKYC_BASE_URL=emu.base_url,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=120, check=False, env=env, cwd=cwd
+    )
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def make_images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"scan-{i:05d}.jpg"
+        path.write_bytes(samples.JPEG + i.to_bytes(4, "big"))
+        paths.append(path)
+    return paths
+
+
+# -- extract ---------------------------------------------------------------------------------------
+
+
+def test_extract_prints_the_fields_read(cv_emulator: RunningEmulator) -> None:
+    proc = run("extract", str(specimen_path("chip_front.jpg")), env=env_for(cv_emulator))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[0] == "chip_id_card_front  valid"
+    assert any(line.split()[:2] == ["id", "040204683524"] for line in out)
+    assert any(line.strip().startswith("name") and "BÙI MINH CƯỜNG" in line for line in out)
+
+
+def test_extract_two_sides_as_json_with_thumbnails(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    proc = run(
+        "extract",
+        str(specimen_path("chip_front.jpg")),
+        str(specimen_path("chip_back.jpg")),
+        "--json",
+        "--thumb",
+        str(tmp_path / "thumbs"),
+        env=env_for(cv_emulator),
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [c["type"] for c in data["cards"]] == ["chip_id_card_front", "chip_id_card_back"]
+    assert "image" not in data["cards"][0]["info"]
+    assert len(data["thumbnails"]) == 2
+    for name in data["thumbnails"]:
+        with Image.open(name) as img:
+            assert img.format == "JPEG"
+
+
+def test_extract_reports_an_api_error_with_status_1(cv_emulator: RunningEmulator) -> None:
+    proc = run("extract", str(specimen_path("blank.jpg")), env=env_for(cv_emulator))
+    assert proc.returncode == 1
+    assert "errorCode 1" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["extract", "/no/such/file.jpg"], "not found"),
+        (["extract", "a.jpg", "b.jpg", "--endpoint", "ocr"], "BACK image goes with"),
+        (["extract", "a.jpg", "--endpoint", "cards"], "needs both IMAGE and BACK"),
+        (["batch", "/no/such/dir", "-o", "out.jsonl"], "no such file or directory"),
+        (["batch", ".", "-o", "out.jsonl", "--shard", "3/2"], "K must be from 1 to N"),
+        (["batch", ".", "-o", "out.jsonl", "--shard", "x"], "takes K/N"),
+        (["batch", ".", "-o", "out.jsonl", "--endpoint", "cards"], "pairs from a manifest"),
+        (["batch", ".", "-o", "out.jsonl", "--concurrency", "0"], "at least 1"),
+        (["demo", "--concurrency", "0"], "at least 1"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message(
+    cv_emulator: RunningEmulator, tmp_path: Path, args: list[str], message: str
+) -> None:
+    proc = run(*args, env=env_for(cv_emulator), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert cv_emulator.stats()["requests"] == 0
+
+
+def test_no_command_and_missing_credentials_are_usage_errors(tmp_path: Path) -> None:
+    assert run().returncode == 2
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CVEKYC_")}
+    proc = run("extract", str(specimen_path("chip_front.jpg")), env=env)
+    assert proc.returncode == 2
+    assert "CVEKYC_API_KEY" in proc.stderr
+
+
+def test_secret_on_the_command_line_warns_and_never_shows(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    env = env_for(cv_emulator)
+    secret = env.pop("CVEKYC_API_SECRET")
+    out = tmp_path / "out.jsonl"
+    proc = run(
+        "batch",
+        str(specimen_path("chip_front.jpg")),
+        "-o",
+        str(out),
+        "--api-secret",
+        secret,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: a secret on the command line" in proc.stderr
+    assert secret not in proc.stdout + proc.stderr.replace("--api-secret", "")
+    assert secret not in out.read_text(encoding="utf-8")
+
+
+def test_secret_from_a_file(cv_emulator: RunningEmulator, tmp_path: Path) -> None:
+    env = env_for(cv_emulator)
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(env.pop("CVEKYC_API_SECRET") + "\n", encoding="utf-8")
+    proc = run(
+        "extract",
+        str(specimen_path("passport.jpg")),
+        "--api-secret-file",
+        str(secret_file),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr
+
+
+# -- batch -----------------------------------------------------------------------------------------
+
+
+def test_batch_over_a_csv_manifest(cv_emulator: RunningEmulator, tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 5)
+    manifest = tmp_path / "manifest.csv"
+    rows = ["path"] + [f"imgs/scan-{i:05d}.jpg" for i in range(5)]
+    rows.append(str(specimen_path("blank.jpg")))
+    rows.append(cv_emulator.specimen_url("passport.jpg"))
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    proc = run("batch", str(manifest), "-o", str(out), env=env_for(cv_emulator))
+    assert proc.returncode == 1  # the blank page fails
+    records = lines(out)
+    assert len(records) == 7
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    by_input = {r["input"]: r for r in records}
+    assert by_input[str(tmp_path / "imgs" / "scan-00000.jpg")]["ok"] is True
+    blank = by_input[str(specimen_path("blank.jpg"))]
+    assert blank["ok"] is False
+    assert blank["error"]["type"] == "NoDocumentError"
+    assert blank["error"]["error_code"] == 1
+    passport = by_input[cv_emulator.specimen_url("passport.jpg")]
+    assert passport["result"]["cards"][0]["type"] == "passport"
+    assert passport["billed"] is True
+    summary = proc.stdout
+    assert "batch summary" in summary
+    assert "ok                 6" in summary
+    assert "NoDocumentError  1" in summary
+    assert "billed             6" in summary
+
+
+def test_batch_of_pairs_from_jsonl(cv_emulator: RunningEmulator, tmp_path: Path) -> None:
+    manifest = tmp_path / "pairs.jsonl"
+    manifest.write_text(
+        json.dumps(
+            {
+                "front": str(specimen_path("chip_front.jpg")),
+                "back": str(specimen_path("chip_back.jpg")),
+            }
+        )
+        + "\n"
+        + json.dumps([str(specimen_path("cccd_front.jpg")), str(specimen_path("cccd_back.png"))])
+        + "\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out.jsonl"
+    proc = run(
+        "batch", str(manifest), "--endpoint", "cards", "-o", str(out), env=env_for(cv_emulator)
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = lines(out)
+    assert [len(r["input"]) for r in records] == [2, 2]
+    assert all(len(r["result"]["cards"]) == 2 for r in records)
+
+
+def test_batch_walks_directories_by_content(cv_emulator: RunningEmulator, tmp_path: Path) -> None:
+    make_images(tmp_path / "a", 2)
+    make_images(tmp_path / "a" / "nested", 3)
+    (tmp_path / "a" / "notes.txt").write_text("not an image", encoding="utf-8")
+    (tmp_path / "a" / "renamed.dat").write_bytes(specimen_path("scan.pdf").read_bytes())
+    out = tmp_path / "out.jsonl"
+    proc = run(
+        "batch", str(tmp_path / "a"), "--endpoint", "ocr", "-o", str(out), env=env_for(cv_emulator)
+    )
+    assert proc.returncode == 0, proc.stderr
+    inputs = sorted(Path(r["input"]).name for r in lines(out))
+    assert inputs == ["renamed.dat"] + [f"scan-{i:05d}.jpg" for i in (0, 0, 1, 1, 2)]
+
+
+def test_batch_refuses_to_overwrite_results_by_accident(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    card = str(specimen_path("chip_front.jpg"))
+    assert run("batch", card, "-o", str(out), env=env_for(cv_emulator)).returncode == 0
+    again = run("batch", card, "-o", str(out), env=env_for(cv_emulator))
+    assert again.returncode == 2
+    assert "--resume" in again.stderr
+    assert (
+        run("batch", card, "-o", str(out), "--overwrite", env=env_for(cv_emulator)).returncode == 0
+    )
+    assert len(lines(out)) == 1
+
+
+def test_resume_after_sigkill_loses_nothing_and_resends_nothing_done(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    n = 400
+    paths = make_images(tmp_path / "imgs", n)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path\n" + "\n".join(str(p) for p in paths) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    cv_emulator.set_faults(latency=0.01)
+    cmd = [*CLI, "batch", str(manifest), "-o", str(out), "--concurrency", "4"]
+    with subprocess.Popen(
+        cmd, env=env_for(cv_emulator), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as proc:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait for the batch to be well under way
+            if out.exists() and out.read_bytes().count(b"\n") >= 60:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    complete = out.read_bytes().count(b"\n")
+    assert 60 <= complete < n
+    assert cv_emulator.wait_idle(30)
+    cv_emulator.reset()
+    resumed = run("batch", str(manifest), "-o", str(out), "--resume", env=env_for(cv_emulator))
+    assert resumed.returncode == 0, resumed.stderr
+    records = lines(out)
+    assert len(records) == n
+    assert sorted(r["input"] for r in records) == sorted(str(p) for p in paths)
+    assert all(r["ok"] for r in records)
+    # Only what was not recorded went out again.
+    assert cv_emulator.stats()["requests"] == n - complete
+    assert f"skipped    {complete} already in" in resumed.stdout
+
+
+def test_shards_cover_every_input_exactly_once(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    paths = make_images(tmp_path / "imgs", 60)
+    outs = []
+    for k in (1, 2, 3):
+        out = tmp_path / f"shard{k}.jsonl"
+        proc = run(
+            "batch",
+            str(tmp_path / "imgs"),
+            "--shard",
+            f"{k}/3",
+            "-o",
+            str(out),
+            env=env_for(cv_emulator),
+        )
+        assert proc.returncode == 0, proc.stderr
+        outs.append({r["input"] for r in lines(out)})
+    assert all(outs)
+    assert sum(len(o) for o in outs) == len(set().union(*outs))  # no input in two shards
+    assert outs[0] | outs[1] | outs[2] == {str(p) for p in paths}
+    assert cv_emulator.stats()["requests"] == 60
+
+
+def test_progress_is_plain_lines_when_not_a_terminal(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    make_images(tmp_path / "imgs", 20)
+    proc = run(
+        "batch", str(tmp_path / "imgs"), "-o", str(tmp_path / "o.jsonl"), env=env_for(cv_emulator)
+    )
+    assert proc.returncode == 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("20/20 100%")
+    assert "failed 0" in last
+    assert "billed 20" in last
+    assert "\r" not in proc.stderr
+
+
+def test_progress_is_a_live_bar_on_a_terminal(cv_emulator: RunningEmulator, tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 20)
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [*CLI, "batch", str(tmp_path / "imgs"), "-o", str(tmp_path / "o.jsonl")],
+        env=env_for(cv_emulator),
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    ) as proc:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # the other end closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=60)
+    os.close(leader)
+    shown = b"".join(chunks).decode()
+    assert proc.returncode == 0
+    assert "\r\x1b[2K[" in shown
+    assert "########################]  20/20 100%" in shown
+
+
+# -- demo and emulator -----------------------------------------------------------------------------
 
 
 def test_demo_reads_every_specimen_against_the_emulator() -> None:
@@ -20,12 +361,23 @@ def test_demo_reads_every_specimen_against_the_emulator() -> None:
     assert "blank.jpg         error: errorCode 1" in out
     assert "scan.pdf          9_id_card_front:" in out
     assert "[flagged: Photo contains sign of being taken through an electronic screen]" in out
-    assert "10 read, 1 failed, 10 billed, 11 requests" in out
+    assert "ok                 10" in out
+    assert "billed             10" in out
+    assert "11/11 100%" in proc.stderr
 
 
-def test_usage_errors_exit_2() -> None:
-    assert run().returncode == 2
-    assert run("frobnicate").returncode == 2
-    bad = run("demo", "--concurrency", "0")
-    assert bad.returncode == 2
-    assert "--concurrency must be at least 1" in bad.stderr
+def test_cvekyc_emulator_serves_answers(tmp_path: Path) -> None:
+    cmd = [*CLI, "emulator", "--port", "0", "--api-key", "k1", "--api-secret", "s1"]
+    with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stderr is not None
+            base = server.stderr.readline().split("listening on ")[1].split()[0]
+            env = dict(
+                os.environ, CVEKYC_API_KEY="k1", CVEKYC_API_SECRET="s1", CVEKYC_BASE_URL=base
+            )
+            proc = run("extract", str(specimen_path("passport.jpg")), "--json", env=env)
+            assert proc.returncode == 0, proc.stderr
+            assert json.loads(proc.stdout)["cards"][0]["type"] == "passport"
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

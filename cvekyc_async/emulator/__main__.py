@@ -14,16 +14,16 @@ from ._state import FAULT_KINDS, EmulatorSettings, EmulatorState, Faults
 
 __all__ = ["build_parser", "main"]
 
+_DEFAULTS = EmulatorSettings()
+
 
 def build_parser(prog: str = "python -m cvekyc_async.emulator") -> argparse.ArgumentParser:
     """The emulator's command-line options (shared with ``cvekyc emulator``)."""
     p = argparse.ArgumentParser(prog=prog, description="Serve a local emulator of the card API.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument("--api-key", default=EmulatorSettings.api_key, help="API key it accepts")
-    p.add_argument(
-        "--api-secret", default=EmulatorSettings.api_secret, help="API secret it accepts"
-    )
+    p.add_argument("--api-key", default=_DEFAULTS.api_key, help="API key it accepts")
+    p.add_argument("--api-secret", default=_DEFAULTS.api_secret, help="API secret it accepts")
     p.add_argument("--quota", type=int, default=None, help="billed answers before errorCode 4")
     p.add_argument(
         "--strict", action="store_true", help="errorCode 1 for images without ground truth"
