@@ -466,6 +466,15 @@ class _RawCard(msgspec.Struct):
 
 
 class _Envelope(msgspec.Struct):
+    # One pass over the body: cards are decoded here, only each card's info is left raw.
+    data: Union[list[_RawCard], _RawCard, None] = None  # noqa: UP007 - evaluated at runtime
+    errorCode: Any = None
+    errorMessage: Any = None
+
+
+class _LooseEnvelope(msgspec.Struct):
+    # For bodies whose data is neither a card nor a list of cards (error answers may carry
+    # anything there): data is kept raw and only read when it holds cards.
     data: msgspec.Raw = msgspec.field(default_factory=lambda: _NULL)
     errorCode: Any = None
     errorMessage: Any = None
@@ -476,6 +485,7 @@ class AnswerFormatError(ValueError):
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
+_LOOSE_ENVELOPE = msgspec.json.Decoder(_LooseEnvelope)
 _ONE_CARD = msgspec.json.Decoder(_RawCard)
 _CARD_LIST = msgspec.json.Decoder(list[_RawCard])
 _DICT = msgspec.json.Decoder(dict[str, Any])
@@ -495,8 +505,10 @@ def _as_int(value: Any) -> int | None:
 
 
 def _as_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
+    if value == "True" or value is True:  # what the service sends, first
+        return True
+    if value == "False" or value is False:
+        return False
     text = str(value).strip().lower() if value is not None else ""
     if text in ("true", "1"):
         return True
@@ -530,7 +542,7 @@ def _salvage(cls: type[Info], fields: dict[str, Any]) -> Info:
 
 
 def _decode_info(card_type: str, raw: msgspec.Raw) -> CardInfo:
-    if bytes(raw).strip() in (b"null", b""):
+    if len(raw) <= 4 and bytes(raw).strip() in (b"null", b""):
         fields: dict[str, Any] = {}
         decoder = None
     else:
@@ -564,6 +576,25 @@ def _build_card(raw: _RawCard) -> Card:
     )
 
 
+def _loose_envelope(body: bytes) -> _Envelope:
+    try:
+        loose = _LOOSE_ENVELOPE.decode(body)
+    except msgspec.DecodeError as exc:
+        raise AnswerFormatError(f"not an answer object: {exc}") from None
+    data = bytes(loose.data).lstrip()
+    cards: list[_RawCard] = []
+    if data[:1] in (b"[", b"{") and _as_int(loose.errorCode) == 0:
+        # A success must carry cards: what failed the fast path fails here too, and says why.
+        try:
+            decoded = _CARD_LIST.decode(data) if data[:1] == b"[" else [_ONE_CARD.decode(data)]
+        except msgspec.DecodeError as exc:
+            raise AnswerFormatError(f"data is not a card or a list of cards: {exc}") from None
+        cards = decoded
+    elif _as_int(loose.errorCode) == 0 and data not in (b"null", b"", b'""'):
+        raise AnswerFormatError("data is not a card or a list of cards")
+    return _Envelope(data=cards, errorCode=loose.errorCode, errorMessage=loose.errorMessage)
+
+
 def decode_answer(body: bytes) -> ExtractionResult:
     """Decode an answer body into an ``ExtractionResult``, whatever its ``errorCode``.
 
@@ -578,22 +609,16 @@ def decode_answer(body: bytes) -> ExtractionResult:
     """
     try:
         envelope = _ENVELOPE.decode(body)
+    except msgspec.ValidationError:
+        envelope = _loose_envelope(body)
     except msgspec.DecodeError as exc:
         raise AnswerFormatError(f"not an answer object: {exc}") from None
     code = _as_int(envelope.errorCode)
     if code is None:
         raise AnswerFormatError("no errorCode")
     message = envelope.errorMessage if isinstance(envelope.errorMessage, str) else ""
-    data = bytes(envelope.data).lstrip()
-    try:
-        if data.startswith(b"["):
-            raw_cards = _CARD_LIST.decode(data)
-        elif data.startswith(b"{"):
-            raw_cards = [_ONE_CARD.decode(data)]
-        else:
-            raw_cards = []
-    except msgspec.DecodeError as exc:
-        raise AnswerFormatError(f"data is not a card or a list of cards: {exc}") from None
+    data = envelope.data
+    raw_cards = [] if data is None else data if isinstance(data, list) else [data]
     return ExtractionResult(
         cards=[_build_card(c) for c in raw_cards],
         error_code=code,

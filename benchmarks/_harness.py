@@ -1,0 +1,171 @@
+"""Shared pieces of the benchmarks: the emulator in its own process, input files, alternating
+rounds, and the table and JSON of results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+API_KEY = "bench-key"
+API_SECRET = "bench-secret"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="small N, one round: a smoke run")
+    p.add_argument("--rounds", type=int, default=None, help="rounds per contender")
+    p.add_argument("--json", type=Path, default=None, help="where to write raw numbers")
+    return p
+
+
+def pin_to_core(core: int) -> bool:
+    """Pin this process to one core when the machine has two or more."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {core})
+        return True
+    return False
+
+
+def environment() -> dict[str, Any]:
+    import aiohttp
+    import anyio
+    import msgspec
+
+    import cvekyc_async
+
+    return {
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "cvekyc_async": cvekyc_async.__version__,
+        "httpx": httpx.__version__,
+        "anyio": anyio.__version__ if hasattr(anyio, "__version__") else _version("anyio"),
+        "aiohttp": aiohttp.__version__,
+        "msgspec": msgspec.__version__,
+        "uvicorn": _version("uvicorn"),
+        "httpcore": _version("httpcore"),
+    }
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+class Emulator:
+    """The emulator in a separate process, pinned to its own core where possible."""
+
+    def __init__(self, base_url: str, process: subprocess.Popen[str]) -> None:
+        self.base_url = base_url
+        self.process = process
+        self._http = httpx.Client(base_url=base_url, timeout=30)
+        self.log: list[str] = []  # the server's last lines of stderr
+
+    def set_faults(self, **faults: Any) -> None:
+        self._http.put("/_emulator/faults", json=faults).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = self._http.get("/_emulator/stats").json()
+        return data
+
+    def reset(self) -> None:
+        self._http.post("/_emulator/reset").raise_for_status()
+
+
+@contextmanager
+def emulator(core: int = 1, **faults: Any) -> Iterator[Emulator]:
+    cmd = [sys.executable, "-m", "cvekyc_async.emulator", "--port", "0"]
+    cmd += ["--api-key", API_KEY, "--api-secret", API_SECRET]
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        cmd = ["taskset", "-c", str(core), *cmd]
+    with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stderr is not None
+            banner = proc.stderr.readline()
+            if "listening on " not in banner:
+                raise RuntimeError(f"the emulator did not start: {banner!r}")
+            # Keep reading its stderr, or a full pipe would stall the server mid-benchmark.
+            log: list[str] = []
+            threading.Thread(target=_drain, args=(proc.stderr, log), daemon=True).start()
+            emu = Emulator(banner.split("listening on ")[1].split()[0], proc)
+            emu.log = log
+            if faults:
+                emu.set_faults(**faults)
+            yield emu
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _drain(stream: Any, into: list[str]) -> None:
+    for line in stream:
+        into.append(line)
+        del into[:-200]
+
+
+def make_files(n: int, size: int = 100_000, folder: Path | None = None) -> list[Path]:
+    """n distinct JPEG-looking files of ``size`` bytes (the emulator answers any JPEG)."""
+    folder = folder or Path(tempfile.gettempdir()) / f"cvekyc-bench-{size}"
+    folder.mkdir(parents=True, exist_ok=True)
+    filler = os.urandom(size)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:06d}.jpg"
+        if not path.exists() or path.stat().st_size != size:
+            head = b"\xff\xd8\xff\xe0" + i.to_bytes(8, "big")
+            path.write_bytes(head + filler[: size - len(head)])
+        paths.append(path)
+    return paths
+
+
+Runner = Callable[[], Awaitable[int]]
+
+
+def timed(run: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [title, ""]
+    lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        cells = [str(c).rjust(w) for c, w in zip(row, widths, strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spread(s: dict[str, float], fmt: str = "{:.0f}") -> str:
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}-{fmt.format(s['max'])})"
+
+
+def write_json(name: str, data: dict[str, Any], path: Path | None) -> Path:
+    target = path or RESULTS_DIR / f"{name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "environment": environment(), **data}
+    target.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return target

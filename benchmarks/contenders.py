@@ -1,0 +1,105 @@
+"""The contenders: the same uploads to the same server, each the way its users would write it.
+
+Every contender reads each file from disk when it sends it, uploads it as multipart
+``format_type=file`` to ``/api/v2/ekyc/card``, and reads the answer's ``errorCode``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import anyio
+import httpx
+import requests
+
+from benchmarks._harness import API_KEY, API_SECRET
+from cvekyc_async import AsyncCVClient
+
+PATH = "/api/v2/ekyc/card"
+QUERY = {"format_type": "file", "get_thumb": "false"}
+
+
+def _check(code: object) -> None:
+    if code != "0":
+        raise RuntimeError(f"the server answered errorCode {code!r}")
+
+
+async def cvekyc(
+    base_url: str, files: list[Path], in_flight: int, transport: str = "sharded"
+) -> int:
+    """``AsyncCVClient.extract_many``, the library's batch helper."""
+    async with AsyncCVClient(
+        API_KEY,
+        API_SECRET,
+        base_url=base_url,
+        max_concurrency=in_flight,
+        transport=transport,  # type: ignore[arg-type]
+    ) as client:
+        results = await client.extract_many(files, concurrency=in_flight)
+    failed = [r.error for r in results if not r.ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} failed, first: {failed[0]}")
+    return len(results)
+
+
+async def raw_httpx(base_url: str, files: list[Path], in_flight: int) -> int:
+    """One ``httpx.AsyncClient`` with a pool as large as the requests in flight."""
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    inputs: Iterator[Path] = iter(files)
+    async with httpx.AsyncClient(
+        base_url=base_url, auth=(API_KEY, API_SECRET), limits=limits, timeout=120
+    ) as client:
+
+        async def worker() -> None:
+            for path in inputs:
+                data = path.read_bytes()
+                r = await client.post(
+                    PATH, params=QUERY, files={"img": (path.name, data, "image/jpeg")}
+                )
+                _check(r.json()["errorCode"])
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(in_flight):
+                tg.start_soon(worker)
+    return len(files)
+
+
+async def raw_aiohttp(base_url: str, files: list[Path], in_flight: int) -> int:
+    """One ``aiohttp.ClientSession`` with a connector as large as the requests in flight."""
+    inputs: Iterator[Path] = iter(files)
+    connector = aiohttp.TCPConnector(limit=in_flight)
+    auth = aiohttp.BasicAuth(API_KEY, API_SECRET)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(
+        base_url, connector=connector, auth=auth, timeout=timeout
+    ) as s:
+
+        async def worker() -> None:
+            for path in inputs:
+                form = aiohttp.FormData()
+                form.add_field(
+                    "img", path.read_bytes(), filename=path.name, content_type="image/jpeg"
+                )
+                async with s.post(PATH, params=QUERY, data=form) as r:
+                    _check((await r.json())["errorCode"])
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(in_flight):
+                tg.start_soon(worker)
+    return len(files)
+
+
+def requests_loop(base_url: str, files: list[Path]) -> int:
+    """The vendor's sample: ``requests.post`` for one file after another."""
+    for path in files:
+        with path.open("rb") as fh:
+            response = requests.post(
+                f"{base_url}{PATH}?format_type=file&get_thumb=false",
+                auth=(API_KEY, API_SECRET),
+                files={"img": fh},
+                timeout=120,
+            )
+        _check(response.json()["errorCode"])
+    return len(files)

@@ -1,0 +1,133 @@
+"""The transports behind ``AsyncCVClient``: how requests reach httpx's connection pools.
+
+httpx's pool (httpcore) scans every connection and every waiting request each time a request
+starts or ends, so its cost per request grows with the requests in flight: measured here, one
+pool served 600-850 requests/s with 16 in flight but 100-170 with 64 to 256 (see
+``benchmarks/README.md``). ``ShardedTransport`` keeps httpx as the interface but spreads the
+requests over several small pools, each holding a few connections, and sends each request to
+the pool with the fewest in flight; its cost per request then stays flat as concurrency rises.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import httpx
+
+__all__ = [
+    "DEFAULT_CONNECTIONS_PER_POOL",
+    "ShardedTransport",
+    "TransportChoice",
+    "build_transport",
+]
+
+TransportChoice = Literal["sharded", "pool", "aiohttp"]
+
+#: Connections per small pool. Throughput was flat from 2 to 8 per pool and fell past 16.
+DEFAULT_CONNECTIONS_PER_POOL = 4
+
+
+class _Release(httpx.AsyncByteStream):
+    """A response body that tells its pool's counter when it is closed."""
+
+    __slots__ = ("_counts", "_index", "_inner")
+
+    def __init__(self, inner: httpx.AsyncByteStream, counts: list[int], index: int) -> None:
+        self._inner = inner
+        self._counts: list[int] | None = counts
+        self._index = index
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._inner.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if self._counts is not None:
+                self._counts[self._index] -= 1
+                self._counts = None
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Several small httpx connection pools behind one transport.
+
+    A request goes to the pool with the fewest requests in flight, and counts as in flight
+    until its response is closed (the connection is busy until then).
+
+    Args:
+        max_connections: connections across all pools.
+        connections_per_pool: connections in each pool.
+        keepalive_expiry: seconds an idle connection is kept.
+        verify: TLS verification, as httpx takes it; one SSL context is shared by all pools.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        connections_per_pool: int = DEFAULT_CONNECTIONS_PER_POOL,
+        keepalive_expiry: float = 30.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        per_pool = max(1, min(connections_per_pool, max_connections))
+        count = -(-max_connections // per_pool)
+        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+        limits = httpx.Limits(
+            max_connections=per_pool,
+            max_keepalive_connections=per_pool,
+            keepalive_expiry=keepalive_expiry,
+        )
+        self._pools = [
+            httpx.AsyncHTTPTransport(verify=context, limits=limits) for _ in range(count)
+        ]
+        self._in_flight = [0] * count
+
+    @property
+    def pools(self) -> int:
+        """How many small pools there are."""
+        return len(self._pools)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        counts = self._in_flight
+        index = counts.index(min(counts))
+        counts[index] += 1
+        try:
+            response = await self._pools[index].handle_async_request(request)
+        except BaseException:
+            counts[index] -= 1
+            raise
+        response.stream = _Release(response.stream, counts, index)  # type: ignore[arg-type]
+        return response
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+def build_transport(
+    choice: TransportChoice, *, max_connections: int, keepalive_expiry: float = 30.0
+) -> httpx.AsyncBaseTransport:
+    """The transport for a ``transport=`` choice of ``AsyncCVClient``.
+
+    Raises:
+        ImportError: ``"aiohttp"`` without the ``aiohttp`` extra installed.
+        ValueError: an unknown choice.
+    """
+    if choice == "sharded":
+        return ShardedTransport(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=keepalive_expiry,
+    )
+    if choice == "pool":
+        return httpx.AsyncHTTPTransport(limits=limits)
+    if choice == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport  # optional extra: cvekyc-async[aiohttp]
+
+        transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits)
+        return transport
+    raise ValueError(f"transport must be 'sharded', 'pool' or 'aiohttp', not {choice!r}")
