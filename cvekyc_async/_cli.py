@@ -152,15 +152,20 @@ async def _extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for n, card in enumerate(result.cards, 1):
             if card.info.image_bytes():
                 saved.append(str(card.info.save_image(thumb_dir / f"{stem}-{n}-{card.type}.jpg")))
+    assessment = result.assess()
     if args.json:
         data = _without_images(result)
         data["thumbnails"] = saved
+        data["assessment"] = msgspec.to_builtins(assessment)
         out.write(msgspec.json.encode(data).decode() + "\n")
     else:
         for card in result.cards:
             out.write("\n".join(_card_table(card)) + "\n")
         for path in saved:
             out.write(f"thumbnail saved: {path}\n")
+        out.write(f"verdict: {assessment.verdict}\n")
+        for finding in assessment.findings:
+            out.write(f"  {finding.severity}: {finding.message} [{finding.code}]\n")
     return EXIT_OK
 
 
@@ -177,6 +182,7 @@ def _summary(
     wall: float,
     skipped: int,
     output: Path,
+    verdicts: Counter[str] | None = None,
 ) -> None:
     ok = results.pop("ok", 0)
     failed = sum(results.values())
@@ -188,6 +194,9 @@ def _summary(
         ("retries", f"{retries} ({ambiguous} possibly billed twice)"),
         ("wall time", f"{_wall(wall)} ({done / wall if wall > 0 else 0:.0f}/s)"),
     ]
+    if verdicts is not None:
+        shown = ", ".join(f"{v} {verdicts[v]}" for v in ("accept", "review", "reject"))
+        rows.append(("verdicts", shown))
     if skipped:
         rows.append(("skipped", f"{skipped} already in {output}"))
     width = max(len(k) for k, _ in rows)
@@ -239,6 +248,7 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     display = ProgressDisplay(err, total=total + skipped, offset=skipped)
     outcomes: Counter[str] = Counter()
+    verdicts: Counter[str] = Counter()
     started = time.perf_counter()
     try:
         async with (
@@ -251,8 +261,11 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             ) as results,
         ):
             async for result in results:
-                log.write(pending.pop(result.index), result)
+                assessment = result.result.assess() if result.result is not None else None
+                log.write(pending.pop(result.index), result, assessment)
                 outcomes[_outcome(result)] += 1
+                if assessment is not None:
+                    verdicts[assessment.verdict] += 1
         usage = client.usage
     finally:
         display.finish()
@@ -266,6 +279,7 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         wall=time.perf_counter() - started,
         skipped=skipped,
         output=output,
+        verdicts=verdicts,
     )
     return EXIT_FAILED if sum(outcomes.values()) > outcomes["ok"] else EXIT_OK
 
@@ -319,8 +333,10 @@ async def run_demo(out: TextIO, err: TextIO, *, concurrency: int = 8) -> int:
             message = result.error.message if result.error else "?"
             out.write(f"  {name:<{width}}  error: {message}\n")
         else:
-            out.write(f"  {name:<{width}}  {_describe(result.result)}\n")
+            verdict = result.result.assess().verdict
+            out.write(f"  {name:<{width}}  {_describe(result.result)} -> {verdict}\n")
     outcomes = Counter(_outcome(r) for r in done)
+    verdicts: Counter[str] = Counter(r.result.assess().verdict for r in done if r.result)
     _summary(
         out,
         outcomes,
@@ -330,6 +346,7 @@ async def run_demo(out: TextIO, err: TextIO, *, concurrency: int = 8) -> int:
         wall=wall,
         skipped=0,
         output=Path(),
+        verdicts=verdicts,
     )
     return EXIT_OK
 

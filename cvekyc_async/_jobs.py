@@ -21,6 +21,7 @@ import msgspec
 from ._batch import BatchResult
 from ._errors import APIError, APIStatusError, CVError
 from ._inputs import sniff_format
+from .checks import Assessment
 
 __all__ = [
     "Job",
@@ -210,8 +211,10 @@ def _error_record(error: CVError) -> dict[str, Any]:
     return record
 
 
-def result_record(job: Job, result: BatchResult) -> dict[str, Any]:
-    """The JSONL record of one finished input."""
+def result_record(
+    job: Job, result: BatchResult, assessment: Assessment | None = None
+) -> dict[str, Any]:
+    """The JSONL record of one finished input, with the trust checks' verdict when it was read."""
     value = job.value
     return {
         "input": list(value) if isinstance(value, tuple) else value,
@@ -221,6 +224,7 @@ def result_record(job: Job, result: BatchResult) -> dict[str, Any]:
         "attempts": result.attempts,
         "elapsed": round(result.elapsed, 4),
         "billed": result.billed,
+        "assessment": assessment,
     }
 
 
@@ -273,8 +277,8 @@ class ResultLog:
     def is_done(self, job: Job) -> bool:
         return key_hash(job.key) in self.done
 
-    def write(self, job: Job, result: BatchResult) -> None:
-        line = self._encoder.encode(result_record(job, result)) + b"\n"
+    def write(self, job: Job, result: BatchResult, assessment: Assessment | None = None) -> None:
+        line = self._encoder.encode(result_record(job, result, assessment)) + b"\n"
         view = memoryview(line)
         while view:
             written = os.write(self._fd, view)

@@ -16,9 +16,12 @@ import datetime as _dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
+
+if TYPE_CHECKING:
+    from .checks import Assessment
 
 __all__ = [
     "WARNING_MESSAGES",
@@ -440,6 +443,18 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
     def billed(self) -> bool:
         """Whether the service bills this answer (it bills every ``errorCode`` 0)."""
         return self.error_code == 0
+
+    def assess(self, *, today: _dt.date | None = None, min_confidence: float = 0.8) -> Assessment:
+        """Run the trust checks on this answer's cards (see ``cvekyc_async.checks``).
+
+        Two cards from ``extract_cards`` are checked as a front and back pair.
+
+        Returns:
+            The verdict (``accept``, ``review`` or ``reject``) and the findings behind it.
+        """
+        from .checks import assess_cards
+
+        return assess_cards(self.cards, today=today, min_confidence=min_confidence)
 
 
 _INFO_TYPES: dict[str, type[Info]] = {

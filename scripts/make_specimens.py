@@ -254,7 +254,7 @@ def main() -> None:
     passport = fake_person(
         44, gender="Nam", dob=dt.date(1990, 11, 2), issue_date=dt.date(2019, 6, 20)
     )
-    screen = fake_person(55, gender="Nữ", dob=dt.date(1999, 1, 15), issue_date=dt.date(2021, 6, 1))
+    screen = fake_person(55, gender="Nữ", dob=dt.date(1999, 1, 15), issue_date=dt.date(2022, 6, 1))
 
     sides: dict[str, tuple[Image.Image, dict[str, Any]]] = {}
     for name, kind, person in (

@@ -381,3 +381,75 @@ def test_cvekyc_emulator_serves_answers(tmp_path: Path) -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+# -- trust checks in the output --------------------------------------------------------------------
+
+
+def doctored(folder: Path, name: str, source: str, change: dict[str, object]) -> Path:
+    """A copy of a specimen whose embedded truth was altered: a deliberately inconsistent card."""
+    from cvekyc_async.emulator._truth import encode_truth, read_documents
+
+    pages = read_documents(specimen_path(source).read_bytes())
+    assert pages is not None
+    doc = dict(pages[0][0])
+    doc["info"] = {**doc["info"], **change}
+    folder.mkdir(parents=True, exist_ok=True)
+    with Image.open(specimen_path(source)) as img:
+        img.save(folder / name, "JPEG", quality=50, comment=encode_truth([doc]))
+    return folder / name
+
+
+def test_batch_reports_verdicts_for_specimens_and_doctored_cards(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    extra = tmp_path / "extra"
+    doctored(extra, "wrong_gender_digit.jpg", "chip_front.jpg", {"id": "040304683524"})
+    doctored(extra, "expired_passport.jpg", "passport.jpg", {"due_date": "02/11/2020"})
+    doctored(extra, "blurry_name.jpg", "cccd_front.jpg", {"name_confidence": 0.41})
+    specimen_dir = specimen_path("chip_front.jpg").parent
+    out = tmp_path / "out.jsonl"
+    proc = run(
+        "batch",
+        str(specimen_dir),
+        str(extra),
+        "--endpoint",
+        "ocr",
+        "-o",
+        str(out),
+        env=env_for(cv_emulator),
+    )
+    assert proc.returncode == 1, proc.stderr  # blank.jpg holds no document
+    verdicts = {Path(r["input"]).name: r["assessment"]["verdict"] for r in lines(out) if r["ok"]}
+    assert verdicts.pop("wrong_gender_digit.jpg") == "reject"
+    assert verdicts.pop("expired_passport.jpg") == "reject"
+    assert verdicts.pop("blurry_name.jpg") == "review"
+    assert verdicts.pop("screen_photo.jpg") == "review"  # the service's own warning
+    assert set(verdicts.values()) == {"accept"}
+    assert len(verdicts) == 9
+    records = {Path(r["input"]).name: r for r in lines(out)}
+    codes = {f["code"] for f in records["wrong_gender_digit.jpg"]["assessment"]["findings"]}
+    assert codes == {"id.gender"}  # digit 4 is 3: a woman born 2000-2099
+    assert "verdicts           accept 9, review 2, reject 2" in proc.stdout
+
+
+def test_extract_prints_the_verdict(cv_emulator: RunningEmulator, tmp_path: Path) -> None:
+    proc = run(
+        "extract",
+        str(specimen_path("chip_front.jpg")),
+        str(specimen_path("chip_back.jpg")),
+        env=env_for(cv_emulator),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict: accept" in proc.stdout
+    bad = doctored(tmp_path, "bad.jpg", "chip_back.jpg", {"dob": "16/02/2004"})
+    proc = run(
+        "extract",
+        str(specimen_path("chip_front.jpg")),
+        str(bad),
+        "--json",
+        env=env_for(cv_emulator),
+    )
+    data = json.loads(proc.stdout)
+    assert data["assessment"]["verdict"] == "reject"
+    assert "pair.dob" in {f["code"] for f in data["assessment"]["findings"]}

@@ -24,6 +24,7 @@ PRIVATE_MODULES = [
     "_retry",
     "_usage",
     "testing",
+    "checks",
     "emulator",
     "emulator._app",
     "emulator._fake",

@@ -1,0 +1,482 @@
+"""Trust checks the service does not make, and a verdict: accept, review or reject.
+
+Pure functions of the fields read; no network. Run them all with ``assess(front, back)`` or
+``ExtractionResult.assess()``::
+
+    res = await client.extract_cards("front.jpg", "back.jpg")
+    verdict = res.assess()
+    verdict.verdict            # "accept" | "review" | "reject"
+    verdict.findings           # what was found, each with a code, a severity and the fields
+
+Severities: ``reject`` for what a genuine document cannot show (an ID number that contradicts the
+birth date, a back that belongs to another card, an expired document); ``review`` for what a
+person should look at (a low confidence, a missing field, a service warning, an expiry that does
+not follow the usual rule).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Literal
+
+import msgspec
+
+from ._models import Card, Info, parse_date
+
+__all__ = [
+    "CITIZEN_ID_PROVINCES",
+    "Assessment",
+    "Finding",
+    "assess",
+    "assess_cards",
+    "check_card",
+    "check_pair",
+    "expected_due_date",
+]
+
+Severity = Literal["review", "reject"]
+Verdict = Literal["accept", "review", "reject"]
+
+# Province codes that open a 12-digit citizen ID number: the place of birth registration.
+# Circular 07/2016/TT-BCA, Appendix I (codes of the 63 provinces and centrally-run cities).
+CITIZEN_ID_PROVINCES = frozenset(
+    f"{code:03d}"
+    for code in (
+        1, 2, 4, 6, 8, 10, 11, 12, 14, 15, 17, 19, 20, 22, 24, 25, 26, 27, 30, 31, 33,
+        34, 35, 36, 37, 38, 40, 42, 44, 45, 46, 48, 49, 51, 52, 54, 56, 58, 60, 62, 64,
+        66, 67, 68, 70, 72, 74, 75, 77, 79, 80, 82, 83, 84, 86, 87, 89, 91, 92, 93, 94, 95, 96,
+    )
+)  # fmt: skip
+_TWELVE = re.compile(r"\d{12}")
+_NINE = re.compile(r"\d{9}")
+_PASSPORT = re.compile(r"[A-Z]\d{7}")
+_NO_EXPIRY = ("không thời hạn", "khong thoi han", "không có thời hạn")
+_MALE, _FEMALE = ("nam", "male", "m"), ("nữ", "nu", "female", "f")
+_CITIZEN_CARDS = {"12_id_card_front", "chip_id_card_front"}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "9_id_card_front": ("id", "name", "dob"),
+    "12_id_card_front": ("id", "name", "dob", "gender", "due_date"),
+    "chip_id_card_front": ("id", "name", "dob", "gender", "due_date"),
+    "9_id_card_back": ("issue_date",),
+    "12_id_card_back": ("issue_date",),
+    "chip_id_card_back": ("issue_date", "person_number", "dob", "gender", "due_date"),
+    "passport": ("id", "sur_name", "given_name", "dob", "gender", "due_date"),
+}
+_OLDEST = 120
+
+
+class Finding(msgspec.Struct, frozen=True):
+    """One thing a check found."""
+
+    code: str
+    """What was checked, e.g. ``id.birth_year``, ``pair.person_number``, ``date.expired``."""
+    severity: Severity
+    """``reject`` (a genuine document cannot show this) or ``review`` (a person should look)."""
+    message: str
+    """What is wrong, in words a reviewer can act on."""
+    fields: tuple[str, ...] = ()
+    """The fields concerned."""
+
+
+class Assessment(msgspec.Struct, frozen=True):
+    """The verdict on a document (or a front and back pair) and the findings behind it."""
+
+    verdict: Verdict
+    """``accept`` with no findings, ``review`` with only review findings, else ``reject``."""
+    findings: tuple[Finding, ...] = ()
+    """Everything found, rejects first."""
+
+    @property
+    def reasons(self) -> list[str]:
+        """The findings' messages."""
+        return [f.message for f in self.findings]
+
+
+def _fold(text: str) -> str:
+    """Upper case without diacritics, as the machine-readable zone writes names."""
+    text = text.replace("Đ", "D").replace("đ", "d")
+    decomposed = unicodedata.normalize("NFD", text)
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).upper().split())
+
+
+def _gender(text: object) -> str | None:
+    if not isinstance(text, str):
+        return None
+    folded = text.strip().lower()
+    if folded in _MALE:
+        return "male"
+    if folded in _FEMALE:
+        return "female"
+    return None
+
+
+def _is_no_expiry(text: object) -> bool:
+    return isinstance(text, str) and text.strip().lower() in _NO_EXPIRY
+
+
+def _birthday(dob: dt.date, age: int) -> tuple[dt.date, ...]:
+    """The day someone born on ``dob`` turns ``age`` (both readings for a 29 February birth)."""
+    try:
+        return (dob.replace(year=dob.year + age),)
+    except ValueError:
+        return (dt.date(dob.year + age, 2, 28), dt.date(dob.year + age, 3, 1))
+
+
+def expected_due_date(dob: dt.date, issued: dt.date) -> dt.date | None:
+    """The expiry a citizen identity card issued on ``issued`` should carry, or ``None`` for none.
+
+    Law on Citizen Identification 2014, Article 21: the card is renewed at 25, 40 and 60; a
+    card issued within two years before one of those ages stays valid until the next one, and
+    one issued from the age of 58 does not expire.
+    """
+    for age in (25, 40, 60):
+        if issued < _birthday(dob, age - 2)[0]:
+            return _birthday(dob, age)[-1]
+    return None
+
+
+def _check_citizen_id(number: str, field: str, info: Info, out: list[Finding]) -> None:
+    """The 12-digit citizen ID number: Circular 07/2016/TT-BCA, Article 7 (as amended by
+    Circular 59/2021/TT-BCA): 3 digits province of birth registration, 1 digit gender and
+    century of birth (20th century: male 0, female 1; 21st: 2, 3; 22nd: 4, 5; 23rd: 6, 7;
+    24th: 8, 9), 2 digits the last two of the year of birth, 6 random digits."""
+    if not _TWELVE.fullmatch(number):
+        out.append(Finding("id.format", "reject", f"{field} {number!r} is not 12 digits", (field,)))
+        return
+    if number[:3] not in CITIZEN_ID_PROVINCES:
+        out.append(
+            Finding(
+                "id.province",
+                "reject",
+                f"{field} starts with {number[:3]}, not a province code",
+                (field,),
+            )
+        )
+    dob = info.date("dob")
+    gender = _gender(info.get("gender"))
+    digit = int(number[3])
+    century, female = divmod(digit, 2)
+    if dob is not None:
+        if (dob.year - 1900) // 100 != century:
+            out.append(
+                Finding(
+                    "id.century",
+                    "reject",
+                    f"{field} digit 4 ({digit}) says born in the {century + 20}th century, "
+                    f"but dob is {dob.year}",
+                    (field, "dob"),
+                )
+            )
+        if number[4:6] != f"{dob.year % 100:02d}":
+            out.append(
+                Finding(
+                    "id.birth_year",
+                    "reject",
+                    f"{field} digits 5-6 ({number[4:6]}) do not match the year of birth {dob.year}",
+                    (field, "dob"),
+                )
+            )
+    if gender is not None and (gender == "female") != bool(female):
+        out.append(
+            Finding(
+                "id.gender",
+                "reject",
+                f"{field} digit 4 ({digit}) says {'female' if female else 'male'}, "
+                f"but gender is {info.get('gender')!r}",
+                (field, "gender"),
+            )
+        )
+
+
+def _check_dates(card: Card, today: dt.date, out: list[Finding]) -> None:
+    info = card.info
+    dates: dict[str, dt.date] = {}
+    for field in ("dob", "issue_date", "due_date"):
+        raw = info.get(field)
+        if raw is None or (field == "due_date" and _is_no_expiry(raw)):
+            continue
+        parsed = parse_date(raw) if isinstance(raw, str) else None
+        if parsed is None:
+            out.append(
+                Finding("date.unreadable", "review", f"{field} {raw!r} is not a date", (field,))
+            )
+        else:
+            dates[field] = parsed
+    dob, issued, due = dates.get("dob"), dates.get("issue_date"), dates.get("due_date")
+    if dob is not None:
+        if dob >= today:
+            out.append(
+                Finding(
+                    "date.dob_future", "reject", f"dob {dob:%d/%m/%Y} is not in the past", ("dob",)
+                )
+            )
+        elif today.year - dob.year > _OLDEST:
+            out.append(
+                Finding(
+                    "date.dob_implausible",
+                    "reject",
+                    f"dob {dob:%d/%m/%Y} is over {_OLDEST} years ago",
+                    ("dob",),
+                )
+            )
+    if issued is not None:
+        if issued > today:
+            out.append(
+                Finding(
+                    "date.issue_future",
+                    "reject",
+                    f"issue_date {issued:%d/%m/%Y} is in the future",
+                    ("issue_date",),
+                )
+            )
+        if dob is not None and issued <= dob:
+            out.append(
+                Finding(
+                    "date.issue_before_birth",
+                    "reject",
+                    "issue_date is not after dob",
+                    ("issue_date", "dob"),
+                )
+            )
+    if due is not None:
+        if issued is not None and due <= issued:
+            out.append(
+                Finding(
+                    "date.due_before_issue",
+                    "reject",
+                    "due_date is not after issue_date",
+                    ("due_date", "issue_date"),
+                )
+            )
+        if due < today:
+            out.append(
+                Finding(
+                    "date.expired",
+                    "reject",
+                    f"the document expired on {due:%d/%m/%Y}",
+                    ("due_date",),
+                )
+            )
+    if card.type in _CITIZEN_CARDS or card.type == "chip_id_card_back":
+        _check_expiry_rule(info, dob, issued, due, out)
+
+
+def _check_expiry_rule(
+    info: Info, dob: dt.date | None, issued: dt.date | None, due: dt.date | None, out: list[Finding]
+) -> None:
+    if dob is None:
+        return
+    no_expiry = _is_no_expiry(info.get("due_date"))
+    if issued is not None:
+        expected = expected_due_date(dob, issued)
+        ok = (
+            no_expiry
+            if expected is None
+            else due is not None and due in _due_readings(dob, expected)
+        )
+        if not ok:
+            shown = "no expiry" if expected is None else f"{expected:%d/%m/%Y}"
+            out.append(
+                Finding(
+                    "date.expiry_rule",
+                    "review",
+                    f"a card issued on {issued:%d/%m/%Y} to someone born on {dob:%d/%m/%Y} "
+                    f"should expire: {shown}",
+                    ("due_date", "issue_date", "dob"),
+                )
+            )
+    elif due is not None and due not in {d for age in (25, 40, 60) for d in _birthday(dob, age)}:
+        out.append(
+            Finding(
+                "date.expiry_rule",
+                "review",
+                f"due_date {due:%d/%m/%Y} is not the birthday at 25, 40 or 60",
+                ("due_date", "dob"),
+            )
+        )
+
+
+def _due_readings(dob: dt.date, expected: dt.date) -> set[dt.date]:
+    return set(_birthday(dob, expected.year - dob.year)) | {expected}
+
+
+def check_card(
+    card: Card, *, today: dt.date | None = None, min_confidence: float = 0.8
+) -> list[Finding]:
+    """Every check that one card allows on its own.
+
+    Args:
+        card: a card from an answer.
+        today: the date to judge expiry and birth dates against (default: today).
+        min_confidence: fields the service read with less confidence are flagged for review.
+    """
+    today = today or dt.date.today()
+    info, out = card.info, []
+    for field in _REQUIRED.get(card.type, ()):
+        if info.get(field) is None:
+            out.append(Finding("field.missing", "review", f"{field} was not read", (field,)))
+    if card.valid is False:
+        warning = card.invalid_message or "the service flagged the document"
+        code = f" (warning {card.invalid_code})" if card.invalid_code is not None else ""
+        out.append(Finding("service.warning", "review", f"{warning}{code}", ()))
+    for name, value in info.to_dict().items():
+        if (
+            name.endswith("_confidence")
+            and isinstance(value, (int, float))
+            and value < min_confidence
+        ):
+            field = name.removesuffix("_confidence")
+            out.append(
+                Finding(
+                    "confidence.low",
+                    "review",
+                    f"{field} read with confidence {value:.2f}",
+                    (field,),
+                )
+            )
+    number = info.get("id")
+    if card.type in _CITIZEN_CARDS and isinstance(number, str):
+        _check_citizen_id(number.strip(), "id", info, out)
+    elif card.type == "chip_id_card_back" and isinstance(info.get("person_number"), str):
+        _check_citizen_id(info.get("person_number").strip(), "person_number", info, out)
+    elif (
+        card.type == "9_id_card_front"
+        and isinstance(number, str)
+        and not _NINE.fullmatch(number.strip())
+    ):
+        out.append(
+            Finding("id.format", "reject", f"CMND number {number!r} is not 9 digits", ("id",))
+        )
+    elif card.type == "passport":
+        if isinstance(number, str) and not _PASSPORT.fullmatch(number.strip()):
+            out.append(
+                Finding(
+                    "passport.number",
+                    "reject",
+                    f"passport number {number!r} is not a letter and 7 digits",
+                    ("id",),
+                )
+            )
+        person = info.get("person_number")
+        if isinstance(person, str) and person.strip():
+            _check_citizen_id(person.strip(), "person_number", info, out)
+    _check_dates(card, today, out)
+    return out
+
+
+def check_pair(front: Card, back: Card) -> list[Finding]:
+    """Front and back of one chip card must agree: the back's MRZ repeats the front."""
+    out: list[Finding] = []
+    if front.type.endswith("_back") or back.type.endswith("_front"):
+        out.append(
+            Finding("pair.order", "review", f"front is {front.type}, back is {back.type}", ())
+        )
+        return out
+    family_front = front.type.rsplit("_", 1)[0]
+    family_back = back.type.rsplit("_", 1)[0]
+    if family_front != family_back:
+        out.append(
+            Finding("pair.type", "reject", f"a {front.type} with a {back.type}: not one card", ())
+        )
+        return out
+    if front.type != "chip_id_card_front":
+        return out
+    f, b = front.info, back.info
+    pairs = (
+        ("id", "person_number", "pair.person_number"),
+        ("dob", "dob", "pair.dob"),
+        ("due_date", "due_date", "pair.due_date"),
+    )
+    for front_field, back_field, code in pairs:
+        a, z = f.get(front_field), b.get(back_field)
+        if a is not None and z is not None and str(a).strip() != str(z).strip():
+            out.append(
+                Finding(
+                    code,
+                    "reject",
+                    f"front {front_field} {a!r} differs from back {back_field} {z!r}",
+                    (front_field, back_field),
+                )
+            )
+    g1, g2 = _gender(f.get("gender")), _gender(b.get("gender"))
+    if g1 and g2 and g1 != g2:
+        out.append(Finding("pair.gender", "reject", "front and back gender differ", ("gender",)))
+    name, sur, given = f.get("name"), b.get("sur_name"), b.get("given_name")
+    if isinstance(name, str) and isinstance(sur, str) and isinstance(given, str):
+        mrz = _fold(f"{sur} {given}".replace("<", " "))
+        if _fold(name) != mrz:
+            out.append(
+                Finding(
+                    "pair.name",
+                    "reject",
+                    f"front name {name!r} is not {mrz!r} from the back",
+                    ("name", "sur_name", "given_name"),
+                )
+            )
+    return out
+
+
+def _verdict(findings: Iterable[Finding]) -> Assessment:
+    ordered = sorted(findings, key=lambda f: f.severity != "reject")
+    if any(f.severity == "reject" for f in ordered):
+        return Assessment("reject", tuple(ordered))
+    return Assessment("review" if ordered else "accept", tuple(ordered))
+
+
+def assess(
+    front: Card,
+    back: Card | None = None,
+    *,
+    today: dt.date | None = None,
+    min_confidence: float = 0.8,
+) -> Assessment:
+    """Run every check on a card, or on a front and back pair, and give the verdict.
+
+    Args:
+        front: a card (any document type).
+        back: the back of the same card, if read.
+        today: the date to judge expiry and birth dates against (default: today).
+        min_confidence: below this, a field's confidence is flagged for review (default 0.8).
+    """
+    findings = check_card(front, today=today, min_confidence=min_confidence)
+    if back is not None:
+        back_findings = check_card(back, today=today, min_confidence=min_confidence)
+        findings += [f for f in back_findings if f not in findings]
+        findings += check_pair(front, back)
+        if front.type in _CITIZEN_CARDS:
+            # The front shows dob and expiry, the back the issue date: the rule needs all three.
+            merged = _merged_dates(front, back)
+            if merged is not None:
+                rule: list[Finding] = []
+                _check_expiry_rule(front.info, *merged, rule)
+                findings += [f for f in rule if f not in findings]
+    return _verdict(findings)
+
+
+def _merged_dates(
+    front: Card, back: Card
+) -> tuple[dt.date | None, dt.date | None, dt.date | None] | None:
+    issued = back.info.date("issue_date")
+    if issued is None:
+        return None
+    return front.info.date("dob"), issued, front.info.date("due_date")
+
+
+def assess_cards(
+    cards: list[Card], *, today: dt.date | None = None, min_confidence: float = 0.8
+) -> Assessment:
+    """The verdict on all the cards of one answer: a front and back pair when there are two
+    sides of one card, otherwise each card on its own; the worst verdict wins."""
+    if not cards:
+        return Assessment("reject", (Finding("document.none", "reject", "no document was read"),))
+    if len(cards) == 2 and cards[0].type.endswith("_front") and cards[1].type.endswith("_back"):
+        return assess(cards[0], cards[1], today=today, min_confidence=min_confidence)
+    findings: list[Finding] = []
+    for card in cards:
+        for finding in assess(card, today=today, min_confidence=min_confidence).findings:
+            if finding not in findings:
+                findings.append(finding)
+    return _verdict(findings)
