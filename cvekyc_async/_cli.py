@@ -25,6 +25,7 @@ from ._errors import ConfigurationError, CVError, InvalidInputError
 from ._jobs import Job, ManifestError, ResultLog, Shard, discover
 from ._models import Card, ExtractionResult
 from ._progress import ProgressDisplay, format_duration
+from ._usage import Usage
 
 __all__ = ["main"]
 
@@ -176,13 +177,11 @@ def _summary(
     out: TextIO,
     results: Counter[str],
     *,
-    billed: int,
-    retries: int,
-    ambiguous: int,
+    usage: Usage,
     wall: float,
-    skipped: int,
-    output: Path,
-    verdicts: Counter[str] | None = None,
+    verdicts: Counter[str],
+    skipped: int = 0,
+    output: Path | None = None,
 ) -> None:
     ok = results.pop("ok", 0)
     failed = sum(results.values())
@@ -190,13 +189,12 @@ def _summary(
     rows = [("inputs", f"{done}"), ("ok", f"{ok}"), ("failed", f"{failed}")]
     rows += [(f"  {name}", f"{n}") for name, n in results.most_common()]
     rows += [
-        ("billed", f"{billed}"),
-        ("retries", f"{retries} ({ambiguous} possibly billed twice)"),
+        ("billed", f"{usage.billed}"),
+        ("retries", f"{usage.retries} ({usage.ambiguous_retries} possibly billed twice)"),
         ("wall time", f"{_wall(wall)} ({done / wall if wall > 0 else 0:.0f}/s)"),
     ]
-    if verdicts is not None:
-        shown = ", ".join(f"{v} {verdicts[v]}" for v in ("accept", "review", "reject"))
-        rows.append(("verdicts", shown))
+    shown = ", ".join(f"{v} {verdicts[v]}" for v in ("accept", "review", "reject"))
+    rows.append(("verdicts", shown))
     if skipped:
         rows.append(("skipped", f"{skipped} already in {output}"))
     width = max(len(k) for k, _ in rows)
@@ -273,13 +271,11 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _summary(
         out,
         outcomes,
-        billed=usage.billed,
-        retries=usage.retries,
-        ambiguous=usage.ambiguous_retries,
+        usage=usage,
         wall=time.perf_counter() - started,
+        verdicts=verdicts,
         skipped=skipped,
         output=output,
-        verdicts=verdicts,
     )
     return EXIT_FAILED if sum(outcomes.values()) > outcomes["ok"] else EXIT_OK
 
@@ -337,17 +333,7 @@ async def run_demo(out: TextIO, err: TextIO, *, concurrency: int = 8) -> int:
             out.write(f"  {name:<{width}}  {_describe(result.result)} -> {verdict}\n")
     outcomes = Counter(_outcome(r) for r in done)
     verdicts: Counter[str] = Counter(r.result.assess().verdict for r in done if r.result)
-    _summary(
-        out,
-        outcomes,
-        billed=usage.billed,
-        retries=usage.retries,
-        ambiguous=usage.ambiguous_retries,
-        wall=wall,
-        skipped=0,
-        output=Path(),
-        verdicts=verdicts,
-    )
+    _summary(out, outcomes, usage=usage, wall=wall, verdicts=verdicts)
     return EXIT_OK
 
 

@@ -262,7 +262,7 @@ class EmulatorApp:
         get_thumb = query.get("get_thumb", "false").strip().lower() == "true"
         images = await self._images(format_type, fields, query, headers, body, scope["method"])
         quota = settings.quota
-        if quota is not None and self.state.stats()["billed"] >= quota:
+        if quota is not None and self.state.billed >= quota:
             raise _Answer(4)
         for data in images:
             fmt = sniff_format(data[:16])

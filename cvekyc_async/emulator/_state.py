@@ -117,6 +117,11 @@ class EmulatorState:
         with self._lock:
             self._counts[key] += n
 
+    @property
+    def billed(self) -> int:
+        """Billed answers so far."""
+        return self._counts["billed"]
+
     def try_bill(self) -> bool:
         """Count a billed answer, unless the quota is used up."""
         with self._lock:
