@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import ipaddress
@@ -250,6 +251,7 @@ class AsyncCVClient:
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else self._build_http_client(transport)
         self._urls: dict[tuple[str, str, bool], httpx.URL] = {}
+        self._asyncio_only = transport == "aiohttp"
         self._closed = False
 
     def _build_http_client(self, transport: TransportChoice | None) -> httpx.AsyncClient:
@@ -476,6 +478,14 @@ class AsyncCVClient:
         """Check and load every input; raises InvalidInputError before anything is sent."""
         if self._closed:
             raise CVError("this AsyncCVClient is closed; create a new one")
+        if self._asyncio_only:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                raise ConfigurationError(
+                    "transport='aiohttp' runs only under asyncio; use the default transport "
+                    "under trio"
+                ) from None
         sources = [(name, as_source(value, name)) for name, value in fields]
         styles = {src.format_type for _, src in sources}
         if len(styles) > 1:

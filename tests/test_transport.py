@@ -91,3 +91,14 @@ async def _read_with_aiohttp(emu: RunningEmulator) -> bool:
 
 def test_aiohttp_transport_reads_cards_under_asyncio(cv_emulator: RunningEmulator) -> None:
     assert anyio.run(_read_with_aiohttp, cv_emulator, backend="asyncio")
+
+
+async def _aiohttp_under_trio(emu: RunningEmulator) -> None:
+    async with emu.client(transport="aiohttp") as client:
+        await client.extract_card(CARD)
+
+
+def test_aiohttp_transport_under_trio_says_so(cv_emulator: RunningEmulator) -> None:
+    with pytest.raises(ConfigurationError, match="only under asyncio"):
+        anyio.run(_aiohttp_under_trio, cv_emulator, backend="trio")
+    assert cv_emulator.stats()["requests"] == 0
