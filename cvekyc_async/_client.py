@@ -246,6 +246,9 @@ class AsyncCVClient:
         self._pacer = Pacer(max_per_second) if max_per_second else None
         self._max_file_size = _positive_int("max_file_size", max_file_size, 1)
         self._limiter = anyio.CapacityLimiter(self._max_concurrency)
+        # The transport of a pool this client built: requests go to it directly, skipping
+        # httpx.AsyncClient.send's layers (auth, redirects, cookies, hooks) that it never uses.
+        self._direct: httpx.AsyncBaseTransport | None = None
         if http_client is not None and transport is not None:
             raise ConfigurationError("give http_client or transport, not both")
         self._owns_http = http_client is None
@@ -265,6 +268,7 @@ class AsyncCVClient:
             raise ConfigurationError(
                 "transport='aiohttp' needs the aiohttp extra: pip install 'cvekyc-async[aiohttp]'"
             ) from None
+        self._direct = built
         return httpx.AsyncClient(
             timeout=self._timeout,
             transport=built,
@@ -614,7 +618,10 @@ class AsyncCVClient:
             sent = time.perf_counter()
             self._usage.requests += 1
             try:
-                response = await self._http.send(request)
+                if self._direct is not None:
+                    response = await self._direct.handle_async_request(request)
+                else:
+                    response = await self._http.send(request)
                 try:
                     answer = await response.aread()
                 finally:
