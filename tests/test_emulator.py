@@ -237,3 +237,27 @@ def test_bundled_specimens_are_small_and_all_carry_truth() -> None:
 def test_specimen_path_names_the_choices() -> None:
     with pytest.raises(KeyError, match=r"chip_front\.jpg"):
         specimen_path("missing.jpg")
+
+
+def test_a_client_gone_mid_upload_is_not_answered_or_billed(cv_emulator: RunningEmulator) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(cv_emulator.base_url)
+    token = base64.b64encode(f"{cv_emulator.api_key}:{cv_emulator.api_secret}".encode()).decode()
+    head = (
+        "POST /api/v2/ekyc/card?format_type=file HTTP/1.1\r\n"
+        f"Host: {url.netloc}\r\nAuthorization: Basic {token}\r\n"
+        "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(head.encode() + b"--x\r\n" + samples.JPEG[:100])
+    assert cv_emulator.state.wait_for_count("abandoned", 1, 10)
+    assert cv_emulator.wait_idle(10)
+    stats = cv_emulator.stats()
+    assert (stats["requests"], stats["abandoned"], stats["error_codes"], stats["billed"]) == (
+        1,
+        1,
+        {},
+        0,
+    )

@@ -72,6 +72,10 @@ class _TooLarge(Exception):
     """The request body is over the emulator's limit."""
 
 
+class _Disconnected(Exception):
+    """The client went away before its request body arrived: there is nothing to answer."""
+
+
 class _Answer(Exception):
     """Ends request handling with an error-code answer."""
 
@@ -179,6 +183,9 @@ class EmulatorApp:
                 body = await _read_body(receive)
             except _TooLarge:
                 await _send_json(send, 413, {"detail": "Request Entity Too Large"})
+                return
+            except _Disconnected:
+                state.count("abandoned")
                 return
             fault, delay = state.draw()
             if fault is not None:
@@ -380,6 +387,8 @@ class EmulatorApp:
                 await _send_json(send, 404, {"detail": "Not Found"})
         except _TooLarge:
             await _send_json(send, 413, {"detail": "Request Entity Too Large"})
+        except _Disconnected:
+            return
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
             # A bad control request says why; the counts and faults stay as they were.
             await _send_json(send, 400, {"detail": str(exc)})
@@ -397,7 +406,7 @@ async def _read_body(receive: Receive) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _Disconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > _MAX_BODY:

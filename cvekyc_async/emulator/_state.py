@@ -116,6 +116,13 @@ class EmulatorState:
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self._counts[key] += n
+            self._idle.notify_all()
+
+    def wait_for_count(self, key: str, at_least: int, timeout: float) -> bool:
+        """Block until the count ``key`` (``requests``, ``abandoned``...) reaches ``at_least``;
+        ``False`` if ``timeout`` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._counts[key] >= at_least, timeout)
 
     @property
     def billed(self) -> int:
@@ -153,7 +160,8 @@ class EmulatorState:
 
     def stats(self) -> dict[str, Any]:
         """Counts so far: ``requests``, ``billed``, ``faults`` by kind, ``error_codes`` by code,
-        ``by_path``, ``in_flight`` and ``peak_in_flight``."""
+        ``by_path``, ``abandoned`` (clients gone before their body arrived), ``in_flight`` and
+        ``peak_in_flight``."""
         with self._lock:
             c = dict(self._counts)
             return {
@@ -163,6 +171,7 @@ class EmulatorState:
                 "faults_total": sum(v for k, v in c.items() if k.startswith("fault:")),
                 "error_codes": {k[5:]: v for k, v in c.items() if k.startswith("code:")},
                 "by_path": {k[5:]: v for k, v in c.items() if k.startswith("path:")},
+                "abandoned": c.get("abandoned", 0),
                 "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight,
             }
