@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -228,6 +228,27 @@ def result_record(
     }
 
 
+class _RecordInput(msgspec.Struct):
+    input: Any = None
+
+
+_RECORD_INPUT = msgspec.json.Decoder(_RecordInput)
+
+
+def _end_of_last_line(fh: BinaryIO, block: int = 65536) -> int:
+    """The offset just past the file's last newline (0 if it has none)."""
+    position = fh.seek(0, os.SEEK_END)
+    while position > 0:
+        start = max(0, position - block)
+        fh.seek(start)
+        chunk = fh.read(position - start)
+        found = chunk.rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
+    return 0
+
+
 class ResultLog:
     """The JSONL output file: one line per finished input, appended and flushed as each ends.
 
@@ -259,20 +280,21 @@ class ResultLog:
         os.fchmod(self._fd, 0o600)
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a line cut short by a kill: drop it, its input goes again
-            with self.path.open("r+b") as fh:
+        # Streamed line by line, reading only each record's input: an output of millions of
+        # results is resumed without holding it in memory.
+        with self.path.open("r+b") as fh:
+            end = _end_of_last_line(fh)
+            if end < fh.seek(0, os.SEEK_END):  # a line cut short by a kill: its input goes again
                 fh.truncate(end)
-        for line in data[:end].splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            value = record.get("input") if isinstance(record, dict) else None
-            key = "\t".join(value) if isinstance(value, list) else value
-            if isinstance(key, str):
-                self.done.add(key_hash(key))
+            fh.seek(0)
+            for line in fh:
+                try:
+                    value = _RECORD_INPUT.decode(line).input
+                except msgspec.MsgspecError:
+                    continue
+                key = "\t".join(value) if isinstance(value, list) else value
+                if isinstance(key, str):
+                    self.done.add(key_hash(key))
 
     def is_done(self, job: Job) -> bool:
         return key_hash(job.key) in self.done
