@@ -10,8 +10,8 @@ Enable the fixtures in your ``conftest.py`` (needs the ``emulator`` extra and py
 Fixtures:
 
 - ``cv_emulator_server`` (session): one emulator on a free loopback port for the whole run.
-- ``cv_emulator``: that emulator with its faults cleared, its settings back to defaults and its
-  counts zeroed before each test.
+- ``cv_emulator``: that emulator with its faults cleared, its settings back to defaults, the
+  requests of earlier tests finished and its counts zeroed, before and after each test.
 - ``cv_client``: an ``AsyncCVClient`` pointed at it (closed after the test); async tests only.
 
 For respx routes, ``answer_body`` builds an answer the way the service writes it.
@@ -67,6 +67,9 @@ def cv_emulator(cv_emulator_server: RunningEmulator) -> Iterator[RunningEmulator
 def _reset(emulator: RunningEmulator) -> None:
     emulator.state.settings = EmulatorSettings()
     emulator.set_faults(Faults())
+    # Requests a test abandoned (cancelled, timed out) are still being handled, and may still
+    # be billed: let them finish, so that they do not show up in the next test's counts.
+    emulator.wait_idle(30.0)
     emulator.reset()
 
 
