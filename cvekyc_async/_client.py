@@ -53,6 +53,7 @@ from ._errors import (
     MalformedResponseError,
     RateLimitError,
     api_error_for_code,
+    quotable,
 )
 from ._inputs import ImageInput, Payload, as_source
 from ._models import AnswerFormatError, ExtractionResult, decode_answer
@@ -659,11 +660,9 @@ class AsyncCVClient:
         except AnswerFormatError as exc:
             if 200 <= status < 300:
                 raise MalformedResponseError(str(exc), status_code=status, body=body) from None
-            looks_json = body.lstrip()[:1] in (b"{", b"[")
-            text = "" if looks_json else body.decode("utf-8", "replace")
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             cls = RateLimitError if status == 429 else APIStatusError
-            raise cls(status, body=text, retry_after=retry_after) from None
+            raise cls(status, body=quotable(body), retry_after=retry_after) from None
         if answer.error_code != 0:
             cls_api = api_error_for_code(answer.error_code)
             raise cls_api(answer.error_code, answer.error_message, status_code=status)

@@ -42,11 +42,20 @@ __all__ = [
     "RateLimitError",
     "URLUnavailableError",
     "api_error_for_code",
+    "quotable",
 ]
 
 # How much of an unexpected body an error keeps, for diagnosis; bodies can hold card data, so it is
 # only kept for non-JSON answers (proxy pages), and only this much of it.
 _BODY_SNIPPET = 200
+
+
+def quotable(body: bytes) -> str:
+    """The start of a body, fit to quote in an error: empty for JSON, which may hold data read
+    off a card; otherwise (a proxy's HTML page, plain text) its first characters."""
+    if body.lstrip()[:1] in (b"{", b"["):
+        return ""
+    return body[:_BODY_SNIPPET].decode("utf-8", "replace")
 
 
 class CVError(Exception):
@@ -226,9 +235,7 @@ class MalformedResponseError(CVError):
         attempts: int = 0,
         elapsed: float = 0.0,
     ) -> None:
-        # A JSON body may hold data read off a card: only non-JSON bodies (proxy pages) are quoted.
-        looks_json = body.lstrip()[:1] in (b"{", b"[")
-        snippet = "" if looks_json else body[:_BODY_SNIPPET].decode("utf-8", "replace")
+        snippet = quotable(body)
         text = f"the service sent an answer that is not the expected JSON ({reason})"
         if snippet:
             text += f"; body starts {snippet!r}"
