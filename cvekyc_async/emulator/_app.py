@@ -271,8 +271,8 @@ class EmulatorApp:
         quota = settings.quota
         if quota is not None and self.state.billed >= quota:
             raise _Answer(4)
-        for data in images:
-            fmt = sniff_format(data[:16])
+        formats = [sniff_format(data[:16]) for data in images]
+        for fmt in formats:
             if fmt not in _IMAGE_FORMATS or (fmt == "pdf" and path == "/api/v2/ekyc/cards"):
                 raise _Answer(3)
         result = _documents(path, images, strict=settings.strict)
@@ -283,8 +283,7 @@ class EmulatorApp:
         if not self.state.try_bill():
             raise _Answer(4)
         flat = [_public(doc) for docs, _ in result for doc in docs]
-        is_pdf = any(sniff_format(d[:16]) == "pdf" for d in images)
-        if len(flat) == 1 and not is_pdf and path != "/api/v2/ekyc/cards":
+        if len(flat) == 1 and "pdf" not in formats and path != "/api/v2/ekyc/cards":
             return flat[0]
         return flat
 
