@@ -323,6 +323,7 @@ async def run_demo(out: TextIO, err: TextIO, *, concurrency: int = 8) -> int:
         wall = time.perf_counter() - started
         usage = client.usage
     width = max(len(p.name) for p in paths)
+    verdicts: Counter[str] = Counter()
     for result in sorted(done, key=lambda r: r.index):
         name = Path(result.input).name
         if result.result is None:
@@ -330,9 +331,9 @@ async def run_demo(out: TextIO, err: TextIO, *, concurrency: int = 8) -> int:
             out.write(f"  {name:<{width}}  error: {message}\n")
         else:
             verdict = result.result.assess().verdict
+            verdicts[verdict] += 1
             out.write(f"  {name:<{width}}  {_describe(result.result)} -> {verdict}\n")
     outcomes = Counter(_outcome(r) for r in done)
-    verdicts: Counter[str] = Counter(r.result.assess().verdict for r in done if r.result)
     _summary(out, outcomes, usage=usage, wall=wall, verdicts=verdicts)
     return EXIT_OK
 
