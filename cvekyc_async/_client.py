@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import anyio
@@ -32,6 +33,7 @@ from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_FILE_SIZE,
+    DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_MAX_RETRIES,
     DEFAULT_POOL_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
@@ -52,14 +54,14 @@ from ._errors import (
     InvalidInputError,
     MalformedResponseError,
     RateLimitError,
+    ResponseTooLargeError,
     api_error_for_code,
-    quotable,
 )
 from ._inputs import ImageInput, Payload, as_source
 from ._models import AnswerFormatError, ExtractionResult, decode_answer
 from ._pacing import Pacer
 from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
-from ._transport import TransportChoice, build_transport
+from ._transport import TransportChoice, build_transport, environment_proxy
 from ._usage import Usage
 
 __all__ = ["AsyncCVClient"]
@@ -189,8 +191,14 @@ class AsyncCVClient:
         max_per_second: most requests started per second (off by default).
         max_file_size: largest upload accepted, in bytes (default 10 MiB); larger inputs raise
             ``InvalidInputError`` before anything is sent.
+        max_response_size: largest answer read, in bytes (default 32 MiB); a larger one raises
+            ``ResponseTooLargeError`` as soon as it is announced or read that far, without
+            reading the rest, and is not retried.
+        trust_env: honour ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` and
+            ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as httpx does (default ``True``).
         http_client: an ``httpx.AsyncClient`` to send through (proxies, custom TLS, transports
-            in tests). The caller keeps ownership: this client does not close it.
+            in tests). The caller keeps ownership: this client does not close it. ``timeout``
+            still applies to every request sent through it (its own timeout does not).
         transport: how requests reach the network when this client builds its own pool:
             ``"sharded"`` (default: several small httpx pools, whose speed holds up as
             concurrency rises), ``"pool"`` (one httpx pool), or ``"aiohttp"`` (the
@@ -214,6 +222,8 @@ class AsyncCVClient:
         total_timeout: float | None = None,
         max_per_second: float | None = None,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        trust_env: bool = True,
         http_client: httpx.AsyncClient | None = None,
         transport: TransportChoice | None = None,
     ) -> None:
@@ -246,6 +256,10 @@ class AsyncCVClient:
             raise ConfigurationError(f"max_per_second must be positive, not {max_per_second!r}")
         self._pacer = Pacer(max_per_second) if max_per_second else None
         self._max_file_size = _positive_int("max_file_size", max_file_size, 1)
+        self._max_response_size = _positive_int("max_response_size", max_response_size, 1)
+        if not isinstance(trust_env, bool):
+            raise ConfigurationError(f"trust_env must be True or False, not {trust_env!r}")
+        self._trust_env = trust_env
         self._limiter = anyio.CapacityLimiter(self._max_concurrency)
         # The transport of a pool this client built: requests go to it directly, skipping
         # httpx.AsyncClient.send's layers (auth, redirects, cookies, hooks) that it never uses.
@@ -261,20 +275,39 @@ class AsyncCVClient:
     def _build_http_client(self, transport: TransportChoice | None) -> httpx.AsyncClient:
         # The pools are sized to the limiter, so requests queue in our limiter (which releases
         # a slot on cancellation and never times out) rather than in httpx's pools.
+        proxy = None
+        if self._trust_env:
+            try:
+                proxy = environment_proxy(self._base_url)
+            except (ValueError, httpx.InvalidURL):
+                # The value may hold the proxy's password: it is not quoted.
+                raise ConfigurationError(
+                    "the proxy named by HTTPS_PROXY / HTTP_PROXY / ALL_PROXY is not a valid URL "
+                    "(pass trust_env=False to ignore the environment)"
+                ) from None
         try:
-            built = build_transport(transport or "sharded", max_connections=self._max_concurrency)
+            built = build_transport(
+                transport or "sharded",
+                max_connections=self._max_concurrency,
+                proxy=proxy,
+                trust_env=self._trust_env,
+            )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         except ImportError:
-            raise ConfigurationError(
+            needed = (
                 "transport='aiohttp' needs the aiohttp extra: pip install 'cvekyc-async[aiohttp]'"
-            ) from None
+                if transport == "aiohttp"
+                else "a SOCKS proxy needs socksio: pip install 'httpx[socks]'"
+            )
+            raise ConfigurationError(needed) from None
         self._direct = built
         return httpx.AsyncClient(
             timeout=self._timeout,
             transport=built,
             headers={"User-Agent": _USER_AGENT},
             follow_redirects=False,
+            trust_env=self._trust_env,
         )
 
     def __repr__(self) -> str:
@@ -519,7 +552,9 @@ class AsyncCVClient:
             params: list[tuple[str, str | int | float | bool | None]]
             params = [(name, str(p.data)) for name, p in payloads]
             params += [("format_type", "url"), ("get_thumb", thumb)]
-            return self._http.build_request("GET", url, params=params, headers=headers)
+            return self._http.build_request(
+                "GET", url, params=params, headers=headers, timeout=self._timeout
+            )
         # POST URLs repeat: parse each once (httpx's URL handling is a visible share of the
         # client's cost per request at a thousand requests a second).
         key = (path, format_type, get_thumb)
@@ -529,7 +564,9 @@ class AsyncCVClient:
             self._urls[key] = cached
         content_type, data = body
         headers["Content-Type"] = content_type
-        request = self._http.build_request("POST", cached, headers=headers, content=data)
+        request = self._http.build_request(
+            "POST", cached, headers=headers, content=data, timeout=self._timeout
+        )
         # httpx sends bytes through an async generator, which a cancellation can leave
         # unfinished (see _body); the same bytes go out through a plain iterator instead.
         # ``request.content`` stays readable for transports and mocks that want it.
@@ -622,11 +659,14 @@ class AsyncCVClient:
                 if self._direct is not None:
                     response = await self._direct.handle_async_request(request)
                 else:
-                    response = await self._http.send(request)
+                    response = await self._http.send(request, stream=True)
                 try:
-                    answer = await response.aread()
+                    answer = await self._read(response)
                 finally:
                     await response.aclose()
+            except CVError as exc:
+                self._log_attempt(method, path, attempt, type(exc).__name__, sent)
+                raise
             except httpx.TimeoutException as exc:
                 kind = _timeout_kind(exc)
                 self._log_attempt(method, path, attempt, f"{kind} timeout", sent)
@@ -635,10 +675,47 @@ class AsyncCVClient:
                 kind = "connect" if isinstance(exc, httpx.ConnectError) else "transport"
                 self._log_attempt(method, path, attempt, type(exc).__name__, sent)
                 raise APIConnectionError(
-                    f"could not reach the service: {type(exc).__name__}: {exc}", kind=kind
+                    f"could not reach the service: {_describe_failure(exc)}", kind=kind
+                ) from None
+            except Exception as exc:
+                # Whatever else a transport raises (httpx's other errors, a third-party
+                # transport's own) ends in the error tree too; it may have been sent.
+                self._log_attempt(method, path, attempt, type(exc).__name__, sent)
+                raise APIConnectionError(
+                    f"the request failed: {_describe_failure(exc)}", kind="transport"
                 ) from None
         self._log_attempt(method, path, attempt, str(response.status_code), sent)
         return self._interpret(response, answer)
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        """The answer's body, decoded, and no more than ``max_response_size`` of it."""
+        limit = self._max_response_size
+        announced = _content_length(response)
+        if announced is not None and announced > limit:
+            raise ResponseTooLargeError(
+                limit,
+                status_code=response.status_code,
+                content_type=response.headers.get("content-type", ""),
+                announced=announced,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise ResponseTooLargeError(
+                        limit,
+                        status_code=response.status_code,
+                        content_type=response.headers.get("content-type", ""),
+                    )
+                chunks.append(chunk)
+        except httpx.DecodingError:
+            body = b"".join(chunks)
+            encoding = response.headers.get("content-encoding", "")
+            reason = f"its Content-Encoding {encoding!r} could not be decoded"
+            self._raise_unreadable(response, body, reason)
+        return b"".join(chunks)
 
     @staticmethod
     def _log_attempt(method: str, path: str, attempt: int, outcome: str, sent: float) -> None:
@@ -654,16 +731,41 @@ class AsyncCVClient:
 
     def _interpret(self, response: httpx.Response, body: bytes) -> ExtractionResult:
         """Turn a received answer into a result, or raise the error it stands for."""
-        status = response.status_code
         try:
             answer = decode_answer(body)
         except AnswerFormatError as exc:
-            if 200 <= status < 300:
-                raise MalformedResponseError(str(exc), status_code=status, body=body) from None
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            cls = RateLimitError if status == 429 else APIStatusError
-            raise cls(status, body=quotable(body), retry_after=retry_after) from None
+            self._raise_unreadable(response, body, str(exc))
         if answer.error_code != 0:
             cls_api = api_error_for_code(answer.error_code)
-            raise cls_api(answer.error_code, answer.error_message, status_code=status)
+            raise cls_api(answer.error_code, answer.error_message, status_code=response.status_code)
         return answer
+
+    @staticmethod
+    def _raise_unreadable(response: httpx.Response, body: bytes, reason: str) -> NoReturn:
+        """Raise the error for a body that is not an answer: malformed for a 2xx status, an
+        HTTP status error otherwise."""
+        status = response.status_code
+        content_type = response.headers.get("content-type", "")
+        if 200 <= status < 300:
+            raise MalformedResponseError(
+                reason, status_code=status, body=body, content_type=content_type
+            )
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        cls = RateLimitError if status == 429 else APIStatusError
+        raise cls(status, body=body, content_type=content_type, retry_after=retry_after)
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "")
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """Name a transport failure without its message, which can quote what the server sent
+    (h11's protocol errors show the offending bytes); an OS error's own text is kept."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{type(exc).__name__} ({cause.strerror})"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__

@@ -15,15 +15,20 @@
     ├── APIStatusError             HTTP status not 2xx, and no ``errorCode`` in the body
     │   └── RateLimitError         429
     ├── MalformedResponseError     a 2xx answer whose body is not the expected JSON
+    │   └── ResponseTooLargeError  an answer over ``max_response_size`` (any status)
     └── APIConnectionError         the request could not be sent or its answer not received
         └── APITimeoutError        a connect, write, read or pool timeout
 
 Every error carries the request's ``method`` and ``path`` (never its query string, headers or body,
 so neither credentials nor image data can leak through a message or a log line), the number of
-``attempts`` made and the ``elapsed`` seconds across them.
+``attempts`` made and the ``elapsed`` seconds across them. An answer's body is kept whole on
+``.body`` of the errors that have one, and never shown in ``str()`` or ``repr()``: it can hold
+card data.
 """
 
 from __future__ import annotations
+
+from ._redact import describe_body
 
 __all__ = [
     "APIConnectionError",
@@ -40,22 +45,18 @@ __all__ = [
     "NoDocumentError",
     "QuotaExceededError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "URLUnavailableError",
     "api_error_for_code",
-    "quotable",
 ]
 
-# How much of an unexpected body an error keeps, for diagnosis; bodies can hold card data, so it is
-# only kept for non-JSON answers (proxy pages), and only this much of it.
-_BODY_SNIPPET = 200
+# The service's errorMessage is shown in messages, cut to this length and to one line.
+_MESSAGE_MAX = 200
 
 
-def quotable(body: bytes) -> str:
-    """The start of a body, fit to quote in an error: empty for JSON, which may hold data read
-    off a card; otherwise (a proxy's HTML page, plain text) its first characters."""
-    if body.lstrip()[:1] in (b"{", b"["):
-        return ""
-    return body[:_BODY_SNIPPET].decode("utf-8", "replace")
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 3] + "..."
 
 
 class CVError(Exception):
@@ -125,7 +126,7 @@ class APIError(CVError):
         hint = _HINTS.get(
             error_code, "the service returned an error code this library does not know"
         )
-        text = f"errorCode {error_code}: {error_message or '(no message)'} - {hint}"
+        text = f"errorCode {error_code}: {_one_line(error_message) or '(no message)'} - {hint}"
         super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
         self.error_code = error_code
         self.error_message = error_message
@@ -183,9 +184,13 @@ def api_error_for_code(code: int) -> type[APIError]:
 class APIStatusError(CVError):
     """The service answered with an HTTP status that is not 2xx and no ``errorCode``.
 
+    The message gives the status, the body's content type and length and, for an HTML page (a
+    proxy's), its title; never the body itself, which can hold card data.
+
     Attributes:
         status_code: the HTTP status.
-        body: the start of the body when it was not JSON (a proxy's HTML page, say), else ``""``.
+        body: the whole body as received (not shown in ``str()`` or ``repr()``).
+        content_type: the answer's ``Content-Type``.
         retry_after: seconds the service asked to wait (``Retry-After``), if it said.
     """
 
@@ -193,22 +198,21 @@ class APIStatusError(CVError):
         self,
         status_code: int,
         *,
-        body: str = "",
+        body: bytes = b"",
+        content_type: str = "",
         retry_after: float | None = None,
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
         elapsed: float = 0.0,
     ) -> None:
-        snippet = body[:_BODY_SNIPPET]
-        text = f"HTTP {status_code} from the service"
-        if snippet:
-            text += f": {snippet!r}"
+        text = f"HTTP {status_code} from the service ({describe_body(body, content_type)})"
         if retry_after is not None:
             text += f" (Retry-After: {retry_after:g} s)"
         super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
         self.status_code = status_code
-        self.body = snippet
+        self.body = body
+        self.content_type = content_type
         self.retry_after = retry_after
 
 
@@ -221,7 +225,8 @@ class MalformedResponseError(CVError):
 
     Attributes:
         status_code: the HTTP status.
-        body: the start of the body when it is not JSON, for diagnosis, else ``""``.
+        body: the whole body as received (not shown in ``str()`` or ``repr()``).
+        content_type: the answer's ``Content-Type``.
     """
 
     def __init__(
@@ -230,18 +235,60 @@ class MalformedResponseError(CVError):
         *,
         status_code: int,
         body: bytes = b"",
+        content_type: str = "",
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
         elapsed: float = 0.0,
     ) -> None:
-        snippet = quotable(body)
-        text = f"the service sent an answer that is not the expected JSON ({reason})"
-        if snippet:
-            text += f"; body starts {snippet!r}"
+        text = (
+            f"the service sent an answer that is not the expected JSON ({reason}; "
+            f"HTTP {status_code}, {describe_body(body, content_type)})"
+        )
         super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
         self.status_code = status_code
-        self.body = snippet
+        self.body = body
+        self.content_type = content_type
+
+
+class ResponseTooLargeError(MalformedResponseError):
+    """An answer larger than the client's ``max_response_size``, whatever its status.
+
+    Reading stopped at the limit (or before, when ``Content-Length`` announced more) and the
+    connection was closed; the call is not retried, since the service may have billed it.
+
+    Attributes:
+        limit: the ``max_response_size`` in force, in bytes.
+        body: empty: the body is not kept.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        status_code: int,
+        content_type: str = "",
+        announced: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        attempts: int = 0,
+        elapsed: float = 0.0,
+    ) -> None:
+        size = f"{announced:,} bytes announced" if announced is not None else "more than that"
+        CVError.__init__(
+            self,
+            f"the service's answer is over max_response_size={limit:,} bytes ({size}; "
+            f"HTTP {status_code}, {content_type.split(';')[0].strip() or 'no content type'}); "
+            "raise it with AsyncCVClient(max_response_size=...)",
+            method=method,
+            path=path,
+            attempts=attempts,
+            elapsed=elapsed,
+        )
+        self.status_code = status_code
+        self.body = b""
+        self.content_type = content_type
+        self.limit = limit
 
 
 class APIConnectionError(CVError):

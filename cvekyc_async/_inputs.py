@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from ._constants import DEFAULT_MAX_FILE_SIZE
 from ._errors import InvalidInputError
+from ._redact import describe_head
 
 __all__ = [
     "ImageInput",
@@ -62,12 +63,12 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _check_format(head: bytes, what: str, *, allow_pdf: bool) -> str:
+def _check_format(head: bytes, what: str, *, allow_pdf: bool, size: int | None = None) -> str:
     fmt = sniff_format(head)
     if fmt is None:
+        # Described, never quoted: the file may be anything, a password file included.
         raise InvalidInputError(
-            f"{what} is not a JPEG, PNG or PDF (nor WebP, BMP, TIFF): its first bytes are "
-            f"{head[:8]!r}"
+            f"{what} is not a JPEG, PNG or PDF (nor WebP, BMP, TIFF): {describe_head(head, size)}"
         )
     if fmt == "pdf" and not allow_pdf:
         raise InvalidInputError(
@@ -178,7 +179,7 @@ class ImageSource:
         data = bytes(data)
         if not data:
             raise InvalidInputError("image bytes are empty")
-        fmt = _check_format(data[:_SNIFF_LEN], "image bytes", allow_pdf=True)
+        fmt = _check_format(data[:_SNIFF_LEN], "image bytes", allow_pdf=True, size=len(data))
         _check_send_as(send_as)
         src = cls()
         src._kind = "bytes"
@@ -295,7 +296,7 @@ class ImageSource:
             data = self._data
             _check_size(len(data), max_size, "image bytes")
             what = "image bytes"
-        fmt = _check_format(data[:_SNIFF_LEN], what, allow_pdf=allow_pdf)
+        fmt = _check_format(data[:_SNIFF_LEN], what, allow_pdf=allow_pdf, size=len(data))
         if self._send_as == "base64":
             return Payload("base64", base64.b64encode(data).decode("ascii"))
         return Payload("file", data, self._filename, _MIME[fmt])

@@ -4,8 +4,12 @@ The service sends ``{"data": ..., "errorCode": "0", "errorMessage": ""}``. ``dat
 for one document and a list for two sides, several documents or a PDF; it is normalised to a list
 of ``Card``. Each card's ``info`` is decoded into the struct for its ``type``; a type this library
 does not know (driving licences, vehicle papers, newer cards) decodes into ``GenericInfo``, which
-keeps every field. Unknown fields are ignored, numbers sent as strings are accepted, and a field
-whose value cannot be read as its type is left empty rather than failing the whole answer.
+keeps every field. Fields a struct does not declare are kept too (``info.extra``, ``get()``,
+``to_dict()``), numbers sent as strings are accepted, and a field whose value cannot be read as its
+type is left empty rather than failing the whole answer.
+
+``decode_answer`` is the one decoding boundary: whatever the bytes, it returns a result or raises
+``AnswerFormatError``, which the client turns into a ``CVError``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
 
+from ._redact import mask_value
+
 if TYPE_CHECKING:
     from .checks import Assessment
 
 __all__ = [
     "WARNING_MESSAGES",
+    "Box",
     "CCCDBackInfo",
     "CCCDFrontInfo",
     "CMNDBackInfo",
@@ -66,19 +73,51 @@ def parse_date(text: str | None) -> _dt.date | None:
         return None
 
 
-class Info(msgspec.Struct, kw_only=True, omit_defaults=True):
+Box = list[Union[float, list[float]]]  # noqa: UP007 - evaluated at runtime on 3.10
+"""Where a field lies in the image: ``[left, top, right, bottom]`` pixels, or its four corners
+as ``[x, y]`` points (both forms are sent); ``Info.box()`` reads either as a rectangle."""
+
+
+class _Masked(str):
+    """A masked value that shows as itself, for ``__rich_repr__``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class Info(msgspec.Struct, kw_only=True, omit_defaults=True, dict=True):
     """Fields read off one document. Subclasses hold the fields of each document type.
 
-    Every field is optional: the service leaves out what it could not read.
+    Every field is optional: the service leaves out what it could not read. Fields the service
+    sends that the struct does not declare are kept in ``extra``. ``repr()`` masks personal
+    values (``id='0012******45'``); attribute access, ``get()`` and ``to_dict()`` give them whole.
     """
 
     image: str | None = None
     """The cropped, deskewed document image, base64 (only with ``get_thumb=True``)."""
 
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Fields the service sent that this struct does not declare, by their names."""
+        extra: dict[str, Any] = self.__dict__.get("_extra", {})
+        return extra
+
     def get(self, field: str, default: Any = None) -> Any:
-        """Return a field by name, or ``default`` when it is missing or empty."""
-        value = getattr(self, field, None)
+        """Return a field by name (declared or ``extra``), or ``default`` when it is missing or
+        empty."""
+        value = getattr(self, field) if field in self.__struct_fields__ else self.extra.get(field)
         return default if value is None or value == "" else value
+
+    def box(self, field: str) -> tuple[float, float, float, float] | None:
+        """Where ``field`` lies in the image, as ``(left, top, right, bottom)`` pixels.
+
+        Reads ``<field>_box`` in either form the service sends (four numbers, or four
+        ``[x, y]`` corners, whose bounding rectangle is returned); ``None`` when it is missing or
+        not a box.
+        """
+        return _rectangle(self.get(f"{field}_box"))
 
     def date(self, field: str) -> _dt.date | None:
         """Return a date field (``dob``, ``issue_date``, ``due_date``...) as a ``datetime.date``.
@@ -112,16 +151,34 @@ class Info(msgspec.Struct, kw_only=True, omit_defaults=True):
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the fields that are present, as a plain dict."""
-        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+        """Return the fields that are present, ``extra`` ones included, as a plain dict."""
+        fields = {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+        fields.update(self.extra)
+        return fields
 
     def __repr__(self) -> str:
-        # Only the fields present, and the thumbnail by its size: a repr stays one readable line.
-        shown = ", ".join(
-            f"{k}=<{len(v)} base64 chars>" if k == "image" else f"{k}={v!r}"
-            for k, v in self.to_dict().items()
-        )
+        # Only the fields present, masked: reprs end up in logs and error trackers.
+        shown = ", ".join(f"{k}={mask_value(k, v)}" for k, v in self.to_dict().items())
         return f"{type(self).__name__}({shown})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [(k, _Masked(mask_value(k, v))) for k, v in self.to_dict().items()]
+
+
+def _rectangle(value: Any) -> tuple[float, float, float, float] | None:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(value, list) or not value:
+        return None
+    if len(value) == 4 and all(number(v) for v in value):
+        left, top, right, bottom = (float(v) for v in value)
+        return left, top, right, bottom
+    if all(isinstance(p, list) and len(p) == 2 and all(number(v) for v in p) for p in value):
+        xs = [float(p[0]) for p in value]
+        ys = [float(p[1]) for p in value]
+        return min(xs), min(ys), max(xs), max(ys)
+    return None
 
 
 class _PersonFrontInfo(Info, kw_only=True, omit_defaults=True):
@@ -167,12 +224,12 @@ class _PersonFrontInfo(Info, kw_only=True, omit_defaults=True):
     dob_confidence: float | None = None
     hometown_confidence: float | None = None
     address_confidence: float | None = None
-    # Where each field above lies in the image: [left, top, right, bottom] pixels.
-    id_box: list[float] | None = None
-    name_box: list[float] | None = None
-    dob_box: list[float] | None = None
-    hometown_box: list[float] | None = None
-    address_box: list[float] | None = None
+    # Where each field above lies in the image (see ``Box``).
+    id_box: Box | None = None
+    name_box: Box | None = None
+    dob_box: Box | None = None
+    hometown_box: Box | None = None
+    address_box: Box | None = None
 
 
 class CMNDFrontInfo(_PersonFrontInfo, kw_only=True, omit_defaults=True):
@@ -195,11 +252,11 @@ class CCCDFrontInfo(_PersonFrontInfo, kw_only=True, omit_defaults=True):
     due_date_confidence: float | None = None
     nationality_confidence: float | None = None
     ethnicity_confidence: float | None = None
-    # Where each field above lies in the image: [left, top, right, bottom] pixels.
-    gender_box: list[float] | None = None
-    due_date_box: list[float] | None = None
-    nationality_box: list[float] | None = None
-    ethnicity_box: list[float] | None = None
+    # Where each field above lies in the image (see ``Box``).
+    gender_box: Box | None = None
+    due_date_box: Box | None = None
+    nationality_box: Box | None = None
+    ethnicity_box: Box | None = None
 
 
 class ChipCCCDFrontInfo(_PersonFrontInfo, kw_only=True, omit_defaults=True):
@@ -215,10 +272,10 @@ class ChipCCCDFrontInfo(_PersonFrontInfo, kw_only=True, omit_defaults=True):
     gender_confidence: float | None = None
     due_date_confidence: float | None = None
     nationality_confidence: float | None = None
-    # Where each field above lies in the image: [left, top, right, bottom] pixels.
-    gender_box: list[float] | None = None
-    due_date_box: list[float] | None = None
-    nationality_box: list[float] | None = None
+    # Where each field above lies in the image (see ``Box``).
+    gender_box: Box | None = None
+    due_date_box: Box | None = None
+    nationality_box: Box | None = None
 
 
 class CMNDBackInfo(Info, kw_only=True, omit_defaults=True):
@@ -237,11 +294,11 @@ class CMNDBackInfo(Info, kw_only=True, omit_defaults=True):
     issue_date_confidence: float | None = None
     religious_confidence: float | None = None
     issued_at_confidence: float | None = None
-    # Where each field above lies in the image: [left, top, right, bottom] pixels.
-    ethnicity_box: list[float] | None = None
-    issue_date_box: list[float] | None = None
-    religious_box: list[float] | None = None
-    issued_at_box: list[float] | None = None
+    # Where each field above lies in the image (see ``Box``).
+    ethnicity_box: Box | None = None
+    issue_date_box: Box | None = None
+    religious_box: Box | None = None
+    issued_at_box: Box | None = None
 
 
 class CCCDBackInfo(Info, kw_only=True, omit_defaults=True):
@@ -254,9 +311,9 @@ class CCCDBackInfo(Info, kw_only=True, omit_defaults=True):
     # How sure the service is of each field above, from 0 to 1.
     issue_date_confidence: float | None = None
     issued_at_confidence: float | None = None
-    # Where each field above lies in the image: [left, top, right, bottom] pixels.
-    issue_date_box: list[float] | None = None
-    issued_at_box: list[float] | None = None
+    # Where each field above lies in the image (see ``Box``).
+    issue_date_box: Box | None = None
+    issued_at_box: Box | None = None
 
 
 class ChipCCCDBackInfo(Info, kw_only=True, omit_defaults=True):
@@ -296,18 +353,18 @@ class ChipCCCDBackInfo(Info, kw_only=True, omit_defaults=True):
     nationality_confidence: float | None = None
     sur_name_confidence: float | None = None
     given_name_confidence: float | None = None
-    # Where each field above lies in the image: [left, top, right, bottom] pixels.
-    issue_date_box: list[float] | None = None
-    issued_at_box: list[float] | None = None
-    country_box: list[float] | None = None
-    document_number_box: list[float] | None = None
-    person_number_box: list[float] | None = None
-    dob_box: list[float] | None = None
-    gender_box: list[float] | None = None
-    due_date_box: list[float] | None = None
-    nationality_box: list[float] | None = None
-    sur_name_box: list[float] | None = None
-    given_name_box: list[float] | None = None
+    # Where each field above lies in the image (see ``Box``).
+    issue_date_box: Box | None = None
+    issued_at_box: Box | None = None
+    country_box: Box | None = None
+    document_number_box: Box | None = None
+    person_number_box: Box | None = None
+    dob_box: Box | None = None
+    gender_box: Box | None = None
+    due_date_box: Box | None = None
+    nationality_box: Box | None = None
+    sur_name_box: Box | None = None
+    given_name_box: Box | None = None
     mrz_confidence: float | None = None
     """How sure the service is of the machine-readable zone as a whole."""
 
@@ -343,16 +400,16 @@ class PassportInfo(Info, kw_only=True, omit_defaults=True):
     nationality_confidence: float | None = None
     due_date_confidence: float | None = None
     person_number_confidence: float | None = None
-    # Where each field above lies in the image: [left, top, right, bottom] pixels.
-    id_box: list[float] | None = None
-    sur_name_box: list[float] | None = None
-    given_name_box: list[float] | None = None
-    dob_box: list[float] | None = None
-    gender_box: list[float] | None = None
-    country_box: list[float] | None = None
-    nationality_box: list[float] | None = None
-    due_date_box: list[float] | None = None
-    person_number_box: list[float] | None = None
+    # Where each field above lies in the image (see ``Box``).
+    id_box: Box | None = None
+    sur_name_box: Box | None = None
+    given_name_box: Box | None = None
+    dob_box: Box | None = None
+    gender_box: Box | None = None
+    country_box: Box | None = None
+    nationality_box: Box | None = None
+    due_date_box: Box | None = None
+    person_number_box: Box | None = None
     confidence: float | None = None
     """How sure the service is of the passport as a whole."""
     mrz_confidence: float | None = None
@@ -504,17 +561,26 @@ _LOOSE_ENVELOPE = msgspec.json.Decoder(_LooseEnvelope)
 _ONE_CARD = msgspec.json.Decoder(_RawCard)
 _CARD_LIST = msgspec.json.Decoder(list[_RawCard])
 _DICT = msgspec.json.Decoder(dict[str, Any])
-_INFO_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    name: msgspec.json.Decoder(cls, strict=False) for name, cls in _INFO_TYPES.items()
+_FIELD_NAMES: dict[type[Info], frozenset[str]] = {
+    cls: frozenset(f.encode_name for f in msgspec.structs.fields(cls))
+    for cls in _INFO_TYPES.values()
 }
+
+
+# Integers in the envelope are ASCII digits of bounded length: ``int()`` alone would take "١٢"
+# (Arabic-Indic digits) as 12, and fail on "²" or on 5,000 digits.
+_INT_RE = re.compile(r"[+-]?[0-9]{1,9}")
+_INT_BOUND = 10**9
+#: Deepest nesting kept in fields no struct declares; deeper answers are refused.
+MAX_NESTING = 32
 
 
 def _as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return value if -_INT_BOUND < value < _INT_BOUND else None
+    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
         return int(value)
     return None
 
@@ -524,7 +590,12 @@ def _as_bool(value: Any) -> bool | None:
         return True
     if value == "False" or value is False:
         return False
-    text = str(value).strip().lower() if value is not None else ""
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+    else:
+        return None
     if text in ("true", "1"):
         return True
     if text in ("false", "0"):
@@ -538,6 +609,33 @@ def _warning_code(code: Any, message: str | None) -> int | None:
         return number
     lowered = message.lower()
     return next((c for key, c in _WARNING_KEYS if key in lowered), None)
+
+
+def _card_validity(valid: Any, code: int | None, message: str | None) -> bool | None:
+    flag = _as_bool(valid)
+    if code is not None and code != 0:
+        return False  # a warning flags the card, whatever ``valid`` says
+    if flag is None and code is None and message and message.strip():
+        return False  # a warning text the library does not know
+    if flag is None and code == 0:
+        return True  # "Successful"
+    return flag
+
+
+def _check_depth(fields: dict[str, Any]) -> None:
+    """Refuse values nested deeper than ``MAX_NESTING`` (iteratively: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(v, 1) for v in fields.values()]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_NESTING:
+            raise AnswerFormatError(f"a card's info is nested more than {MAX_NESTING} levels deep")
+        stack.extend((c, depth + 1) for c in children)
 
 
 def _salvage(cls: type[Info], fields: dict[str, Any]) -> Info:
@@ -559,35 +657,38 @@ def _salvage(cls: type[Info], fields: dict[str, Any]) -> Info:
 def _decode_info(card_type: str, raw: msgspec.Raw) -> CardInfo:
     if len(raw) <= 4 and bytes(raw).strip() in (b"null", b""):
         fields: dict[str, Any] = {}
-        decoder = None
     else:
-        decoder = _INFO_DECODERS.get(card_type)
-        if decoder is not None:
-            try:
-                info: CardInfo = decoder.decode(raw)
-                return info
-            except msgspec.ValidationError:
-                pass
         try:
             fields = _DICT.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise AnswerFormatError(f"a card's info is not an object: {exc}") from None
+        except msgspec.ValidationError:
+            raise AnswerFormatError("a card's info is not an object") from None
     cls = _INFO_TYPES.get(card_type)
-    if cls is not None:
-        return _salvage(cls, fields)  # type: ignore[return-value]
-    image = fields.get("image")
-    return GenericInfo(image=image if isinstance(image, str) else None, fields=fields)
+    if cls is None:
+        _check_depth(fields)
+        image = fields.get("image")
+        return GenericInfo(image=image if isinstance(image, str) else None, fields=fields)
+    try:
+        info = msgspec.convert(fields, cls, strict=False)
+    except msgspec.ValidationError:
+        info = _salvage(cls, fields)
+    names = _FIELD_NAMES[cls]
+    extra = {k: v for k, v in fields.items() if k not in names}
+    if extra:
+        _check_depth(extra)
+        info.__dict__["_extra"] = extra
+    return info  # type: ignore[return-value]
 
 
 def _build_card(raw: _RawCard) -> Card:
     card_type = raw.type if isinstance(raw.type, str) else ""
     message = raw.invalidMessage if isinstance(raw.invalidMessage, str) else None
+    code = _warning_code(raw.invalidCode, message)
     return Card(
         type=card_type,
         info=_decode_info(card_type, raw.info),
-        valid=_as_bool(raw.valid),
+        valid=_card_validity(raw.valid, code, message),
         invalid_message=message,
-        invalid_code=_warning_code(raw.invalidCode, message),
+        invalid_code=code,
     )
 
 
@@ -620,8 +721,23 @@ def decode_answer(body: bytes) -> ExtractionResult:
         The decoded answer; ``cards`` is empty when the answer carries no data.
 
     Raises:
-        AnswerFormatError: the body is not JSON, or not the answer envelope.
+        AnswerFormatError: the body is not the answer envelope: not JSON, not UTF-8, nested too
+            deeply, an ``errorCode`` that is not a small integer, ... Nothing else escapes.
     """
+    try:
+        return _decode(body)
+    except AnswerFormatError:
+        raise
+    except RecursionError:
+        raise AnswerFormatError("the answer is nested too deeply") from None
+    except UnicodeError:
+        raise AnswerFormatError("the answer is not valid UTF-8") from None
+    except Exception as exc:  # the boundary: what the bytes can provoke ends here
+        # Only the type: messages of Python's own errors can quote the offending value.
+        raise AnswerFormatError(f"cannot read the answer ({type(exc).__name__})") from None
+
+
+def _decode(body: bytes) -> ExtractionResult:
     try:
         envelope = _ENVELOPE.decode(body)
     except msgspec.ValidationError:
@@ -630,7 +746,7 @@ def decode_answer(body: bytes) -> ExtractionResult:
         raise AnswerFormatError(f"not an answer object: {exc}") from None
     code = _as_int(envelope.errorCode)
     if code is None:
-        raise AnswerFormatError("no errorCode")
+        raise AnswerFormatError("errorCode is missing or not a small integer")
     message = envelope.errorMessage if isinstance(envelope.errorMessage, str) else ""
     data = envelope.data
     raw_cards = [] if data is None else data if isinstance(data, list) else [data]

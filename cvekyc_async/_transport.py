@@ -11,8 +11,10 @@ the pool with the fewest in flight; its cost per request then stays flat as conc
 from __future__ import annotations
 
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -21,6 +23,7 @@ __all__ = [
     "ShardedTransport",
     "TransportChoice",
     "build_transport",
+    "environment_proxy",
 ]
 
 TransportChoice = Literal["sharded", "pool", "aiohttp"]
@@ -62,6 +65,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         connections_per_pool: connections in each pool.
         keepalive_expiry: seconds an idle connection is kept.
         verify: TLS verification, as httpx takes it; one SSL context is shared by all pools.
+        proxy: the proxy every pool connects through, if any.
+        trust_env: read ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` for the SSL context, as httpx does.
     """
 
     def __init__(
@@ -71,17 +76,24 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         connections_per_pool: int = DEFAULT_CONNECTIONS_PER_POOL,
         keepalive_expiry: float = 30.0,
         verify: ssl.SSLContext | bool = True,
+        proxy: httpx.Proxy | None = None,
+        trust_env: bool = True,
     ) -> None:
         per_pool = max(1, min(connections_per_pool, max_connections))
         count = -(-max_connections // per_pool)
-        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+        context = (
+            verify
+            if isinstance(verify, ssl.SSLContext)
+            else httpx.create_ssl_context(verify, trust_env=trust_env)
+        )
         limits = httpx.Limits(
             max_connections=per_pool,
             max_keepalive_connections=per_pool,
             keepalive_expiry=keepalive_expiry,
         )
         self._pools = [
-            httpx.AsyncHTTPTransport(verify=context, limits=limits) for _ in range(count)
+            httpx.AsyncHTTPTransport(verify=context, limits=limits, proxy=proxy)
+            for _ in range(count)
         ]
         self._in_flight = [0] * count
 
@@ -107,27 +119,61 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
+def environment_proxy(url: str) -> httpx.Proxy | None:
+    """The proxy the environment names for ``url``, as httpx reads it (``trust_env=True``).
+
+    ``HTTPS_PROXY`` / ``HTTP_PROXY`` by the URL's scheme, else ``ALL_PROXY`` (upper or lower
+    case), unless ``NO_PROXY`` names the host (``*`` for every host).
+    """
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url)
+    chosen = proxies.get(parts.scheme) or proxies.get("all")
+    if not chosen:
+        return None
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    if urllib.request.proxy_bypass_environment(netloc, proxies):  # type: ignore[attr-defined]
+        return None
+    if "://" not in chosen:
+        chosen = "http://" + chosen  # as curl and httpx read "proxy:3128"
+    return httpx.Proxy(chosen)
+
+
 def build_transport(
-    choice: TransportChoice, *, max_connections: int, keepalive_expiry: float = 30.0
+    choice: TransportChoice,
+    *,
+    max_connections: int,
+    keepalive_expiry: float = 30.0,
+    proxy: httpx.Proxy | None = None,
+    trust_env: bool = True,
 ) -> httpx.AsyncBaseTransport:
     """The transport for a ``transport=`` choice of ``AsyncCVClient``.
 
     Raises:
-        ImportError: ``"aiohttp"`` without the ``aiohttp`` extra installed.
+        ImportError: ``"aiohttp"`` without the ``aiohttp`` extra installed, or a SOCKS proxy
+            without ``socksio``.
         ValueError: an unknown choice.
     """
     if choice == "sharded":
-        return ShardedTransport(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
+        return ShardedTransport(
+            max_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+            proxy=proxy,
+            trust_env=trust_env,
+        )
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         keepalive_expiry=keepalive_expiry,
     )
     if choice == "pool":
-        return httpx.AsyncHTTPTransport(limits=limits)
+        return httpx.AsyncHTTPTransport(limits=limits, proxy=proxy, trust_env=trust_env)
     if choice == "aiohttp":
         from httpx_aiohttp import AiohttpTransport  # optional extra: cvekyc-async[aiohttp]
 
-        transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits)
+        transport: httpx.AsyncBaseTransport = AiohttpTransport(
+            limits=limits, proxy=proxy, trust_env=trust_env
+        )
         return transport
     raise ValueError(f"transport must be 'sharded', 'pool' or 'aiohttp', not {choice!r}")

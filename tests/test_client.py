@@ -312,8 +312,14 @@ async def test_success_answer_is_typed_and_billed(mock: respx.MockRouter, jpeg_f
 @pytest.mark.parametrize(
     ("status", "body", "headers", "cls", "shown"),
     [
-        (502, b"<html><h1>502 Bad Gateway</h1></html>", {}, APIStatusError, "502 Bad Gateway"),
-        (503, b"", {}, APIStatusError, "HTTP 503"),
+        (
+            502,
+            b"<html><head><title>502 Bad Gateway</title></head><h1>502 Bad Gateway</h1></html>",
+            {"Content-Type": "text/html"},
+            APIStatusError,
+            "HTTP 502 from the service (text/html, 80 bytes, title '502 Bad Gateway')",
+        ),
+        (503, b"", {}, APIStatusError, "HTTP 503 from the service (no content type, 0 bytes)"),
         (404, b'{"detail": "Not Found"}', {}, APIStatusError, "HTTP 404"),
         (429, b"slow down", {"Retry-After": "7"}, RateLimitError, "Retry-After: 7 s"),
     ],
@@ -334,6 +340,7 @@ async def test_http_errors_without_error_code(
     assert type(info.value) is cls
     assert info.value.status_code == status
     assert shown in str(info.value)
+    assert info.value.body == body  # whole, for diagnosis, but never in the message
     if cls is RateLimitError:
         assert info.value.retry_after == 7  # type: ignore[attr-defined]
 

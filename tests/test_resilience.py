@@ -84,11 +84,16 @@ async def test_connect_failures_are_retried_then_raised() -> None:
 
 async def test_pool_timeout_of_a_small_caller_pool_is_typed(cv_emulator: RunningEmulator) -> None:
     cv_emulator.set_faults(latency=0.5)
-    small = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=1), timeout=httpx.Timeout(5.0, pool=0.05)
-    )
+    small = httpx.AsyncClient(limits=httpx.Limits(max_connections=1))
     outcomes: list[object] = []
-    async with small, cv_emulator.client(http_client=small, max_retries=0, max_concurrency=4) as c:
+    # The client's timeout applies to each request sent through a caller's pool.
+    timeout = httpx.Timeout(5.0, pool=0.05)
+    async with (
+        small,
+        cv_emulator.client(
+            http_client=small, max_retries=0, max_concurrency=4, timeout=timeout
+        ) as c,
+    ):
 
         async def call() -> None:
             try:
@@ -103,6 +108,30 @@ async def test_pool_timeout_of_a_small_caller_pool_is_typed(cv_emulator: Running
     assert kinds == ["APITimeoutError", "ExtractionResult"]
     [err] = [o for o in outcomes if isinstance(o, APITimeoutError)]
     assert err.kind == "pool"
+
+
+async def test_the_client_timeout_applies_through_a_callers_http_client(
+    cv_emulator: RunningEmulator,
+) -> None:
+    # The caller's pool has a short timeout of its own; the client's (default 60 s read) wins,
+    # so a slow OCR answer is not cut off and sent again.
+    cv_emulator.set_faults(latency=0.3)
+    async with (
+        httpx.AsyncClient(timeout=0.1) as http,
+        cv_emulator.client(http_client=http, max_retries=0) as c,
+    ):
+        result = await c.extract_card(CARD)
+    assert result.attempts == 1
+    # And a short client timeout is honoured through a caller's generous pool.
+    async with (
+        httpx.AsyncClient(timeout=60) as http,
+        cv_emulator.client(
+            http_client=http, max_retries=0, timeout=httpx.Timeout(5.0, read=0.1)
+        ) as c,
+    ):
+        with pytest.raises(APITimeoutError) as info:
+            await c.extract_card(CARD)
+    assert info.value.kind == "read"
 
 
 async def test_in_flight_at_the_server_never_exceeds_max_concurrency(

@@ -1,0 +1,116 @@
+"""What messages and reprs may show of data that can be personal.
+
+Card data (names, ID numbers, dates, addresses, images) is personal data under Decree
+13/2023/ND-CP. It must never reach an exception message, a log line or a ``repr()``, since error
+trackers and log pipelines store those. This module describes such data instead of quoting it:
+masked field values for reprs, and a description (kind, size, title) for bodies and files.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["describe_body", "describe_head", "mask_value"]
+
+# Fields whose value is a document number: shown with its first third and last digits, the way
+# card numbers are masked on receipts, so two reprs can still be told apart.
+_NUMBER_FIELDS = frozenset({"id", "person_number", "document_number"})
+_TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+_TITLE_MAX = 60
+_WORD_RE = re.compile(r"\w+")
+
+
+def _mask_number(text: str) -> str:
+    front = len(text) // 3
+    back = 2 if len(text) >= 12 else 1
+    if len(text) < 6:
+        return "*" * len(text)
+    return text[:front] + "*" * (len(text) - front - back) + text[len(text) - back :]
+
+
+def _mask_text(text: str) -> str:
+    # Each word keeps its first letter (not a digit) and its length: enough to see that a
+    # field was read, not enough to read it.
+    def word(m: re.Match[str]) -> str:
+        w = m.group(0)
+        keep = w[0] if w[0].isalpha() else "*"
+        return keep + "*" * (len(w) - 1)
+
+    return _WORD_RE.sub(word, text)
+
+
+def mask_value(field: str, value: Any) -> str:
+    """The repr of a card field's value with its personal content masked.
+
+    Confidences and boxes (numbers about the reading, not about the person) are shown as they
+    are; the thumbnail by its size; text masked; anything else by its type.
+    """
+    if field.endswith(("_confidence", "_box")) or field == "confidence":
+        return repr(value)
+    if field == "image":
+        return f"<{len(value)} base64 chars>" if isinstance(value, str) else "<image>"
+    if isinstance(value, str):
+        if field in _NUMBER_FIELDS:
+            return repr(_mask_number(value))
+        return repr(_mask_text(value))
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return f"<{type(value).__name__}>"
+
+
+# Formats users send by mistake, named so the message says what the file is.
+_KNOWN_HEADS: tuple[tuple[bytes, int, str], ...] = (
+    (b"GIF8", 0, "a GIF image"),
+    (b"PK\x03\x04", 0, "a ZIP archive (or an Office document)"),
+    (b"\x1f\x8b", 0, "gzip-compressed data"),
+    (b"ftypheic", 4, "a HEIC photo"),
+    (b"ftypheix", 4, "a HEIC photo"),
+    (b"ftypmif1", 4, "a HEIF photo"),
+    (b"ftypavif", 4, "an AVIF image"),
+    (b"ftyp", 4, "a video or ISO media file"),
+    (b"\x00\x00\x01\x00", 0, "an icon file"),
+)
+
+
+def describe_head(head: bytes, size: int | None = None) -> str:
+    """Say what a file that is not an accepted image looks like, without quoting it.
+
+    Args:
+        head: its first bytes (16 are enough).
+        size: its size in bytes, when known.
+    """
+    sized = f"{size:,} bytes, " if size is not None else ""
+    for magic, offset, name in _KNOWN_HEADS:
+        if head[offset : offset + len(magic)] == magic:
+            return f"{sized}{name}"
+    stripped = head.lstrip()
+    if stripped[:1] == b"<":
+        return f"{sized}starting like HTML or XML"
+    if stripped[:1] in (b"{", b"["):
+        return f"{sized}starting like JSON"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        # The head may cut a multi-byte character: judge by what decodes.
+        text = head.decode("utf-8", "ignore")
+        if len(text) < len(head) // 2:
+            return f"{sized}binary data of no image format"
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"{sized}starting with text"
+    return f"{sized}binary data of no image format"
+
+
+def describe_body(body: bytes, content_type: str) -> str:
+    """Describe an answer body for an error message: its content type, its length and, for an
+    HTML page (a proxy's error page), its title; never its content."""
+    parts = [content_type.split(";")[0].strip() or "no content type", f"{len(body):,} bytes"]
+    if b"<" in body[:1024]:
+        match = _TITLE_RE.search(body[:4096])
+        if match is not None:
+            title = " ".join(match.group(1).decode("utf-8", "replace").split())
+            if title:
+                if len(title) > _TITLE_MAX:
+                    title = title[: _TITLE_MAX - 3] + "..."
+                parts.append(f"title {title!r}")
+    return ", ".join(parts)
