@@ -60,6 +60,7 @@ from ._errors import (
 from ._inputs import ImageInput, Payload, as_source
 from ._models import AnswerFormatError, ExtractionResult, decode_answer
 from ._pacing import Pacer
+from ._read import ACCEPT_ENCODING, BodyTooLarge, UndecodableBody, read_body
 from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
 from ._transport import TransportChoice, build_transport, environment_proxy
 from ._usage import Usage
@@ -305,7 +306,7 @@ class AsyncCVClient:
         return httpx.AsyncClient(
             timeout=self._timeout,
             transport=built,
-            headers={"User-Agent": _USER_AGENT},
+            headers={"User-Agent": _USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
             follow_redirects=False,
             trust_env=self._trust_env,
         )
@@ -546,7 +547,9 @@ class AsyncCVClient:
     ) -> httpx.Request:
         format_type = payloads[0][1].format_type
         thumb = "true" if get_thumb else "false"
-        headers = {"Authorization": self._auth.reveal()}
+        # Accept-Encoding is set on every request, so that a caller's http_client does not
+        # announce encodings the body reader does not decode.
+        headers = {"Authorization": self._auth.reveal(), "Accept-Encoding": ACCEPT_ENCODING}
         url = self._base_url + path
         if body is None:
             params: list[tuple[str, str | int | float | bool | None]]
@@ -689,33 +692,17 @@ class AsyncCVClient:
 
     async def _read(self, response: httpx.Response) -> bytes:
         """The answer's body, decoded, and no more than ``max_response_size`` of it."""
-        limit = self._max_response_size
-        announced = _content_length(response)
-        if announced is not None and announced > limit:
+        try:
+            return await read_body(response, self._max_response_size)
+        except BodyTooLarge as exc:
             raise ResponseTooLargeError(
-                limit,
+                self._max_response_size,
                 status_code=response.status_code,
                 content_type=response.headers.get("content-type", ""),
-                announced=announced,
-            )
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ResponseTooLargeError(
-                        limit,
-                        status_code=response.status_code,
-                        content_type=response.headers.get("content-type", ""),
-                    )
-                chunks.append(chunk)
-        except httpx.DecodingError:
-            body = b"".join(chunks)
-            encoding = response.headers.get("content-encoding", "")
-            reason = f"its Content-Encoding {encoding!r} could not be decoded"
-            self._raise_unreadable(response, body, reason)
-        return b"".join(chunks)
+                announced=exc.announced,
+            ) from None
+        except UndecodableBody as exc:
+            self._raise_unreadable(response, exc.body, str(exc))
 
     @staticmethod
     def _log_attempt(method: str, path: str, attempt: int, outcome: str, sent: float) -> None:
@@ -753,11 +740,6 @@ class AsyncCVClient:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         cls = RateLimitError if status == 429 else APIStatusError
         raise cls(status, body=body, content_type=content_type, retry_after=retry_after)
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length", "")
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 def _describe_failure(exc: BaseException) -> str:

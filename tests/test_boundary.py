@@ -1,0 +1,388 @@
+"""The decoding boundary: whatever bytes, headers and status arrive, a call ends as a result or a
+CVError, and no error message or repr quotes what the answer held."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from cvekyc_async import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    AsyncCVClient,
+    CVError,
+    MalformedResponseError,
+    RateLimitError,
+)
+from cvekyc_async._errors import ResponseTooLargeError
+from tests import samples
+
+PATH = "/api/v2/ekyc/card"
+DEEP = b"[" * 50_000 + b"]" * 50_000
+
+
+def client(**kwargs: Any) -> AsyncCVClient:
+    kwargs.setdefault("base_url", samples.BASE_URL)
+    kwargs.setdefault("max_retries", 0)
+    return AsyncCVClient(samples.API_KEY, samples.API_SECRET, **kwargs)
+
+
+@pytest.fixture
+def mock() -> respx.MockRouter:
+    with respx.mock(base_url=samples.BASE_URL, assert_all_called=False) as router:
+        yield router
+
+
+class Chunks(httpx.AsyncByteStream):
+    """A body in chunks, iterated without an async generator (which trio warns about when the
+    client stops reading early, as it does at the size cap)."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+        self.taken = 0
+
+    def __aiter__(self) -> Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.taken == len(self.chunks):
+            raise StopAsyncIteration
+        self.taken += 1
+        return self.chunks[self.taken - 1]
+
+
+def answer_raw(
+    mock: respx.MockRouter, status: int, body: bytes, headers: dict[str, str] | None = None
+) -> Chunks:
+    # A stream, not content: respx would decode content (and fail on a lying Content-Encoding)
+    # before the client ever saw it.
+    stream = Chunks(*(body[i : i + 1000] for i in range(0, len(body), 1000)))
+    mock.post(PATH).mock(return_value=httpx.Response(status, headers=headers, stream=stream))
+    return stream
+
+
+def envelope(data: bytes = b"[]", code: bytes = b'"0"', message: bytes = b'""') -> bytes:
+    return b'{"data": ' + data + b', "errorCode": ' + code + b', "errorMessage": ' + message + b"}"
+
+
+HOSTILE_2XX = [
+    pytest.param(envelope(message=b'"\xff\xfe"'), {}, id="bad-utf8-in-a-string"),
+    pytest.param(envelope(code=b'"\xff"'), {}, id="bad-utf8-in-error-code"),
+    pytest.param(envelope(data=DEEP), {}, id="50000-deep-data"),
+    pytest.param(envelope(code=DEEP), {}, id="50000-deep-error-code"),
+    pytest.param(envelope(code=b'"' + b"1" * 5000 + b'"'), {}, id="5000-digit-error-code-string"),
+    pytest.param(envelope(code=b"1" * 5000), {}, id="5000-digit-error-code-number"),
+    pytest.param(envelope(code='"²"'.encode()), {}, id="superscript-two"),
+    pytest.param(envelope(code='"١٢"'.encode()), {}, id="arabic-indic-digits"),
+    pytest.param(envelope(code=b"1e400"), {}, id="infinite-error-code"),
+    pytest.param(b"\x00" * 64, {}, id="zero-bytes"),
+    pytest.param(b"[" * 200 + b'"', {}, id="unfinished-nesting"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("body", "headers"), HOSTILE_2XX)
+async def test_hostile_2xx_answers_end_as_malformed_response(
+    mock: respx.MockRouter, jpeg_file: Path, body: bytes, headers: dict[str, str]
+) -> None:
+    answer_raw(mock, 200, body, headers)
+    async with client() as c:
+        with pytest.raises(MalformedResponseError) as info:
+            await c.extract_card(jpeg_file)
+        assert c.usage.errors == {"MalformedResponseError": 1}
+    assert info.value.status_code == 200
+    assert info.value.body == body
+    assert info.value.attempts == 1  # never retried: the service may have billed it
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("body", "headers"), HOSTILE_2XX)
+async def test_hostile_error_answers_end_as_status_errors(
+    mock: respx.MockRouter, jpeg_file: Path, body: bytes, headers: dict[str, str]
+) -> None:
+    answer_raw(mock, 502, body, headers)
+    async with client() as c:
+        with pytest.raises(APIStatusError) as info:
+            await c.extract_card(jpeg_file)
+    assert info.value.status_code == 502
+
+
+@pytest.mark.anyio
+async def test_a_hostile_retry_after_is_read_or_ignored(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    for value in (
+        "1e999",
+        "nan",
+        "-5",
+        "Mon, 01 Jan 99999 00:00:00 GMT",
+        b"\xb2",
+        "x" * 5000,
+    ):
+        mock.post(PATH).respond(
+            429, headers=[(b"Retry-After", value if isinstance(value, bytes) else value.encode())]
+        )
+        async with client() as c:
+            with pytest.raises(RateLimitError):
+                await c.extract_card(jpeg_file)
+
+
+@pytest.mark.anyio
+async def test_large_invalid_code_and_odd_valid_values_still_decode(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    card = {
+        "type": "passport",
+        "info": {"id": "C1234567"},
+        "valid": [[["True"]]],
+        "invalidCode": "9" * 5000,
+        "invalidMessage": 12,
+    }
+    mock.post(PATH).respond(200, content=samples.answer(card))
+    async with client() as c:
+        res = await c.extract_card(jpeg_file)
+    assert res.cards[0].invalid_code is None
+    assert res.cards[0].valid is None
+    assert res.cards[0].info.get("id") == "C1234567"
+
+
+@pytest.mark.anyio
+async def test_error_code_in_digits_other_than_ascii_is_not_read_as_a_number(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    # int() reads "١٢" as 12; the envelope's integers are ASCII digits only.
+    mock.post(PATH).respond(200, content=envelope(code='"١٢"'.encode()))
+    async with client() as c:
+        with pytest.raises(MalformedResponseError, match="errorCode is missing or not a small"):
+            await c.extract_card(jpeg_file)
+
+
+@pytest.mark.anyio
+async def test_gzip_answers_are_decoded(mock: respx.MockRouter, jpeg_file: Path) -> None:
+    body = gzip.compress(samples.answer(samples.PASSPORT))
+    answer_raw(mock, 200, body, {"Content-Encoding": "gzip"})
+    async with client() as c:
+        res = await c.extract_card(jpeg_file)
+    assert res.cards[0].type == "passport"
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_transport_exception_is_a_connection_error(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    class Odd(Exception):
+        pass
+
+    mock.post(PATH).mock(side_effect=Odd("Nguyen Van A 001099012345"))
+    async with client() as c:
+        with pytest.raises(APIConnectionError) as info:
+            await c.extract_card(jpeg_file)
+    assert info.value.kind == "transport"
+    assert "001099012345" not in str(info.value)
+    assert "Odd" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_protocol_error_text_is_not_quoted(mock: respx.MockRouter, jpeg_file: Path) -> None:
+    # h11 quotes the offending bytes; a hostile server can put card data there.
+    mock.post(PATH).mock(side_effect=httpx.RemoteProtocolError("illegal header b'001099012345'"))
+    async with client() as c:
+        with pytest.raises(APIConnectionError) as info:
+            await c.extract_card(jpeg_file)
+    assert "001099012345" not in str(info.value)
+    assert "RemoteProtocolError" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_error_message_of_the_service_is_one_bounded_line(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    mock.post(PATH).respond(200, content=samples.answer([], code="3", message="a\nb" * 500))
+    async with client() as c:
+        with pytest.raises(APIError) as info:
+            await c.extract_card(jpeg_file)
+    text = str(info.value)
+    assert "\n" not in text
+    assert len(text) < 400
+    assert info.value.error_message == "a\nb" * 500  # whole on the attribute
+
+
+# -- max_response_size ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_announced_answer_over_the_cap_fails_before_it_is_read(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    body = samples.answer(samples.PASSPORT)
+    mock.post(PATH).respond(200, content=body)
+    async with client(max_response_size=len(body) - 1, max_retries=3) as c:
+        with pytest.raises(ResponseTooLargeError) as info:
+            await c.extract_card(jpeg_file)
+        assert c.usage.requests == 1  # not retried
+    err = info.value
+    assert isinstance(err, MalformedResponseError)
+    assert err.limit == len(body) - 1
+    assert f"{len(body):,} bytes announced" in str(err)
+    assert "max_response_size" in str(err)
+    assert err.body == b""
+
+
+@pytest.mark.anyio
+async def test_an_unannounced_answer_over_the_cap_fails_at_the_cap(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    stream = answer_raw(mock, 200, b" " * 100_000)
+    async with client(max_response_size=10_500) as c:
+        with pytest.raises(ResponseTooLargeError) as info:
+            await c.extract_card(jpeg_file)
+    assert "more than that" in str(info.value)
+    assert stream.taken == 11  # stopped at the cap, the rest never read
+
+
+@pytest.mark.anyio
+async def test_an_answer_at_the_cap_is_read(mock: respx.MockRouter, jpeg_file: Path) -> None:
+    body = samples.answer(samples.PASSPORT)
+    mock.post(PATH).respond(200, content=body)
+    async with client(max_response_size=len(body)) as c:
+        res = await c.extract_card(jpeg_file)
+    assert res.cards[0].type == "passport"
+
+
+@pytest.mark.anyio
+async def test_a_decompressed_answer_over_the_cap_fails(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    # 1 MB of spaces compresses to about a kilobyte: the cap counts what is decoded.
+    bomb = gzip.compress(b"{" + b" " * 1_000_000 + b"}")
+    assert len(bomb) < 2000
+    answer_raw(mock, 200, bomb, {"Content-Encoding": "gzip"})
+    async with client(max_response_size=100_000) as c:
+        with pytest.raises(ResponseTooLargeError):
+            await c.extract_card(jpeg_file)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", b"not gzip at all"),
+        ("gzip", b"\x1f\x8b\x08\x00garbage"),
+        ("deflate", b"not deflate"),
+        ("br", b"brotli was never asked for"),
+    ],
+)
+async def test_a_body_that_does_not_decode_as_its_encoding_says_is_malformed(
+    mock: respx.MockRouter, jpeg_file: Path, encoding: str, body: bytes
+) -> None:
+    answer_raw(mock, 200, body, {"Content-Encoding": encoding})
+    async with client() as c:
+        with pytest.raises(MalformedResponseError, match="Content-Encoding"):
+            await c.extract_card(jpeg_file)
+    answer_raw(mock, 503, body, {"Content-Encoding": encoding})
+    async with client() as c:
+        with pytest.raises(APIStatusError) as info:
+            await c.extract_card(jpeg_file)
+    assert info.value.status_code == 503
+
+
+@pytest.mark.anyio
+async def test_deflate_with_and_without_zlib_header_is_decoded(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    body = samples.answer(samples.PASSPORT)
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    for encoded in (zlib.compress(body), raw.compress(body) + raw.flush()):
+        answer_raw(mock, 200, encoded, {"Content-Encoding": "deflate"})
+        async with client() as c:
+            res = await c.extract_card(jpeg_file)
+        assert res.cards[0].type == "passport"
+
+
+@pytest.mark.anyio
+async def test_the_client_asks_only_for_encodings_it_decodes(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    route = mock.post(PATH).respond(200, content=samples.answer(samples.PASSPORT))
+    async with (
+        httpx.AsyncClient(headers={"Accept-Encoding": "br, zstd"}) as http,
+        client(http_client=http) as c,
+    ):
+        await c.extract_card(jpeg_file)
+    assert route.calls.last.request.headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "32"])
+def test_max_response_size_must_be_a_positive_integer(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_response_size must be an integer >= 1"):
+        client(max_response_size=bad)
+
+
+# -- nothing the answer held shows in messages or reprs -----------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_html_error_page_shows_only_its_title(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    page = (
+        b"<html><head><title> 500   Internal\n Error </title></head>"
+        b"<body>NGUYEN VAN A 001099012345</body></html>"
+    )
+    mock.post(PATH).respond(500, content=page, headers={"Content-Type": "text/html; charset=utf-8"})
+    async with client() as c:
+        with pytest.raises(APIStatusError) as info:
+            await c.extract_card(jpeg_file)
+    err = info.value
+    assert str(err) == (
+        f"HTTP 500 from the service (text/html, {len(page)} bytes, title '500 Internal Error') "
+        "(POST /api/v2/ekyc/card)"
+    )
+    assert "001099012345" not in repr(err)
+    assert err.body == page
+    assert err.content_type == "text/html; charset=utf-8"
+
+
+@pytest.mark.anyio
+async def test_a_plain_text_error_body_is_not_quoted(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    mock.post(PATH).respond(400, content=b"id 001099012345 name NGUYEN VAN A")
+    async with client() as c:
+        with pytest.raises(APIStatusError) as info:
+            await c.extract_card(jpeg_file)
+    assert "001099012345" not in str(info.value)
+    assert "NGUYEN" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_a_malformed_answer_is_kept_whole_but_not_shown(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    body = b'{"data": {"type": "passport", "info": {"id": "C1234567", "name": "TRAN THI B"'
+    mock.post(PATH).respond(200, content=body, headers={"Content-Type": "application/json"})
+    async with client() as c:
+        with pytest.raises(MalformedResponseError) as info:
+            await c.extract_card(jpeg_file)
+    assert info.value.body == body
+    for shown in (str(info.value), repr(info.value)):
+        assert "C1234567" not in shown
+        assert "TRAN" not in shown
+    assert f"application/json, {len(body)} bytes" in str(info.value)
+
+
+def test_json_error_bodies_are_described_by_type_and_length() -> None:
+    err = APIStatusError(404, body=json.dumps({"detail": "x" * 50}).encode())
+    assert str(err) == "HTTP 404 from the service (no content type, 64 bytes)"
+
+
+def test_every_error_class_is_in_the_tree() -> None:
+    assert issubclass(ResponseTooLargeError, CVError)

@@ -1,0 +1,228 @@
+"""Answers keep what the service sends, and no repr or message shows personal values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from cvekyc_async import (
+    ChipCCCDFrontInfo,
+    ImageSource,
+    InvalidInputError,
+    decode_answer,
+)
+from cvekyc_async._redact import describe_head, mask_value
+from tests import samples
+
+NAME = "NGUYỄN VĂN AN"
+NUMBER = "001099012345"
+
+
+def decode(data: Any) -> Any:
+    return decode_answer(samples.answer(data))
+
+
+def chip_front(**extra: Any) -> dict[str, Any]:
+    info = {
+        "id": NUMBER,
+        "name": NAME,
+        "dob": "01/02/1999",
+        "address": "12 Hàng Bạc, Hoàn Kiếm, Hà Nội",
+        "id_confidence": 0.99,
+    }
+    info.update(extra)
+    return {"type": "chip_id_card_front", "info": info, "valid": "True"}
+
+
+# -- unknown fields are kept ----------------------------------------------------------------------
+
+
+def test_fields_a_typed_info_does_not_declare_are_kept() -> None:
+    res = decode(chip_front(ethnicity="Kinh", place_of_birth="Hà Nội", new_score=0.5))
+    info = res.cards[0].info
+    assert isinstance(info, ChipCCCDFrontInfo)
+    assert info.extra == {"ethnicity": "Kinh", "place_of_birth": "Hà Nội", "new_score": 0.5}
+    assert info.get("ethnicity") == "Kinh"
+    assert info.get("place_of_birth") == "Hà Nội"
+    assert info.to_dict()["new_score"] == 0.5
+    assert info.to_dict()["id"] == NUMBER
+    assert info.get("missing", "default") == "default"
+
+
+def test_get_does_not_return_methods_or_private_attributes() -> None:
+    info = decode(chip_front()).cards[0].info
+    assert info.get("to_dict") is None
+    assert info.get("__class__") is None
+
+
+def test_a_typed_info_without_extra_fields_has_an_empty_extra() -> None:
+    assert decode(chip_front()).cards[0].info.extra == {}
+
+
+def test_extra_fields_nested_too_deeply_are_refused() -> None:
+    deep: Any = "x"
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested more than 32"):
+        decode(chip_front(odd=deep))
+    with pytest.raises(ValueError, match="nested more than 32"):
+        decode({"type": "driving_license", "info": {"odd": deep}})
+
+
+def test_extra_fields_nested_within_the_bound_are_kept() -> None:
+    nested: Any = "x"
+    for _ in range(20):
+        nested = {"a": nested}
+    assert decode(chip_front(odd=nested)).cards[0].info.extra["odd"] == nested
+
+
+# -- boxes ---------------------------------------------------------------------------------------
+
+
+def test_boxes_are_kept_in_both_forms_and_read_as_rectangles() -> None:
+    points = [[10, 20], [110, 22], [108, 60], [12, 58]]
+    res = decode(chip_front(id_box=[10, 20, 110, 60], name_box=points))
+    info = res.cards[0].info
+    assert info.id_box == [10, 20, 110, 60]
+    assert info.name_box == points
+    assert info.box("id") == (10.0, 20.0, 110.0, 60.0)
+    assert info.box("name") == (10.0, 20.0, 110.0, 60.0)
+    assert info.box("dob") is None
+    assert info.to_dict()["name_box"] == points
+
+
+def test_a_box_of_the_wrong_shape_reads_as_none() -> None:
+    info = decode(chip_front(id_box=[1, 2, 3])).cards[0].info
+    assert info.box("id") is None
+
+
+# -- validity ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("card", "valid", "code"),
+    [
+        ({"valid": "True", "invalidMessage": "Successful"}, True, 0),
+        ({"valid": "False", "invalidCode": "2"}, False, 2),
+        ({"invalidCode": "1"}, False, 1),
+        ({"invalidMessage": "The picture is a photocopy version of the id card"}, False, 2),
+        ({"invalidMessage": "A warning this library has never seen"}, False, None),
+        ({"invalidCode": 0}, True, 0),
+        ({"invalidMessage": "Successful"}, True, 0),
+        ({}, None, None),
+        ({"valid": "True", "invalidCode": "5"}, False, 5),  # a warning is not overruled
+    ],
+)
+def test_a_warning_without_valid_counts_as_not_valid(
+    card: dict[str, Any], valid: bool | None, code: int | None
+) -> None:
+    data = {"type": "passport", "info": {"id": "C1234567"}, **card}
+    res = decode(data)
+    assert (res.cards[0].valid, res.cards[0].invalid_code) == (valid, code)
+
+
+# -- reprs are masked ------------------------------------------------------------------------------
+
+
+def test_reprs_of_results_cards_and_infos_mask_personal_values() -> None:
+    res = decode([chip_front(extra_name=NAME), {"type": "driving_license", "info": {"name": NAME}}])
+    for shown in (repr(res), str(res), repr(res.cards[0]), repr(res.cards[1].info)):
+        assert NAME not in shown
+        assert NUMBER not in shown
+        assert "01/02/1999" not in shown
+        assert "Hàng Bạc" not in shown
+    info = res.cards[0].info
+    assert "id='0010******45'" in repr(info)
+    assert "name='N***** V** A*'" in repr(info)
+    assert "dob='**/**/****'" in repr(info)
+    assert "id_confidence=0.99" in repr(info)
+    assert "extra_name='N***** V** A*'" in repr(info)
+    # attribute access and to_dict give the values whole
+    assert info.id == NUMBER
+    assert info.to_dict()["name"] == NAME
+
+
+def test_a_generic_info_whose_image_is_not_text_has_a_repr() -> None:
+    res = decode({"type": "driving_license", "info": {"image": 5, "id": 7, "nested": {"a": 1}}})
+    shown = repr(res.cards[0].info)
+    assert shown == "GenericInfo(image=<image>, id=<int>, nested=<dict>)"
+
+
+def test_rich_sees_the_same_masked_values() -> None:
+    info = decode(chip_front()).cards[0].info
+    pairs = dict(info.__rich_repr__())
+    assert repr(pairs["id"]) == "'0010******45'"
+    assert repr(pairs["id_confidence"]) == "0.99"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("id", "001099012345", "'0010******45'"),
+        ("id", "123456789", "'123*****9'"),
+        ("id", "C1234567", "'C1*****7'"),
+        ("id", "123", "'***'"),
+        ("person_number", "001099012345", "'0010******45'"),
+        ("name", "TRẦN THỊ B", "'T*** T** B'"),
+        ("issue_date", "01/02/2020", "'**/**/****'"),
+        ("due_date", "Không thời hạn", "'K**** t*** h**'"),
+        ("id_confidence", 0.5, "0.5"),
+        ("id_box", [1, 2, 3, 4], "[1, 2, 3, 4]"),
+        ("image", "abcd", "<4 base64 chars>"),
+        ("anything", 12345, "<int>"),
+        ("anything", None, "None"),
+    ],
+)
+def test_mask_value(field: str, value: Any, shown: str) -> None:
+    assert mask_value(field, value) == shown
+
+
+def test_to_builtins_and_json_keep_values_whole() -> None:
+    res = decode(chip_front())
+    data = msgspec.to_builtins(res)
+    assert data["cards"][0]["info"]["id"] == NUMBER
+    assert json.loads(msgspec.json.encode(res))["cards"][0]["info"]["name"] == NAME
+
+
+# -- refused inputs are described, not quoted ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "described"),
+    [
+        (b"root:*:0:0:root:/root:/bin/bash\n", "32 bytes, starting with text"),
+        (b"GIF89a" + b"\x00" * 20, "26 bytes, a GIF image"),
+        (b"PK\x03\x04" + b"\x00" * 20, "24 bytes, a ZIP archive"),
+        (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 8, "20 bytes, a HEIC photo"),
+        (b"<html><body>secret</body></html>", "32 bytes, starting like HTML"),
+        (b'{"id": "001099012345"}', "22 bytes, starting like JSON"),
+        (b"\x01\x02\x03\x04\xfe\xff" * 4, "24 bytes, binary data of no image format"),
+    ],
+)
+def test_refused_bytes_are_described_not_quoted(data: bytes, described: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        ImageSource.from_bytes(data)
+    text = str(info.value)
+    assert described in text
+    assert "root" not in text
+    assert "001099012345" not in text
+    assert "secret" not in text
+
+
+def test_a_refused_file_is_described_with_its_size(tmp_path: Path) -> None:
+    path = tmp_path / "passwd.jpg"
+    path.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 10)
+    source = ImageSource.from_path(path)
+    with pytest.raises(InvalidInputError) as info:
+        source.load()
+    assert "320 bytes, starting with text" in str(info.value)
+    assert "root:" not in str(info.value)
+
+
+def test_describe_head_of_a_cut_utf8_character_is_still_text() -> None:
+    text = "Nguyễn Văn A".encode()
+    assert describe_head(text[:9]) == "starting with text"
