@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from cvekyc_async.emulator import synthetic_jpeg
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 API_KEY = "bench-key"
 API_SECRET = "bench-secret"
@@ -121,16 +123,15 @@ def _drain(stream: Any, into: list[str]) -> None:
 
 
 def make_files(n: int, size: int = 100_000, folder: Path | None = None) -> list[Path]:
-    """n distinct JPEG-looking files of ``size`` bytes (the emulator answers any JPEG)."""
-    folder = folder or Path(tempfile.gettempdir()) / f"cvekyc-bench-{size}"
+    """n distinct real JPEG files of ``size`` bytes (the emulator opens what it is sent and
+    answers any image without ground truth with a synthetic card)."""
+    folder = folder or Path(tempfile.gettempdir()) / f"cvekyc-bench-{size}-v2"
     folder.mkdir(parents=True, exist_ok=True)
-    filler = os.urandom(size)
     paths = []
     for i in range(n):
         path = folder / f"{i:06d}.jpg"
         if not path.exists() or path.stat().st_size != size:
-            head = b"\xff\xd8\xff\xe0" + i.to_bytes(8, "big")
-            path.write_bytes(head + filler[: size - len(head)])
+            path.write_bytes(synthetic_jpeg(i, size))
         paths.append(path)
     return paths
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
+import zlib
 
 import httpx
 import pytest
@@ -16,11 +18,19 @@ from cvekyc_async import (
     ChipCCCDBackInfo,
     ChipCCCDFrontInfo,
     ImageSource,
+    InvalidImageError,
     NoDocumentError,
     QuotaExceededError,
     URLUnavailableError,
 )
-from cvekyc_async.emulator import RunningEmulator, specimen_path, specimens
+from cvekyc_async.emulator import (
+    EmulatorApp,
+    RunningEmulator,
+    specimen_path,
+    specimens,
+    synthetic_jpeg,
+)
+from cvekyc_async.emulator._app import _Answer
 from cvekyc_async.emulator._truth import read_documents
 from tests import samples
 
@@ -261,3 +271,123 @@ def test_a_client_gone_mid_upload_is_not_answered_or_billed(cv_emulator: Running
         {},
         0,
     )
+
+
+# -- hostile uploads and URLs -----------------------------------------------------------------
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that announces ``width`` x ``height`` pixels and holds almost no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(png_header_only(20_000, 20_000), id="400-megapixel-png"),
+        pytest.param(png_header_only(16_000, 10_000), id="160-megapixel-png"),
+        pytest.param(b"\xff\xd8\xff\xe0" + b"\x00" * 2_000_000, id="jpeg-magic-then-zeros"),
+        pytest.param(b"%PDF-1.4\n" + b"x" * 5000, id="pdf-without-end"),
+        pytest.param(b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 32, id="webp-header-only"),
+    ],
+)
+@pytest.mark.parametrize("get_thumb", [False, True])
+async def test_what_does_not_open_as_an_image_is_error_3(
+    cv_emulator: RunningEmulator, data: bytes, get_thumb: bool
+) -> None:
+    async with httpx.AsyncClient(base_url=cv_emulator.base_url, timeout=30) as http:
+        r = await http.post(
+            "/api/v2/ekyc/card",
+            params={"format_type": "file", "get_thumb": str(get_thumb).lower()},
+            files={"img": ("x.png", data)},
+            auth=(cv_emulator.api_key, cv_emulator.api_secret),
+        )
+    assert r.status_code == 200
+    assert r.json()["errorCode"] == "3"
+    assert cv_emulator.stats()["billed"] == 0
+
+
+async def test_an_image_that_opens_but_does_not_decode_is_error_3_with_a_thumbnail(
+    cv_emulator: RunningEmulator,
+) -> None:
+    picture = io.BytesIO()
+    Image.new("RGB", (400, 300), (10, 20, 30)).save(picture, "PNG")
+    cut = picture.getvalue()[:200]  # headers intact, pixel data cut short
+    async with cv_emulator.client(max_retries=0) as client:
+        res = await client.extract_card(cut)  # without a thumbnail, opening is enough
+        assert res.cards
+        with pytest.raises(InvalidImageError):
+            await client.extract_card(cut, get_thumb=True)
+
+
+async def test_large_uploads_are_opened_off_the_event_loop(cv_client: AsyncCVClient) -> None:
+    picture = io.BytesIO()
+    noise = random.Random(7).randbytes(1500 * 1500)
+    Image.frombytes("L", (1500, 1500), noise).save(picture, "PNG")
+    data = picture.getvalue()
+    assert len(data) > 1024 * 1024
+    res = await cv_client.extract_card(data, get_thumb=True)
+    thumb = Image.open(io.BytesIO(res.cards[0].info.image_bytes() or b""))
+    assert max(thumb.size) <= 480
+
+
+async def test_synthetic_jpegs_are_distinct_real_images(cv_client: AsyncCVClient) -> None:
+    a, b = synthetic_jpeg(1, 20_000), synthetic_jpeg(2, 20_000)
+    assert len(a) == len(b) == 20_000
+    assert Image.open(io.BytesIO(a)).format == "JPEG"
+    first, second = await cv_client.extract_card(a), await cv_client.extract_card(b)
+    assert first.cards[0].info.get("id") != second.cards[0].info.get("id")
+
+
+class _Recorder:
+    def __init__(self, redirects: dict[str, str]) -> None:
+        self.redirects = redirects
+        self.hosts: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.hosts.append(request.url.host)
+        target = self.redirects.get(str(request.url))
+        if target is not None:
+            return httpx.Response(302, headers={"Location": target})
+        return httpx.Response(200, content=samples.JPEG)
+
+
+@pytest.mark.parametrize(
+    ("redirects", "fetched", "ok"),
+    [
+        # one hop to another host: refused before it is fetched
+        ({"http://127.0.0.1/a.jpg": "http://203.0.113.7/card.jpg"}, ["127.0.0.1"], False),
+        # a relative redirect and a loopback hop are followed
+        ({"http://127.0.0.1/a.jpg": "/b.jpg"}, ["127.0.0.1", "127.0.0.1"], True),
+        ({"http://127.0.0.1/a.jpg": "http://localhost/c.jpg"}, ["127.0.0.1", "localhost"], True),
+        # a loop ends after a few hops
+        ({"http://127.0.0.1/a.jpg": "/a.jpg"}, ["127.0.0.1"] * 6, False),
+    ],
+)
+async def test_url_downloads_check_every_redirect_hop(
+    redirects: dict[str, str], fetched: list[str], ok: bool
+) -> None:
+    app = EmulatorApp()
+    recorder = _Recorder(redirects)
+    app._http = httpx.AsyncClient(transport=httpx.MockTransport(recorder))
+    try:
+        if ok:
+            assert await app._download("http://127.0.0.1/a.jpg") == samples.JPEG
+        else:
+            with pytest.raises(_Answer) as info:
+                await app._download("http://127.0.0.1/a.jpg")
+            assert info.value.code == 2
+    finally:
+        await app.aclose()
+    assert recorder.hosts == fetched

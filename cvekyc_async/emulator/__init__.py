@@ -13,11 +13,13 @@ Or from a shell: ``python -m cvekyc_async.emulator --port 8000``.
 from __future__ import annotations
 
 from ._app import EmulatorApp
+from ._images import MAX_PIXELS, synthetic_jpeg
 from ._server import RunningEmulator, run_emulator, serve_emulator
 from ._specimens import SPECIMEN_DIR, specimen_path, specimens
 from ._state import EmulatorSettings, EmulatorState, Faults
 
 __all__ = [
+    "MAX_PIXELS",
     "SPECIMEN_DIR",
     "EmulatorApp",
     "EmulatorSettings",
@@ -28,4 +30,5 @@ __all__ = [
     "serve_emulator",
     "specimen_path",
     "specimens",
+    "synthetic_jpeg",
 ]

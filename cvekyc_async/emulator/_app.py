@@ -25,10 +25,10 @@ import anyio
 import httpx
 import msgspec
 
-from .._inputs import sniff_format
+from ._images import content_type, identify, thumbnail
 from ._specimens import SPECIMEN_DIR
 from ._state import EmulatorSettings, EmulatorState
-from ._truth import Document, read_documents, synthetic_documents, thumbnail
+from ._truth import Document, read_documents, synthetic_documents
 
 __all__ = ["DeliberateDrop", "EmulatorApp"]
 
@@ -51,7 +51,8 @@ _FIELDS = {
     "/api/v2/ocr/card": ("img",),
 }
 _MAX_BODY = 64 * 1024 * 1024
-_IMAGE_FORMATS = {"jpeg", "png", "pdf", "webp", "bmp", "tiff"}
+_MAX_DOWNLOAD = 20 * 1024 * 1024
+_MAX_REDIRECTS = 5
 _BOUNDARY_RE = re.compile(r'boundary="?([^";,]+)"?', re.IGNORECASE)
 _PART_NAME_RE = re.compile(rb'name="([^"]*)"')
 _PROXY_PAGE = (
@@ -271,15 +272,18 @@ class EmulatorApp:
         quota = settings.quota
         if quota is not None and self.state.billed >= quota:
             raise _Answer(4)
-        formats = [sniff_format(data[:16]) for data in images]
+        formats = [await identify(data) for data in images]
         for fmt in formats:
-            if fmt not in _IMAGE_FORMATS or (fmt == "pdf" and path == "/api/v2/ekyc/cards"):
+            if fmt is None or (fmt == "pdf" and path == "/api/v2/ekyc/cards"):
                 raise _Answer(3)
         result = _documents(path, images, strict=settings.strict)
         if get_thumb:
             for docs, data in result:
                 for doc in docs:
-                    doc["info"]["image"] = thumbnail(data, doc.get("box"))
+                    thumb = await thumbnail(data, doc.get("box"))
+                    if thumb is None:
+                        raise _Answer(3)  # it opened, but does not decode
+                    doc["info"]["image"] = thumb
         if not self.state.try_bill():
             raise _Answer(4)
         flat = [_public(doc) for docs, _ in result for doc in docs]
@@ -331,19 +335,33 @@ class EmulatorApp:
         raise _Answer(6)
 
     async def _download(self, url: str) -> bytes:
-        url = url.strip()
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not _is_loopback(parts.hostname or ""):
-            raise _Answer(2)  # the emulator downloads only from this machine
+        # The emulator downloads only from this machine, and checks every redirect hop: a
+        # loopback URL that redirects elsewhere is not followed there.
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=10.0, follow_redirects=True)
-        try:
-            response = await self._http.get(url)
-        except httpx.HTTPError:
-            raise _Answer(2) from None
-        if response.status_code != 200 or not response.content:
-            raise _Answer(2)
-        return response.content
+            self._http = httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False)
+        url = url.strip()
+        for _ in range(_MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not _is_loopback(parts.hostname or ""):
+                raise _Answer(2)
+            try:
+                async with self._http.stream("GET", url) as response:
+                    if response.is_redirect:
+                        url = str(response.url.join(response.headers.get("location", "")))
+                        continue
+                    if response.status_code != 200:
+                        raise _Answer(2)
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > _MAX_DOWNLOAD:
+                            raise _Answer(2)
+            except httpx.HTTPError:
+                raise _Answer(2) from None
+            if not body:
+                raise _Answer(2)
+            return bytes(body)
+        raise _Answer(2)  # too many redirects
 
     # -- specimens and control -----------------------------------------------------------------
 
@@ -354,12 +372,7 @@ class EmulatorApp:
             await _send_json(send, 404, {"detail": "no such specimen"})
             return
         data = await anyio.Path(target).read_bytes()
-        content_type = {
-            "jpeg": "image/jpeg",
-            "png": "image/png",
-            "pdf": "application/pdf",
-        }.get(sniff_format(data[:16]) or "", "application/octet-stream")
-        await _send_bytes(send, 200, data, content_type)
+        await _send_bytes(send, 200, data, content_type(data))
 
     async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state

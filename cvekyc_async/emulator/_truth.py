@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import re
 from typing import Any
@@ -22,7 +21,6 @@ __all__ = [
     "encode_truth",
     "read_documents",
     "synthetic_documents",
-    "thumbnail",
 ]
 
 MARKER = b"CVEKYC-TRUTH:"
@@ -79,25 +77,3 @@ def synthetic_documents(data: bytes, kinds: tuple[str, ...]) -> list[Document]:
             doc["invalidMessage"] = "Successful"
         docs.append(doc)
     return docs
-
-
-def thumbnail(data: bytes, box: list[float] | None, *, max_side: int = 480) -> str:
-    """The document cropped from the image and downscaled, as base64 JPEG.
-
-    PDFs and images Pillow cannot open give an empty string, as the service does for PDFs.
-    """
-    from PIL import Image, UnidentifiedImageError  # only needed with get_thumb=true
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            picture = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError):
-        return ""
-    if box and len(box) == 4:
-        left, top, right, bottom = (int(v) for v in box)
-        picture = picture.crop((left, top, right, bottom))
-    picture.thumbnail((max_side, max_side))
-    out = io.BytesIO()
-    picture.save(out, "JPEG", quality=80)
-    return base64.b64encode(out.getvalue()).decode("ascii")

@@ -1,0 +1,151 @@
+"""What an upload is, as the service sees it: opened by an image library, not judged by its magic
+bytes (the client's sniffing is not used here, so a bug in either shows up in the tests).
+
+Images are opened with Pillow under a pixel limit; an image over it, a decompression bomb, or bytes
+Pillow cannot read are "not a readable image" (error 3), never a server error. Opening reads only
+the headers; large uploads and every full decode (thumbnails) run in a worker thread, so no upload
+can stall the server's event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import io
+import threading
+from collections import OrderedDict
+
+import anyio.to_thread
+
+__all__ = ["MAX_PIXELS", "content_type", "identify", "synthetic_jpeg", "thumbnail"]
+
+#: Largest image the emulator reads, in pixels (a 50-megapixel phone photo passes).
+MAX_PIXELS = 64_000_000
+# Uploads up to this size are opened on the event loop: reading their headers takes tens of
+# microseconds, less than handing them to a thread.
+_INLINE_BYTES = 1024 * 1024
+_FORMATS = {
+    "JPEG": "jpeg",
+    "MPO": "jpeg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "TIFF": "tiff",
+}
+_CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "pdf": "application/pdf"}
+_CACHE_SIZE = 1024
+_cache: OrderedDict[bytes, str | None] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _is_pdf(data: bytes) -> bool:
+    # A PDF starts with its header (after at most 1 KB of junk, as readers allow) and has an
+    # end-of-file marker near its end.
+    return b"%PDF-" in data[:1024] and b"%%EOF" in data[-2048:]
+
+
+def _open(data: bytes) -> str | None:
+    if _is_pdf(data):
+        return "pdf"
+    from PIL import Image  # the emulator extra
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = _FORMATS.get(img.format or "")
+            width, height = img.size
+    except Exception:  # whatever the bytes provoke (bombs included) means "not an image"
+        return None
+    if fmt is None or width <= 0 or height <= 0 or width * height > MAX_PIXELS:
+        return None
+    return fmt
+
+
+def _identify_cached(data: bytes, digest: bytes) -> str | None:
+    fmt = _open(data)
+    with _cache_lock:
+        _cache[digest] = fmt
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return fmt
+
+
+async def identify(data: bytes) -> str | None:
+    """The upload's format (``jpeg``, ``png``, ``webp``, ``bmp``, ``tiff``, ``pdf``), or ``None``
+    when the service could not read it (error 3)."""
+    digest = hashlib.blake2b(data, digest_size=16).digest()
+    with _cache_lock:
+        if digest in _cache:
+            _cache.move_to_end(digest)
+            return _cache[digest]
+    if len(data) <= _INLINE_BYTES:
+        return _identify_cached(data, digest)
+    return await anyio.to_thread.run_sync(_identify_cached, data, digest)
+
+
+def content_type(data: bytes) -> str:
+    """The content type to serve a specimen file with."""
+    if _is_pdf(data):
+        return _CONTENT_TYPES["pdf"]
+    fmt = _open(data)
+    return _CONTENT_TYPES.get(fmt or "", "application/octet-stream")
+
+
+def _thumbnail(data: bytes, box: list[float] | None, max_side: int) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                return None
+            # JPEGs decode straight at a reduced scale: a large photo costs a fraction.
+            img.draft("RGB", (max_side * 2, max_side * 2))
+            img.load()
+            picture = img.convert("RGB")
+    except Exception:  # an undecodable image, truncated data, a bomb
+        return None
+    if box and len(box) == 4:
+        sx, sy = picture.width / width, picture.height / height
+        left, top, right, bottom = box
+        picture = picture.crop((int(left * sx), int(top * sy), int(right * sx), int(bottom * sy)))
+    picture.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=80)
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+async def thumbnail(data: bytes, box: list[float] | None, *, max_side: int = 480) -> str | None:
+    """The document cropped from the image and downscaled, as base64 JPEG, decoded in a worker
+    thread; ``""`` for a PDF (as the service sends), ``None`` when the image cannot be decoded."""
+    if _is_pdf(data):
+        return ""
+    return await anyio.to_thread.run_sync(_thumbnail, data, box, max_side)
+
+
+@functools.cache
+def _plain_jpeg() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (214, 200, 180)).save(out, "JPEG", quality=75)
+    return out.getvalue()
+
+
+def synthetic_jpeg(index: int, size: int | None = None) -> bytes:
+    """A real JPEG, different for every ``index``, of ``size`` bytes when given (at least about
+    a kilobyte): a plain picture with comment segments that hold the index and padding.
+
+    For tests and benchmarks that need many distinct images: the emulator answers each with a
+    stable synthetic card.
+    """
+    base = _plain_jpeg()
+    payload = f"cvekyc synthetic image {index}".encode()
+    if size is not None:
+        # Every comment segment costs 4 bytes of marker and length around its payload.
+        payload += b"." * max(0, size - len(base) - len(payload) - 4 * (1 + size // 65533))
+    segments = b"".join(
+        b"\xff\xfe" + (len(chunk) + 2).to_bytes(2, "big") + chunk
+        for chunk in (payload[i : i + 65533] for i in range(0, len(payload), 65533))
+    )
+    return base[:2] + segments + base[2:]
