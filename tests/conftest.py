@@ -20,6 +20,11 @@ def _no_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     # A developer's own credentials must never leak into a test, nor make one pass by accident.
     for name in ("CVEKYC_API_KEY", "CVEKYC_API_SECRET", "CVEKYC_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    # Nor a proxy of the machine's (CI may have one for the package registries): the tests
+    # that use one set it themselves.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture

@@ -104,10 +104,15 @@ class RunningEmulator:
         return self.state.settings.api_secret
 
     def client(self, **kwargs: Any) -> AsyncCVClient:
-        """An ``AsyncCVClient`` pointed at this emulator with its credentials."""
+        """An ``AsyncCVClient`` pointed at this emulator with its credentials.
+
+        It ignores proxies named by the environment (``trust_env=False``) unless told
+        otherwise: the emulator is on this machine, where a proxy cannot be meant.
+        """
         from .._client import AsyncCVClient
 
         kwargs.setdefault("base_url", self.base_url)
+        kwargs.setdefault("trust_env", False)
         return AsyncCVClient(self.api_key, self.api_secret, **kwargs)
 
     def specimen_url(self, name: str) -> str:
