@@ -1,13 +1,19 @@
 """Reading an answer's body: at most ``max_response_size`` bytes of it, decoded.
 
 The body is read chunk by chunk straight from the transport's stream and decoded here (the
-client asks only for gzip and deflate), so that the cap counts decoded bytes, a decompression
-bomb stops at the cap instead of expanding in memory, and reading can stop early: the stream's
-iterator is closed explicitly rather than left to the garbage collector (which trio warns about).
+client asks only for gzip and deflate), so that the cap counts decoded bytes and a decompression
+bomb stops at the cap instead of expanding in memory.
+
+Stopping early needs care: httpx and httpcore read bodies through nested async generators, and
+one left suspended is finalised by the garbage collector (trio warns about each). So a read that
+stops closes the response first, which closes its connection, and then lets the stream run out:
+the transport's generators end on the closed connection's error, having yielded at most what
+was already buffered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections.abc import AsyncIterator
 
@@ -77,6 +83,14 @@ class _Decoder:
         return tail
 
 
+async def _abandon(response: httpx.Response, iterator: AsyncIterator[bytes]) -> None:
+    """Stop reading: close the response (and its connection), then let the stream end."""
+    await response.aclose()
+    with contextlib.suppress(Exception):
+        async for _ in iterator:
+            pass
+
+
 def _content_length(response: httpx.Response) -> int | None:
     value = response.headers.get("content-length", "")
     return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
@@ -122,6 +136,9 @@ async def read_body(response: httpx.Response, limit: int) -> bytes:
         if size + len(tail) > limit:
             raise BodyTooLarge(None)
         chunks.append(tail)
+    except (BodyTooLarge, UndecodableBody):
+        await _abandon(response, iterator)
+        raise
     finally:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:

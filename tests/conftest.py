@@ -4,10 +4,45 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests import samples
 
 pytest_plugins = ["cvekyc_async.testing"]
+
+# Deterministic property tests: the same cases on every run and machine, no example database.
+# ``--slow`` runs the slow tier (tests marked ``slow``, and fuzzing at full size).
+_PROFILE = {
+    "deadline": None,
+    "derandomize": True,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+}
+settings.register_profile("cvekyc", max_examples=300, **_PROFILE)
+settings.register_profile("cvekyc-slow", max_examples=10_000, **_PROFILE)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the slow tier")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings.load_profile("cvekyc-slow" if config.getoption("--slow") else "cvekyc")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow tier: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def slow_tier(request: pytest.FixtureRequest) -> bool:
+    """Whether the slow tier runs (``--slow``): fuzz loops size themselves by it."""
+    return bool(request.config.getoption("--slow"))
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -42,21 +42,26 @@ def mock() -> respx.MockRouter:
 
 
 class Chunks(httpx.AsyncByteStream):
-    """A body in chunks, iterated without an async generator (which trio warns about when the
-    client stops reading early, as it does at the size cap)."""
+    """A body in chunks that stops when it is closed, as a connection does."""
 
     def __init__(self, *chunks: bytes) -> None:
         self.chunks = list(chunks)
         self.taken = 0
+        self.closed = False
 
     def __aiter__(self) -> Chunks:
         return self
 
     async def __anext__(self) -> bytes:
+        if self.closed:
+            raise httpx.ReadError("closed")
         if self.taken == len(self.chunks):
             raise StopAsyncIteration
         self.taken += 1
         return self.chunks[self.taken - 1]
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 def answer_raw(
