@@ -60,7 +60,7 @@ from ._errors import (
 from ._inputs import ImageInput, Payload, as_source
 from ._models import AnswerFormatError, ExtractionResult, decode_answer
 from ._pacing import Pacer
-from ._read import ACCEPT_ENCODING, BodyTooLarge, UndecodableBody, read_body
+from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, read_body
 from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
 from ._transport import TransportChoice, build_transport, environment_proxy
 from ._usage import Usage
@@ -194,7 +194,9 @@ class AsyncCVClient:
             ``InvalidInputError`` before anything is sent.
         max_response_size: largest answer read, in bytes (default 32 MiB); a larger one raises
             ``ResponseTooLargeError`` as soon as it is announced or read that far, without
-            reading the rest, and is not retried.
+            reading the rest, and is not retried. Answers read at once share a budget of the
+            same size (beyond 1 MiB each), so large answers arriving together wait for each
+            other rather than fill memory.
         trust_env: honour ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` and
             ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as httpx does (default ``True``).
         http_client: an ``httpx.AsyncClient`` to send through (proxies, custom TLS, transports
@@ -258,6 +260,7 @@ class AsyncCVClient:
         self._pacer = Pacer(max_per_second) if max_per_second else None
         self._max_file_size = _positive_int("max_file_size", max_file_size, 1)
         self._max_response_size = _positive_int("max_response_size", max_response_size, 1)
+        self._read_budget = ReadBudget(self._max_response_size)
         if not isinstance(trust_env, bool):
             raise ConfigurationError(f"trust_env must be True or False, not {trust_env!r}")
         self._trust_env = trust_env
@@ -693,7 +696,7 @@ class AsyncCVClient:
     async def _read(self, response: httpx.Response) -> bytes:
         """The answer's body, decoded, and no more than ``max_response_size`` of it."""
         try:
-            return await read_body(response, self._max_response_size)
+            return await read_body(response, self._max_response_size, self._read_budget)
         except BodyTooLarge as exc:
             raise ResponseTooLargeError(
                 self._max_response_size,

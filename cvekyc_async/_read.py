@@ -4,6 +4,10 @@ The body is read chunk by chunk straight from the transport's stream and decoded
 client asks only for gzip and deflate), so that the cap counts decoded bytes and a decompression
 bomb stops at the cap instead of expanding in memory.
 
+Bodies read at once share a budget (``ReadBudget``), so that many large answers arriving together
+(a faulty server, a chunked answer with no announced length) do not each fill a buffer up to the
+cap: memory stays bounded by the budget, not by the number of reads in flight.
+
 Stopping early needs care: httpx and httpcore read bodies through nested async generators, and
 one left suspended is finalised by the garbage collector (trio warns about each). So a read that
 stops closes the response first, which closes its connection, and then lets the stream run out:
@@ -17,12 +21,65 @@ import contextlib
 import zlib
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 
-__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "UndecodableBody", "read_body"]
+__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "ReadBudget", "UndecodableBody", "read_body"]
 
 #: What the client tells the service it can decode.
 ACCEPT_ENCODING = "gzip, deflate"
+
+
+#: Bytes a read may hold before it counts against the shared budget: typical answers never wait.
+FREE_BYTES = 1024 * 1024
+
+
+class ReadBudget:
+    """Bytes that one client's reads in progress may hold together.
+
+    A read holding more than ``FREE_BYTES`` waits while the total is over ``limit``, except the
+    read that holds the most (the oldest, on a tie), which always goes on: it ends or reaches the
+    size cap, and then releases what it held. So the reads together hold at most ``limit`` plus
+    one read's cap plus ``FREE_BYTES`` per read, and they cannot all wait for each other.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._held: dict[int, int] = {}
+        self._next = 0
+        self._changed: anyio.Event | None = None
+
+    def open(self) -> int:
+        """Start accounting a read; returns its token."""
+        token = self._next
+        self._next += 1
+        self._held[token] = 0
+        return token
+
+    def _leads(self, token: int) -> bool:
+        mine = self._held[token]
+        return all(mine > h or (mine == h and token <= t) for t, h in self._held.items())
+
+    async def take(self, token: int, size: int) -> None:
+        """Account ``size`` more bytes for the read ``token``, waiting while it may not."""
+        while (
+            self._held[token] + size > FREE_BYTES
+            and self.used + size > self.limit
+            and not self._leads(token)
+        ):
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+        self._held[token] += size
+        self.used += size
+
+    def close(self, token: int) -> None:
+        """Release what the read ``token`` held, and wake the reads that wait."""
+        self.used -= self._held.pop(token, 0)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
 
 class BodyTooLarge(Exception):
@@ -96,8 +153,11 @@ def _content_length(response: httpx.Response) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
-async def read_body(response: httpx.Response, limit: int) -> bytes:
-    """Read and decode ``response``'s body, at most ``limit`` bytes of it.
+async def read_body(
+    response: httpx.Response, limit: int, budget: ReadBudget | None = None
+) -> bytes:
+    """Read and decode ``response``'s body, at most ``limit`` bytes of it, accounting what it
+    holds in ``budget`` when one is given.
 
     Raises:
         BodyTooLarge: ``Content-Length`` announces more than ``limit`` (nothing is read), or
@@ -115,6 +175,7 @@ async def read_body(response: httpx.Response, limit: int) -> bytes:
     stream = response.stream
     assert isinstance(stream, httpx.AsyncByteStream)
     iterator: AsyncIterator[bytes] = stream.__aiter__()
+    token = budget.open() if budget is not None else 0
     try:
         async for raw in iterator:
             try:
@@ -126,6 +187,8 @@ async def read_body(response: httpx.Response, limit: int) -> bytes:
             size += len(data)
             if size > limit or more:
                 raise BodyTooLarge(None)
+            if budget is not None:
+                await budget.take(token, len(data))
             chunks.append(data)
         try:
             tail = decoder.flush()
@@ -137,9 +200,14 @@ async def read_body(response: httpx.Response, limit: int) -> bytes:
             raise BodyTooLarge(None)
         chunks.append(tail)
     except (BodyTooLarge, UndecodableBody):
+        # The traceback keeps this frame alive until the cycle collector runs, which bytes do
+        # not prompt: without this, each failed read would hold its chunks that long.
+        chunks.clear()
         await _abandon(response, iterator)
         raise
     finally:
+        if budget is not None:
+            budget.close(token)
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()

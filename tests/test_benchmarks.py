@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("bench_decode", {"results"}),
         ("bench_wire", {"results"}),
         ("bench_memory", {"batches", "ratio"}),
+        ("bench_big_answers", {"results", "calls"}),
         ("bench_throughput", {"rates", "summary", "requests_loop"}),
         ("bench_latency", {"rates", "summary", "requests_loop"}),
     ],

@@ -9,6 +9,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 import respx
@@ -23,6 +25,7 @@ from cvekyc_async import (
     RateLimitError,
 )
 from cvekyc_async._errors import ResponseTooLargeError
+from cvekyc_async._read import FREE_BYTES, ReadBudget
 from tests import samples
 
 PATH = "/api/v2/ekyc/card"
@@ -53,6 +56,7 @@ class Chunks(httpx.AsyncByteStream):
         return self
 
     async def __anext__(self) -> bytes:
+        await anyio.lowlevel.checkpoint()  # as a socket read does: other reads interleave
         if self.closed:
             raise httpx.ReadError("closed")
         if self.taken == len(self.chunks):
@@ -391,3 +395,83 @@ def test_json_error_bodies_are_described_by_type_and_length() -> None:
 
 def test_every_error_class_is_in_the_tree() -> None:
     assert issubclass(ResponseTooLargeError, CVError)
+
+
+# -- the shared read budget -----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_large_answers_read_together_stay_within_the_budget(
+    mock: respx.MockRouter, jpeg_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Eight valid 2.5 MB answers at once, a 3 MB cap: each is read whole, and the bytes held at
+    # once stay under the budget plus one cap plus 1 MiB per read.
+    card = dict(samples.PASSPORT, info={"id": "C1234567", "note": "x" * 2_500_000})
+    body = samples.answer(card)
+    mock.post(PATH).mock(
+        side_effect=lambda request: httpx.Response(
+            200, stream=Chunks(*(body[i : i + 65536] for i in range(0, len(body), 65536)))
+        )
+    )
+    peak = 0
+    take = ReadBudget.take
+
+    async def watched(self: ReadBudget, token: int, size: int) -> None:
+        nonlocal peak
+        await take(self, token, size)
+        peak = max(peak, self.used)
+
+    monkeypatch.setattr(ReadBudget, "take", watched)
+    cap = 3_000_000
+    results: list[Any] = []
+    async with client(max_response_size=cap, max_concurrency=8) as c:
+
+        async def one() -> None:
+            results.append(await c.extract_card(jpeg_file))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(one)
+        assert c._read_budget.used == 0  # all released
+    assert len(results) == 8
+    assert all(r.cards[0].info.get("note") == "x" * 2_500_000 for r in results)
+    assert len(body) < peak <= cap + cap + 8 * FREE_BYTES  # several at once, bounded
+
+
+@pytest.mark.anyio
+async def test_the_largest_read_goes_on_and_the_others_wait_for_it() -> None:
+    budget = ReadBudget(limit=100)
+    big, small = budget.open(), budget.open()
+    await budget.take(big, FREE_BYTES + 60)  # over the free allowance and the limit: it leads
+    await budget.take(small, 10)  # within the free allowance: never waits
+    await budget.take(big, 1000)  # the largest goes on past the limit
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(budget.take, small, FREE_BYTES)  # over both, and not the largest
+        await anyio.wait_all_tasks_blocked()
+        assert budget._held[small] == 10  # waiting
+        budget.close(big)  # the largest ends: the other goes on
+    assert budget._held[small] == 10 + FREE_BYTES
+    assert budget.used == 10 + FREE_BYTES
+
+
+@pytest.mark.anyio
+async def test_a_read_cancelled_while_it_waits_holds_nothing() -> None:
+    budget = ReadBudget(limit=100)
+    big = budget.open()
+    await budget.take(big, FREE_BYTES + 200)
+    small = budget.open()
+    with anyio.CancelScope() as scope:
+
+        async def cancel_once_blocked() -> None:
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_once_blocked)
+            try:
+                await budget.take(small, FREE_BYTES + 1)
+            finally:
+                budget.close(small)
+    assert scope.cancelled_caught
+    assert small not in budget._held
+    assert budget.used == FREE_BYTES + 200
