@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 import time
 from collections import Counter
@@ -116,10 +117,9 @@ def _card_table(card: Card) -> list[str]:
 
 
 def _without_images(result: ExtractionResult) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(result)
+    data = result.to_dict()
     for card in data["cards"]:
         card["info"].pop("image", None)
-        card["info"].get("fields", {}).pop("image", None)
     return data
 
 
@@ -151,8 +151,14 @@ async def _extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if thumb_dir is not None:
         stem = Path(args.image).stem if "://" not in args.image else "image"
         for n, card in enumerate(result.cards, 1):
-            if card.info.image_bytes():
-                saved.append(str(card.info.save_image(thumb_dir / f"{stem}-{n}-{card.type}.jpg")))
+            # The service names the type: it never steers the path.
+            kind = re.sub(r"[^A-Za-z0-9_-]", "_", card.type)[:64] or "card"
+            try:
+                if card.info.image_bytes():
+                    saved.append(str(card.info.save_image(thumb_dir / f"{stem}-{n}-{kind}.jpg")))
+            except (ValueError, OSError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                err.write(f"cvekyc: thumbnail of card {n} not saved: {reason}\n")
     assessment = result.assess()
     if args.json:
         data = _without_images(result)

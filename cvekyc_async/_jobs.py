@@ -219,7 +219,7 @@ def result_record(
     return {
         "input": list(value) if isinstance(value, tuple) else value,
         "ok": result.ok,
-        "result": result.result,
+        "result": None if result.result is None else result.result.to_dict(),
         "error": None if result.error is None else _error_record(result.error),
         "attempts": result.attempts,
         "elapsed": round(result.elapsed, 4),

@@ -129,25 +129,45 @@ class Info(msgspec.Struct, kw_only=True, omit_defaults=True, dict=True):
         return parse_date(value) if isinstance(value, str) else None
 
     def image_bytes(self) -> bytes | None:
-        """Return the thumbnail (``image``) decoded from base64, or ``None`` when there is none."""
+        """Return the thumbnail (``image``) decoded from base64, or ``None`` when there is none.
+
+        Raises:
+            ValueError: the service sent a thumbnail that is not valid base64.
+        """
         if not self.image:
             return None
         data = self.image
         if data.startswith("data:"):
             data = data.partition(",")[2]
-        return base64.b64decode(data)
+        try:
+            return base64.b64decode(data)
+        except ValueError:
+            raise ValueError("the thumbnail the service sent is not valid base64") from None
 
     def save_image(self, path: str | os.PathLike[str]) -> Path:
         """Write the thumbnail to ``path`` and return that path.
 
+        The file is created readable by its owner only (mode 0600: a card image is personal
+        data); a symlink at ``path`` is not followed.
+
         Raises:
-            ValueError: the answer holds no thumbnail (ask for one with ``get_thumb=True``).
+            ValueError: the answer holds no thumbnail (ask for one with ``get_thumb=True``), or
+                it is not valid base64.
+            OSError: the file cannot be written.
         """
         data = self.image_bytes()
         if data is None:
             raise ValueError("this answer holds no thumbnail; request it with get_thumb=True")
         out = Path(path)
-        out.write_bytes(data)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(out, flags, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -480,6 +500,17 @@ class Card(msgspec.Struct, kw_only=True):
     invalid_code: int | None = None
     """The warning code (see ``WARNING_MESSAGES``), as sent or matched from the message."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """The card as plain data, ``info`` as ``Info.to_dict()`` gives it (every field the
+        service sent, by its name)."""
+        return {
+            "type": self.type,
+            "info": self.info.to_dict(),
+            "valid": self.valid,
+            "invalid_message": self.invalid_message,
+            "invalid_code": self.invalid_code,
+        }
+
 
 class ExtractionResult(msgspec.Struct, kw_only=True):
     """A decoded answer: the documents read, and how the request went."""
@@ -500,6 +531,17 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
     def billed(self) -> bool:
         """Whether the service bills this answer (it bills every ``errorCode`` 0)."""
         return self.error_code == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The answer as plain data, for JSON: every field the service sent is kept, those no
+        struct declares included (``msgspec.to_builtins`` gives the declared ones only)."""
+        return {
+            "cards": [card.to_dict() for card in self.cards],
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "attempts": self.attempts,
+            "elapsed": self.elapsed,
+        }
 
     def assess(self, *, today: _dt.date | None = None, min_confidence: float = 0.8) -> Assessment:
         """Run the trust checks on this answer's cards (see ``cvekyc_async.checks``).

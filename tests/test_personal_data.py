@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,34 @@ def test_a_refused_file_is_described_with_its_size(tmp_path: Path) -> None:
 def test_describe_head_of_a_cut_utf8_character_is_still_text() -> None:
     text = "Nguyễn Văn A".encode()
     assert describe_head(text[:9]) == "starting with text"
+
+
+def test_to_dict_of_a_result_keeps_every_field_the_service_sent() -> None:
+    res = decode(
+        [chip_front(ethnicity="Kinh"), {"type": "driving_license", "info": {"class": "B2"}}]
+    )
+    data = res.to_dict()
+    assert data["cards"][0]["info"]["ethnicity"] == "Kinh"
+    assert data["cards"][0]["info"]["id"] == NUMBER
+    assert data["cards"][0]["valid"] is True
+    assert data["cards"][1]["info"] == {"class": "B2"}  # flat, as sent
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_save_image_creates_a_file_for_its_owner_only(tmp_path: Path) -> None:
+    info = decode(chip_front(image=base64.b64encode(samples.JPEG).decode())).cards[0].info
+    out = info.save_image(tmp_path / "thumb.jpg")
+    assert out.read_bytes() == samples.JPEG
+    assert out.stat().st_mode & 0o777 == 0o600
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    (tmp_path / "link.jpg").symlink_to(target)
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        info.save_image(tmp_path / "link.jpg")
+    assert target.read_bytes() == b"keep"
+
+
+def test_a_thumbnail_that_is_not_base64_says_so() -> None:
+    info = decode(chip_front(image="not base64 at all!")).cards[0].info
+    with pytest.raises(ValueError, match="not valid base64"):
+        info.image_bytes()
