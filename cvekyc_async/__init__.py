@@ -30,11 +30,13 @@ from ._errors import (
     NoDocumentError,
     QuotaExceededError,
     RateLimitError,
+    ResponseTooLargeError,
     URLUnavailableError,
 )
 from ._inputs import ImageInput, ImageSource
 from ._models import (
     WARNING_MESSAGES,
+    Box,
     Card,
     CardInfo,
     CCCDBackInfo,
@@ -63,6 +65,7 @@ __all__ = [
     "AuthenticationError",
     "BatchProgress",
     "BatchResult",
+    "Box",
     "CCCDBackInfo",
     "CCCDFrontInfo",
     "CMNDBackInfo",
@@ -86,6 +89,7 @@ __all__ = [
     "PassportInfo",
     "QuotaExceededError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "URLUnavailableError",
     "Usage",
