@@ -18,6 +18,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._errors import AuthenticationError, CVError, InvalidInputError, QuotaExceededError
+from ._inputs import describe_input
 from ._models import ExtractionResult
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ BatchInputs = Union[Iterable[Any], AsyncIterable[Any]]  # noqa: UP007 - a runtim
 DEFAULT_FATAL_ERRORS: tuple[type[CVError], ...] = (AuthenticationError, QuotaExceededError)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
 class BatchResult:
     """How one input of a batch ended.
 
@@ -67,6 +68,14 @@ class BatchResult:
     def ok(self) -> bool:
         """Whether the input was read."""
         return self.error is None
+
+    def __repr__(self) -> str:
+        # The input by its path, URL (no query) or size: bytes given as input are an image.
+        return (
+            f"BatchResult(index={self.index}, input={describe_input(self.input)}, "
+            f"result={self.result!r}, error={self.error!r}, attempts={self.attempts}, "
+            f"elapsed={self.elapsed!r})"
+        )
 
     @property
     def billed(self) -> bool:

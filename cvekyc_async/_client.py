@@ -674,6 +674,13 @@ class AsyncCVClient:
                 self._log_attempt(method, path, attempt, type(exc).__name__, sent)
                 raise
             except httpx.TimeoutException as exc:
+                if _sent_before_failing(exc):
+                    self._log_attempt(method, path, attempt, "connection lost", sent)
+                    raise APIConnectionError(
+                        f"the connection failed after the request was sent: "
+                        f"{_describe_failure(exc.__cause__ or exc)}",
+                        kind="transport",
+                    ) from None
                 kind = _timeout_kind(exc)
                 self._log_attempt(method, path, attempt, f"{kind} timeout", sent)
                 raise APITimeoutError(f"{kind} timeout talking to the service", kind=kind) from None
@@ -728,6 +735,10 @@ class AsyncCVClient:
         if answer.error_code != 0:
             cls_api = api_error_for_code(answer.error_code)
             raise cls_api(answer.error_code, answer.error_message, status_code=response.status_code)
+        if not 200 <= response.status_code < 300:
+            # A success envelope under an error status is no documented answer: the status wins
+            # (a 5xx of that kind is an ambiguous failure, retried only with retry_ambiguous).
+            self._raise_unreadable(response, body, "an errorCode 0 answer under an error status")
         return answer
 
     @staticmethod
@@ -743,6 +754,23 @@ class AsyncCVClient:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         cls = RateLimitError if status == 429 else APIStatusError
         raise cls(status, body=body, content_type=content_type, retry_after=retry_after)
+
+
+# aiohttp's errors for a connection that was never made, or not in time.
+_AIOHTTP_NOT_CONNECTED = frozenset({"ClientConnectorError", "ServerTimeoutError"})
+
+
+def _sent_before_failing(exc: httpx.TimeoutException) -> bool:
+    """Whether a "connect timeout" is in fact a connection lost after the request was sent.
+
+    httpx-aiohttp maps every aiohttp connection error to ``httpx.ConnectTimeout``, a server
+    that closed after reading the whole request included; that one may have been processed
+    (and billed), so it must not be retried as if it never left. The aiohttp cause says which.
+    """
+    cause = exc.__cause__
+    if cause is None or not type(cause).__module__.startswith("aiohttp"):
+        return False
+    return not {c.__name__ for c in type(cause).__mro__} & _AIOHTTP_NOT_CONNECTED
 
 
 def _describe_failure(exc: BaseException) -> str:

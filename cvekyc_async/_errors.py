@@ -28,9 +28,10 @@ card data.
 
 from __future__ import annotations
 
-from ._redact import describe_body
+from ._redact import describe_body, safe_token
 
 __all__ = [
+    "ERROR_MESSAGE_KEYS",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -50,13 +51,32 @@ __all__ = [
     "api_error_for_code",
 ]
 
-# The service's errorMessage is shown in messages, cut to this length and to one line.
-_MESSAGE_MAX = 200
+#: The documented ``errorMessage`` texts, matched loosely (the vendor's table misspells some). A
+#: message shows the service's text only when it is one of these: any other text could carry
+#: anything, so only its length is shown (the text itself stays on ``error_message``).
+ERROR_MESSAGE_KEYS = (
+    "does not contain content",
+    "url is unavailable",
+    "ncorrect image format",
+    "out of requests",
+    "ncorrect api_key or api_secret",
+    "ncorrect format type",
+    "uccess",
+)
 
 
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 3] + "..."
+def _media(content_type: str) -> str:
+    media = content_type.split(";")[0].strip()
+    return safe_token(media, "an unreadable content type") if media else "no content type"
+
+
+def _service_text(text: str) -> str:
+    if not text:
+        return "(no message)"
+    lowered = text.lower()
+    if len(text) <= 120 and any(key in lowered for key in ERROR_MESSAGE_KEYS):
+        return " ".join(text.split())
+    return f"(a message of {len(text)} characters, on .error_message)"
 
 
 class CVError(Exception):
@@ -126,7 +146,7 @@ class APIError(CVError):
         hint = _HINTS.get(
             error_code, "the service returned an error code this library does not know"
         )
-        text = f"errorCode {error_code}: {_one_line(error_message) or '(no message)'} - {hint}"
+        text = f"errorCode {error_code}: {_service_text(error_message)} - {hint}"
         super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
         self.error_code = error_code
         self.error_message = error_message
@@ -278,7 +298,7 @@ class ResponseTooLargeError(MalformedResponseError):
         CVError.__init__(
             self,
             f"the service's answer is over max_response_size={limit:,} bytes ({size}; "
-            f"HTTP {status_code}, {content_type.split(';')[0].strip() or 'no content type'}); "
+            f"HTTP {status_code}, {_media(content_type)}); "
             "raise it with AsyncCVClient(max_response_size=...)",
             method=method,
             path=path,

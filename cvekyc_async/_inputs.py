@@ -29,6 +29,7 @@ __all__ = [
     "ImageSource",
     "Payload",
     "as_source",
+    "describe_input",
     "sniff_format",
 ]
 
@@ -75,6 +76,35 @@ def _check_format(head: bytes, what: str, *, allow_pdf: bool, size: int | None =
             f"{what} is a PDF, which this endpoint does not take; use ocr_card() or extract_card()"
         )
     return fmt
+
+
+# Longer than any file name a file system allows: such a "path" is data passed by mistake (a
+# base64 string, a document's text), and a message never repeats data.
+_PATH_SHOWN_MAX = 255
+
+
+def _shown(path: os.PathLike[str] | str) -> str:
+    text = os.fspath(path)
+    if len(text) > _PATH_SHOWN_MAX or "\x00" in text:
+        return f"<a path of {len(text):,} characters>"
+    return repr(text)
+
+
+def describe_input(value: object) -> str:
+    """An input as reprs and messages may show it: paths, URLs without their query, data by
+    its size."""
+    if isinstance(value, ImageSource):
+        return repr(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value):,} bytes>"
+    if isinstance(value, str):
+        return repr(_redact_url(value)) if _SCHEME_RE.match(value.strip()) else _shown(value)
+    if isinstance(value, os.PathLike):
+        return _shown(value)
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(describe_input(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return f"<{type(value).__name__}>"
 
 
 def _redact_url(url: str) -> str:
@@ -139,15 +169,15 @@ class ImageSource:
         try:
             st = p.stat()
         except FileNotFoundError:
-            raise InvalidInputError(f"image file not found: {str(p)!r}") from None
+            raise InvalidInputError(f"image file not found: {_shown(p)}") from None
         except OSError as exc:
-            raise InvalidInputError(f"cannot read image file {str(p)!r}: {exc.strerror}") from None
+            raise InvalidInputError(f"cannot read image file {_shown(p)}: {exc.strerror}") from None
         if stat.S_ISDIR(st.st_mode):
-            raise InvalidInputError(f"{str(p)!r} is a directory, not an image file")
+            raise InvalidInputError(f"{_shown(p)} is a directory, not an image file")
         if not stat.S_ISREG(st.st_mode):
-            raise InvalidInputError(f"{str(p)!r} is not a regular file")
+            raise InvalidInputError(f"{_shown(p)} is not a regular file")
         if st.st_size == 0:
-            raise InvalidInputError(f"image file {str(p)!r} is empty")
+            raise InvalidInputError(f"image file {_shown(p)} is empty")
         _check_send_as(send_as)
         src = cls()
         src._kind = "path"
@@ -259,7 +289,7 @@ class ImageSource:
 
     def __repr__(self) -> str:
         if self._kind == "path":
-            return f"ImageSource.from_path({str(self._path)!r})"
+            return f"ImageSource.from_path({_shown(self._path or '')})"
         if self._kind == "url":
             return f"ImageSource.from_url({_redact_url(self._url)!r})"
         if self._kind == "base64":
@@ -290,7 +320,7 @@ class ImageSource:
         if self._kind == "path":
             assert self._path is not None
             data = _read_file(self._path, max_size)
-            what = f"image file {str(self._path)!r}"
+            what = f"image file {_shown(self._path)}"
         else:
             assert isinstance(self._data, bytes)
             data = self._data
@@ -319,18 +349,18 @@ def _read_file(path: Path, max_size: int) -> bytes:
     try:
         with path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            _check_size(size, max_size, f"image file {str(path)!r}")
+            _check_size(size, max_size, f"image file {_shown(path)}")
             # One byte past the cap catches a file that grew since fstat.
             data = fh.read(max_size + 1)
     except FileNotFoundError:
-        raise InvalidInputError(f"image file not found: {str(path)!r}") from None
+        raise InvalidInputError(f"image file not found: {_shown(path)}") from None
     except IsADirectoryError:
-        raise InvalidInputError(f"{str(path)!r} is a directory, not an image file") from None
+        raise InvalidInputError(f"{_shown(path)} is a directory, not an image file") from None
     except OSError as exc:
-        raise InvalidInputError(f"cannot read image file {str(path)!r}: {exc.strerror}") from None
-    _check_size(len(data), max_size, f"image file {str(path)!r}")
+        raise InvalidInputError(f"cannot read image file {_shown(path)}: {exc.strerror}") from None
+    _check_size(len(data), max_size, f"image file {_shown(path)}")
     if not data:
-        raise InvalidInputError(f"image file {str(path)!r} is empty")
+        raise InvalidInputError(f"image file {_shown(path)} is empty")
     return data
 
 
@@ -348,6 +378,8 @@ def as_source(value: ImageInput, what: str = "image") -> ImageSource:
         m = _SCHEME_RE.match(value.strip())
         if m is not None:
             return ImageSource.from_url(value)
+        if _DATA_URI_RE.match(value.lstrip()):
+            return ImageSource.from_base64(value)  # a data: URI is base64, not a path
         if not value:
             raise InvalidInputError(f"{what} path is empty")
         return ImageSource.from_path(value)

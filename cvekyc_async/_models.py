@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
 
-from ._redact import mask_value
+from ._errors import ERROR_MESSAGE_KEYS
+from ._redact import masked_fields, masked_text, safe_name
 
 if TYPE_CHECKING:
     from .checks import Assessment
@@ -107,7 +108,9 @@ class Info(msgspec.Struct, kw_only=True, omit_defaults=True, dict=True):
     def get(self, field: str, default: Any = None) -> Any:
         """Return a field by name (declared or ``extra``), or ``default`` when it is missing or
         empty."""
-        value = getattr(self, field) if field in self.__struct_fields__ else self.extra.get(field)
+        value = getattr(self, field) if field in self.__struct_fields__ else None
+        if value is None:
+            value = self.extra.get(field)
         return default if value is None or value == "" else value
 
     def box(self, field: str) -> tuple[float, float, float, float] | None:
@@ -178,11 +181,11 @@ class Info(msgspec.Struct, kw_only=True, omit_defaults=True, dict=True):
 
     def __repr__(self) -> str:
         # Only the fields present, masked: reprs end up in logs and error trackers.
-        shown = ", ".join(f"{k}={mask_value(k, v)}" for k, v in self.to_dict().items())
+        shown = ", ".join(f"{k}={v}" for k, v in masked_fields(self.to_dict()))
         return f"{type(self).__name__}({shown})"
 
     def __rich_repr__(self) -> list[tuple[str, Any]]:
-        return [(k, _Masked(mask_value(k, v))) for k, v in self.to_dict().items()]
+        return [(k, _Masked(v)) for k, v in masked_fields(self.to_dict())]
 
 
 def _rectangle(value: Any) -> tuple[float, float, float, float] | None:
@@ -474,6 +477,7 @@ WARNING_MESSAGES: dict[int, str] = {
     4: "The mrzcode on the passport is incorrectly formatted",
     5: "The id card's corner has been clipped",
 }
+_WARNING_TEXTS = tuple(m.lower() for m in WARNING_MESSAGES.values())
 # Loose keys, since the vendor's own table misspells some messages ("uccessful").
 _WARNING_KEYS: tuple[tuple[str, int], ...] = (
     ("electronic screen", 1),
@@ -499,6 +503,22 @@ class Card(msgspec.Struct, kw_only=True):
     """The service's warning text, when it sent one."""
     invalid_code: int | None = None
     """The warning code (see ``WARNING_MESSAGES``), as sent or matched from the message."""
+
+    def _shown(self) -> list[tuple[str, str]]:
+        return [
+            ("type", repr(safe_name(self.type, "<unknown type>"))),
+            ("info", repr(self.info)),
+            ("valid", repr(self.valid)),
+            ("invalid_message", masked_text(self.invalid_message, _WARNING_TEXTS)),
+            ("invalid_code", repr(self.invalid_code)),
+        ]
+
+    def __repr__(self) -> str:
+        # The service's own texts are shown only when they are ones it documents.
+        return "Card(" + ", ".join(f"{k}={v}" for k, v in self._shown()) + ")"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [(k, _Masked(v)) for k, v in self._shown()]
 
     def to_dict(self) -> dict[str, Any]:
         """The card as plain data, ``info`` as ``Info.to_dict()`` gives it (every field the
@@ -531,6 +551,21 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
     def billed(self) -> bool:
         """Whether the service bills this answer (it bills every ``errorCode`` 0)."""
         return self.error_code == 0
+
+    def _shown(self) -> list[tuple[str, str]]:
+        return [
+            ("cards", repr(self.cards)),
+            ("error_code", repr(self.error_code)),
+            ("error_message", masked_text(self.error_message, ERROR_MESSAGE_KEYS)),
+            ("attempts", repr(self.attempts)),
+            ("elapsed", repr(self.elapsed)),
+        ]
+
+    def __repr__(self) -> str:
+        return "ExtractionResult(" + ", ".join(f"{k}={v}" for k, v in self._shown()) + ")"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [(k, _Masked(v)) for k, v in self._shown()]
 
     def to_dict(self) -> dict[str, Any]:
         """The answer as plain data, for JSON: every field the service sent is kept, those no
@@ -647,18 +682,21 @@ def _as_bool(value: Any) -> bool | None:
 
 def _warning_code(code: Any, message: str | None) -> int | None:
     number = _as_int(code)
+    if number is None and isinstance(code, float) and code.is_integer():
+        number = _as_int(int(code)) if abs(code) < _INT_BOUND else None
     if number is not None or not message:
         return number
     lowered = message.lower()
     return next((c for key, c in _WARNING_KEYS if key in lowered), None)
 
 
-def _card_validity(valid: Any, code: int | None, message: str | None) -> bool | None:
+def _card_validity(valid: Any, raw_code: Any, code: int | None, message: str | None) -> bool | None:
     flag = _as_bool(valid)
     if code is not None and code != 0:
         return False  # a warning flags the card, whatever ``valid`` says
-    if flag is None and code is None and message and message.strip():
-        return False  # a warning text the library does not know
+    unreadable_code = code is None and raw_code not in (None, "", False)
+    if flag is None and (unreadable_code or (code is None and message and message.strip())):
+        return False  # a warning the library cannot read or does not know
     if flag is None and code == 0:
         return True  # "Successful"
     return flag
@@ -680,9 +718,11 @@ def _check_depth(fields: dict[str, Any]) -> None:
         stack.extend((c, depth + 1) for c in children)
 
 
-def _salvage(cls: type[Info], fields: dict[str, Any]) -> Info:
-    """Build ``cls`` field by field, keeping what can be read and leaving the rest empty."""
+def _salvage(cls: type[Info], fields: dict[str, Any]) -> tuple[Info, dict[str, Any]]:
+    """Build ``cls`` field by field, keeping what can be read; the values that cannot be read as
+    their field's type are returned apart, to be kept as ``extra`` under their names."""
     kwargs: dict[str, Any] = {}
+    unread: dict[str, Any] = {}
     for f in msgspec.structs.fields(cls):
         if f.encode_name not in fields:
             continue
@@ -693,7 +733,9 @@ def _salvage(cls: type[Info], fields: dict[str, Any]) -> Info:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 with contextlib.suppress(msgspec.ValidationError):
                     kwargs[f.name] = msgspec.convert(str(value), f.type, strict=False)
-    return cls(**kwargs)
+            if f.name not in kwargs:
+                unread[f.encode_name] = value
+    return cls(**kwargs), unread
 
 
 def _decode_info(card_type: str, raw: msgspec.Raw) -> CardInfo:
@@ -709,12 +751,13 @@ def _decode_info(card_type: str, raw: msgspec.Raw) -> CardInfo:
         _check_depth(fields)
         image = fields.get("image")
         return GenericInfo(image=image if isinstance(image, str) else None, fields=fields)
+    unread: dict[str, Any] = {}
     try:
         info = msgspec.convert(fields, cls, strict=False)
     except msgspec.ValidationError:
-        info = _salvage(cls, fields)
+        info, unread = _salvage(cls, fields)
     names = _FIELD_NAMES[cls]
-    extra = {k: v for k, v in fields.items() if k not in names}
+    extra = {k: v for k, v in fields.items() if k not in names or k in unread}
     if extra:
         _check_depth(extra)
         info.__dict__["_extra"] = extra
@@ -728,7 +771,7 @@ def _build_card(raw: _RawCard) -> Card:
     return Card(
         type=card_type,
         info=_decode_info(card_type, raw.info),
-        valid=_card_validity(raw.valid, code, message),
+        valid=_card_validity(raw.valid, raw.invalidCode, code, message),
         invalid_message=message,
         invalid_code=code,
     )

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import httpx
+
+from ._redact import safe_token
 
 __all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "ReadBudget", "UndecodableBody", "read_body"]
 
@@ -32,6 +34,10 @@ ACCEPT_ENCODING = "gzip, deflate"
 
 #: Bytes a read may hold before it counts against the shared budget: typical answers never wait.
 FREE_BYTES = 1024 * 1024
+# Compressed data is expanded this much at a time.
+_STEP = 256 * 1024
+# Seconds that closing an abandoned read may take.
+_CLEANUP_SECONDS = 5.0
 
 
 class ReadBudget:
@@ -99,7 +105,7 @@ class UndecodableBody(Exception):
 
 
 class _Decoder:
-    """Decodes one ``Content-Encoding`` (none, gzip or deflate), never past a size."""
+    """Decodes one ``Content-Encoding`` (none, gzip or deflate) in bounded pieces."""
 
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
@@ -111,25 +117,33 @@ class _Decoder:
         elif encoding == "deflate":
             self._zlib = zlib.decompressobj()
         else:
+            shown = safe_token(encoding, "of an unreadable name")
             raise UndecodableBody(
-                f"its Content-Encoding {encoding[:40]!r} is not one the client asked for", b""
+                f"its Content-Encoding {shown} is not one the client asked for", b""
             )
 
-    def decode(self, data: bytes, room: int) -> tuple[bytes, bool]:
-        """Decode ``data`` into at most ``room + 1`` bytes; also say whether input was left
-        over (the output would have been larger still)."""
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of ``data``, at most ``_STEP`` at a time: a chunk of a bomb
+        expands piece by piece, each counted before the next is made.
+
+        Raises:
+            zlib.error: the data does not decode.
+        """
         if self._zlib is None:
-            return data, False
+            yield data
+            return
         first, self._started = not self._started, True
         try:
-            out = self._zlib.decompress(data, room + 1)
+            out = self._zlib.decompress(data, _STEP)
         except zlib.error:
             if not (first and self.encoding == "deflate"):
                 raise
             # Servers send deflate with or without the zlib header: try it raw.
             self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-            out = self._zlib.decompress(data, room + 1)
-        return out, bool(self._zlib.unconsumed_tail)
+            out = self._zlib.decompress(data, _STEP)
+        yield out
+        while self._zlib.unconsumed_tail:
+            yield self._zlib.decompress(self._zlib.unconsumed_tail, _STEP)
 
     def flush(self) -> bytes:
         if self._zlib is None:
@@ -170,45 +184,51 @@ async def read_body(
     if announced is not None and announced > limit and encoding in ("", "identity"):
         raise BodyTooLarge(announced)
     decoder = _Decoder(encoding)
-    chunks: list[bytes] = []
-    size = 0
+    # One growing buffer: a body in many tiny chunks costs no object per chunk.
+    body = bytearray()
     stream = response.stream
     assert isinstance(stream, httpx.AsyncByteStream)
     iterator: AsyncIterator[bytes] = stream.__aiter__()
     token = budget.open() if budget is not None else 0
+    completed = False
     try:
         async for raw in iterator:
             try:
-                data, more = decoder.decode(raw, limit - size)
+                for piece in decoder.pieces(raw):
+                    await _keep(body, piece, limit, budget, token)
             except zlib.error:
                 raise UndecodableBody(
-                    f"its Content-Encoding {encoding!r} does not decode", b"".join(chunks)
+                    f"its Content-Encoding {encoding} does not decode", bytes(body)
                 ) from None
-            size += len(data)
-            if size > limit or more:
-                raise BodyTooLarge(None)
-            if budget is not None:
-                await budget.take(token, len(data))
-            chunks.append(data)
         try:
             tail = decoder.flush()
         except zlib.error:
             raise UndecodableBody(
-                f"its Content-Encoding {encoding!r} does not decode", b"".join(chunks)
+                f"its Content-Encoding {encoding} does not decode", bytes(body)
             ) from None
-        if size + len(tail) > limit:
-            raise BodyTooLarge(None)
-        chunks.append(tail)
-    except (BodyTooLarge, UndecodableBody):
-        # The traceback keeps this frame alive until the cycle collector runs, which bytes do
-        # not prompt: without this, each failed read would hold its chunks that long.
-        chunks.clear()
-        await _abandon(response, iterator)
-        raise
+        await _keep(body, tail, limit, budget, token)
+        completed = True
+        return bytes(body)
     finally:
+        # A traceback keeps this frame alive until the cycle collector runs, which bytes do
+        # not prompt: the buffer is emptied at once. Cleanup is shielded (a cancelled read
+        # still closes its stream) and bounded.
+        body.clear()
         if budget is not None:
             budget.close(token)
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    return b"".join(chunks)
+        with anyio.move_on_after(_CLEANUP_SECONDS, shield=True):
+            if not completed:
+                await _abandon(response, iterator)
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _keep(
+    body: bytearray, piece: bytes, limit: int, budget: ReadBudget | None, token: int
+) -> None:
+    if len(body) + len(piece) > limit:
+        raise BodyTooLarge(None)
+    if budget is not None and piece:
+        await budget.take(token, len(piece))
+    body += piece

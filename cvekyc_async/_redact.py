@@ -11,7 +11,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["describe_body", "describe_head", "mask_value"]
+__all__ = [
+    "describe_body",
+    "describe_head",
+    "mask_value",
+    "masked_fields",
+    "masked_text",
+    "safe_name",
+    "safe_token",
+]
 
 # Fields whose value is a document number: shown with its first third and last digits, the way
 # card numbers are masked on receipts, so two reprs can still be told apart.
@@ -19,6 +27,21 @@ _NUMBER_FIELDS = frozenset({"id", "person_number", "document_number"})
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TITLE_MAX = 60
 _WORD_RE = re.compile(r"\w+")
+_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,48}")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,40}(/[A-Za-z0-9!#$&^_.+-]{1,60})?")
+
+
+def safe_name(text: object, fallback: str) -> str:
+    """``text`` when it is a plain identifier (a card type, a field name), else ``fallback``:
+    names come from the service, and a hostile one could carry anything."""
+    return text if isinstance(text, str) and _NAME_RE.fullmatch(text) else fallback
+
+
+def safe_token(text: str, fallback: str) -> str:
+    """``text`` when it is an HTTP token or media type (``gzip``, ``text/html``), else
+    ``fallback``."""
+    text = text.strip()
+    return text if _TOKEN_RE.fullmatch(text) else fallback
 
 
 def _mask_number(text: str) -> str:
@@ -40,13 +63,21 @@ def _mask_text(text: str) -> str:
     return _WORD_RE.sub(word, text)
 
 
+def _numbers(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return isinstance(value, list) and len(value) <= 8 and all(_numbers(v) for v in value)
+
+
 def mask_value(field: str, value: Any) -> str:
     """The repr of a card field's value with its personal content masked.
 
-    Confidences and boxes (numbers about the reading, not about the person) are shown as they
-    are; the thumbnail by its size; text masked; anything else by its type.
+    Confidences and boxes (numbers about the reading, not about the person) are shown when they
+    are numbers; the thumbnail by its size; text masked; anything else by its type.
     """
-    if field.endswith(("_confidence", "_box")) or field == "confidence":
+    if (field.endswith(("_confidence", "_box")) or field == "confidence") and _numbers(value):
         return repr(value)
     if field == "image":
         return f"<{len(value)} base64 chars>" if isinstance(value, str) else "<image>"
@@ -104,7 +135,9 @@ def describe_head(head: bytes, size: int | None = None) -> str:
 def describe_body(body: bytes, content_type: str) -> str:
     """Describe an answer body for an error message: its content type, its length and, for an
     HTML page (a proxy's error page), its title; never its content."""
-    parts = [content_type.split(";")[0].strip() or "no content type", f"{len(body):,} bytes"]
+    media = content_type.split(";")[0].strip()
+    shown = safe_token(media, "an unreadable content type") if media else "no content type"
+    parts = [shown, f"{len(body):,} bytes"]
     if b"<" in body[:1024]:
         match = _TITLE_RE.search(body[:4096])
         if match is not None:
@@ -114,3 +147,19 @@ def describe_body(body: bytes, content_type: str) -> str:
                     title = title[: _TITLE_MAX - 3] + "..."
                 parts.append(f"title {title!r}")
     return ", ".join(parts)
+
+
+def masked_fields(fields: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, masked repr) for a repr: names that are not plain identifiers are not shown."""
+    return [(safe_name(k, "<field>"), mask_value(k, v)) for k, v in fields.items()]
+
+
+def masked_text(text: str | None, known: tuple[str, ...] = ()) -> str:
+    """The repr of a text the service sent: shown when it is one of the ``known`` texts (matched
+    loosely), else only its length."""
+    if text is None or text == "":
+        return repr(text)
+    lowered = text.lower()
+    if any(k and k in lowered for k in known) and len(text) <= 120:
+        return repr(text)
+    return f"<{len(text)} chars>"

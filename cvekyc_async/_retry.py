@@ -13,6 +13,7 @@ Answers that carry an ``errorCode`` are never retried: codes 1-6 are not transie
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -31,6 +32,7 @@ __all__ = [
 DEFAULT_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _NOT_REACHED_STATUSES = frozenset({429, 503})
 _NOT_REACHED_KINDS = frozenset({"connect", "pool"})
+_SECONDS_RE = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,6})?")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -46,19 +48,16 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if seconds == seconds else None  # NaN is unreadable
+    if _SECONDS_RE.fullmatch(value):
+        # ASCII digits only: float() would also read "١٢" as 12. A negative wait is none.
+        return max(0.0, float(value))
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            return None
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def is_transient(error: CVError, statuses: frozenset[int] = DEFAULT_RETRY_STATUSES) -> bool:

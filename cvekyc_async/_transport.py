@@ -123,17 +123,28 @@ def environment_proxy(url: str) -> httpx.Proxy | None:
     """The proxy the environment names for ``url``, as httpx reads it (``trust_env=True``).
 
     ``HTTPS_PROXY`` / ``HTTP_PROXY`` by the URL's scheme, else ``ALL_PROXY`` (upper or lower
-    case), unless ``NO_PROXY`` names the host (``*`` for every host).
+    case), unless ``NO_PROXY`` names the host (``*`` for every host; ``example.com`` for it and
+    its subdomains; ``https://example.com`` for that scheme and host).
     """
     proxies = urllib.request.getproxies_environment()
     parts = urlsplit(url)
     chosen = proxies.get(parts.scheme) or proxies.get("all")
     if not chosen:
         return None
-    netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    if urllib.request.proxy_bypass_environment(netloc, proxies):  # type: ignore[attr-defined]
+    host = parts.hostname or ""
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    plain = []
+    for entry in (e.strip() for e in proxies.get("no", "").split(",")):
+        if "://" not in entry:
+            plain.append(entry)
+            continue
+        # httpx reads an entry with a scheme as a URL pattern: that scheme, that exact host.
+        pattern = urlsplit(entry)
+        same_port = pattern.port is None or pattern.port == parts.port
+        if pattern.scheme in (parts.scheme, "all") and pattern.hostname == host and same_port:
+            return None
+    bypass_rules = dict(proxies, no=",".join(e for e in plain if e))
+    if urllib.request.proxy_bypass_environment(netloc, bypass_rules):  # type: ignore[attr-defined]
         return None
     if "://" not in chosen:
         chosen = "http://" + chosen  # as curl and httpx read "proxy:3128"

@@ -17,6 +17,7 @@ not follow the usual rule).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from typing import Literal
 import msgspec
 
 from ._models import WARNING_MESSAGES, Card, Info, parse_date
+from ._redact import safe_name
 
 __all__ = [
     "CITIZEN_ID_PROVINCES",
@@ -50,9 +52,10 @@ CITIZEN_ID_PROVINCES = frozenset(
         66, 67, 68, 70, 72, 74, 75, 77, 79, 80, 82, 83, 84, 86, 87, 89, 91, 92, 93, 94, 95, 96,
     )
 )  # fmt: skip
-_TWELVE = re.compile(r"\d{12}")
-_NINE = re.compile(r"\d{9}")
-_PASSPORT = re.compile(r"[A-Z]\d{7}")
+# ASCII digits: \d would take other scripts' digits too.
+_TWELVE = re.compile(r"[0-9]{12}")
+_NINE = re.compile(r"[0-9]{9}")
+_PASSPORT = re.compile(r"[A-Z][0-9]{7}")
 _NO_EXPIRY = ("không thời hạn", "khong thoi han", "không có thời hạn")
 _MALE, _FEMALE = ("nam", "male", "m"), ("nữ", "nu", "female", "f")
 _CITIZEN_CARDS = {"12_id_card_front", "chip_id_card_front"}
@@ -113,16 +116,29 @@ def _gender(text: object) -> str | None:
     return None
 
 
+def _confidence(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return 0.0  # a number no confidence can be: as good as none
+    return number if math.isfinite(number) else 0.0
+
+
 def _is_no_expiry(text: object) -> bool:
     return isinstance(text, str) and text.strip().lower() in _NO_EXPIRY
 
 
 def _birthday(dob: dt.date, age: int) -> tuple[dt.date, ...]:
     """The day someone born on ``dob`` turns ``age`` (both readings for a 29 February birth)."""
+    year = dob.year + age
+    if year > dt.MAXYEAR:
+        return (dt.date.max,)  # a dob that far ahead is rejected on its own
     try:
-        return (dob.replace(year=dob.year + age),)
+        return (dob.replace(year=year),)
     except ValueError:
-        return (dt.date(dob.year + age, 2, 28), dt.date(dob.year + age, 3, 1))
+        return (dt.date(year, 2, 28), dt.date(year, 3, 1))
 
 
 def expected_due_date(dob: dt.date, issued: dt.date) -> dt.date | None:
@@ -316,17 +332,16 @@ def check_card(
         code = f" (warning {card.invalid_code})" if card.invalid_code is not None else ""
         out.append(Finding("service.warning", "review", f"{warning}{code}", ()))
     for name, value in info.to_dict().items():
-        if (
-            name.endswith("_confidence")
-            and isinstance(value, (int, float))
-            and value < min_confidence
-        ):
+        confidence = _confidence(value) if name.endswith("_confidence") else None
+        if confidence is not None and confidence < min_confidence:
             field = name.removesuffix("_confidence")
+            # A field name comes from the service: shown only when it is a plain name.
+            shown = safe_name(field, "a field")
             out.append(
                 Finding(
                     "confidence.low",
                     "review",
-                    f"{field} read with confidence {value:.2f}",
+                    f"{shown} read with confidence {confidence:.2f}",
                     (field,),
                 )
             )
@@ -363,14 +378,26 @@ def check_pair(front: Card, back: Card) -> list[Finding]:
     out: list[Finding] = []
     if front.type.endswith("_back") or back.type.endswith("_front"):
         out.append(
-            Finding("pair.order", "review", f"front is {front.type}, back is {back.type}", ())
+            Finding(
+                "pair.order",
+                "review",
+                f"front is {safe_name(front.type, 'an unknown type')}, "
+                f"back is {safe_name(back.type, 'an unknown type')}",
+                (),
+            )
         )
         return out
     family_front = front.type.rsplit("_", 1)[0]
     family_back = back.type.rsplit("_", 1)[0]
     if family_front != family_back:
         out.append(
-            Finding("pair.type", "reject", f"a {front.type} with a {back.type}: not one card", ())
+            Finding(
+                "pair.type",
+                "reject",
+                f"a {safe_name(front.type, 'card of an unknown type')} with a "
+                f"{safe_name(back.type, 'card of an unknown type')}: not one card",
+                (),
+            )
         )
         return out
     if front.type != "chip_id_card_front":

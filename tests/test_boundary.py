@@ -159,7 +159,7 @@ async def test_large_invalid_code_and_odd_valid_values_still_decode(
     async with client() as c:
         res = await c.extract_card(jpeg_file)
     assert res.cards[0].invalid_code is None
-    assert res.cards[0].valid is None
+    assert res.cards[0].valid is False  # a warning code was sent, even if unreadable
     assert res.cards[0].info.get("id") == "C1234567"
 
 
@@ -475,3 +475,127 @@ async def test_a_read_cancelled_while_it_waits_holds_nothing() -> None:
     assert scope.cancelled_caught
     assert small not in budget._held
     assert budget.used == FREE_BYTES + 200
+
+
+# -- found by a hostile review ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Mon, 01 Jan 2020 00:00:00 +99999999999999999999",
+        b"Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+        "١٢".encode(),
+    ],
+)
+async def test_a_retry_after_that_overflows_is_unreadable(
+    mock: respx.MockRouter, jpeg_file: Path, value: bytes
+) -> None:
+    mock.post(PATH).respond(429, headers=[(b"Retry-After", value)])
+    async with client() as c:
+        with pytest.raises(RateLimitError) as info:
+            await c.extract_card(jpeg_file)
+    assert info.value.retry_after is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "card",
+    [
+        {"type": "chip_id_card_front", "info": {"id": "001099012345", "dob": "01/01/9990"}},
+        {"type": "chip_id_card_back", "info": {"dob": "01/01/9990", "issue_date": "01/01/9991"}},
+        {"type": "driving_license", "info": {"id_confidence": -(10**400)}},
+        {"type": "passport", "info": {"id": "C1234567", "odd_confidence": 10**400}},
+        {"type": "12_id_card_front", "info": {"id": "٠٠١٠٩٩٠١٢٣٤٥", "dob": "31/12/9999"}},
+    ],
+)
+async def test_answers_the_decoder_takes_can_be_assessed(
+    mock: respx.MockRouter, jpeg_file: Path, card: dict[str, Any]
+) -> None:
+    mock.post(PATH).respond(200, content=samples.answer(card))
+    async with client() as c:
+        res = await c.extract_card(jpeg_file)
+    assessment = res.assess()
+    assert assessment.verdict in ("review", "reject")
+
+
+def test_arabic_indic_digits_are_not_a_citizen_id() -> None:
+    from cvekyc_async.checks import assess
+
+    res = decode_one({"type": "12_id_card_front", "info": {"id": "٠٠١٠٩٩٠١٢٣٤٥"}})
+    codes = {f.code for f in assess(res.cards[0]).findings}
+    assert "id.format" in codes
+
+
+def decode_one(card: dict[str, Any]) -> Any:
+    from cvekyc_async import decode_answer
+
+    return decode_answer(samples.answer(card))
+
+
+@pytest.mark.anyio
+async def test_concurrent_decompression_bombs_stay_within_the_budget(
+    mock: respx.MockRouter, jpeg_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each answer inflates to 64 MiB from a few kilobytes; expanded piece by piece, what the
+    # reads hold together stays within the budget, however many arrive at once.
+    bomb = gzip.compress(b"{" + b" " * (64 * 1024 * 1024), 9)
+    chunks = [bomb[i : i + 1024] for i in range(0, len(bomb), 1024)]
+    mock.post(PATH).mock(
+        side_effect=lambda request: httpx.Response(
+            200, headers={"Content-Encoding": "gzip"}, stream=Chunks(*chunks)
+        )
+    )
+    peak = 0
+    take = ReadBudget.take
+
+    async def watched(self: ReadBudget, token: int, size: int) -> None:
+        nonlocal peak
+        await take(self, token, size)
+        peak = max(peak, self.used)
+
+    monkeypatch.setattr(ReadBudget, "take", watched)
+    cap = 4 * 1024 * 1024
+    outcomes: list[str] = []
+    async with client(max_response_size=cap, max_concurrency=16) as c:
+
+        async def one() -> None:
+            try:
+                await c.extract_card(jpeg_file)
+            except ResponseTooLargeError:
+                outcomes.append("too large")
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(16):
+                tg.start_soon(one)
+    assert outcomes == ["too large"] * 16
+    assert peak <= cap + cap + 16 * FREE_BYTES
+
+
+@pytest.mark.anyio
+async def test_a_body_in_tiny_chunks_is_read_whole(mock: respx.MockRouter, jpeg_file: Path) -> None:
+    body = samples.answer(dict(samples.PASSPORT, info={"id": "C1234567", "note": "x" * 50_000}))
+    mock.post(PATH).mock(
+        side_effect=lambda request: httpx.Response(
+            200, stream=Chunks(*(body[i : i + 1] for i in range(len(body))))
+        )
+    )
+    async with client() as c:
+        res = await c.extract_card(jpeg_file)
+    assert res.cards[0].info.get("note") == "x" * 50_000
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [302, 404, 500])
+async def test_a_success_envelope_under_an_error_status_is_a_status_error(
+    mock: respx.MockRouter, jpeg_file: Path, status: int
+) -> None:
+    body = samples.answer(samples.PASSPORT)
+    mock.post(PATH).respond(status, content=body)
+    async with client() as c:
+        with pytest.raises(APIStatusError) as info:
+            await c.extract_card(jpeg_file)
+        assert c.usage.billed == 0
+    assert info.value.status_code == status
+    assert info.value.body == body

@@ -291,7 +291,11 @@ async def test_each_error_code_raises_its_class(
     assert (err.error_code, err.error_message, err.status_code) == (code, message, status)
     assert (err.method, err.path, err.attempts) == ("POST", PATH, 1)
     assert f"errorCode {code}" in str(err)
-    assert message in str(err)
+    if code in samples.ERROR_MESSAGES:
+        assert message in str(err)  # a documented text is shown
+    else:
+        # Any other text could carry anything: its length is shown, the text kept on the error.
+        assert str(err).startswith(f"errorCode 42: (a message of {len(message)} characters")
 
 
 @pytest.mark.anyio

@@ -318,17 +318,18 @@ async def test_what_does_not_open_as_an_image_is_error_3(
     assert cv_emulator.stats()["billed"] == 0
 
 
-async def test_an_image_that_opens_but_does_not_decode_is_error_3_with_a_thumbnail(
-    cv_emulator: RunningEmulator,
+@pytest.mark.parametrize("get_thumb", [False, True])
+async def test_an_image_that_opens_but_does_not_decode_is_error_3(
+    cv_emulator: RunningEmulator, get_thumb: bool
 ) -> None:
     picture = io.BytesIO()
-    Image.new("RGB", (400, 300), (10, 20, 30)).save(picture, "PNG")
-    cut = picture.getvalue()[:200]  # headers intact, pixel data cut short
+    Image.frombytes("L", (400, 300), random.Random(3).randbytes(120_000)).save(picture, "PNG")
+    whole = picture.getvalue()
+    cut = whole[: len(whole) // 2]  # headers intact, pixel data cut short
     async with cv_emulator.client(max_retries=0) as client:
-        res = await client.extract_card(cut)  # without a thumbnail, opening is enough
-        assert res.cards
+        assert (await client.extract_card(whole, get_thumb=get_thumb)).cards
         with pytest.raises(InvalidImageError):
-            await client.extract_card(cut, get_thumb=True)
+            await client.extract_card(cut, get_thumb=get_thumb)
 
 
 async def test_large_uploads_are_opened_off_the_event_loop(cv_client: AsyncCVClient) -> None:
@@ -391,3 +392,19 @@ async def test_url_downloads_check_every_redirect_hop(
     finally:
         await app.aclose()
     assert recorder.hosts == fetched
+
+
+async def test_a_multipart_body_of_many_tiny_parts_is_error_3(cv_emulator: RunningEmulator) -> None:
+    # Only the first few parts are looked at: a body of a million parts costs no more.
+    body = (
+        b"--x\r\nX" * 1_000_000 + b"--x\r\n" + b'Content-Disposition: form-data; name="img"\r\n\r\n'
+    )
+    body += samples.JPEG + b"\r\n--x--\r\n"
+    async with httpx.AsyncClient(base_url=cv_emulator.base_url, timeout=30) as http:
+        r = await http.post(
+            "/api/v2/ekyc/card?format_type=file",
+            content=body,
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+            auth=(cv_emulator.api_key, cv_emulator.api_secret),
+        )
+    assert r.json()["errorCode"] == "3"

@@ -1,16 +1,15 @@
 """Long fault runs over real sockets: 2,000 calls against a scripted hostile server, and every
-specimen many times against the emulator with mixed faults. Every input ends exactly once as a result or a CVError, and no message,
-repr or log line of the run holds a name or an ID number from the cards that were served."""
+specimen many times against the emulator with mixed faults. Every input ends exactly once as a
+result or a CVError, and no message, repr or log line of the run holds a name or an ID number
+from the cards that were served."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import logging
 import random
-import threading
 import unicodedata
 from collections import Counter
 from typing import Any
@@ -21,6 +20,7 @@ from cvekyc_async import AsyncCVClient, BatchResult, CVError, RetryPolicy
 from cvekyc_async.emulator import Faults, RunningEmulator, specimens
 from cvekyc_async.emulator._truth import read_documents
 from tests import samples
+from tests._raw import RawServer
 
 pytestmark = pytest.mark.anyio
 CALLS = 2_000
@@ -162,57 +162,19 @@ def _hostile(rng: random.Random) -> tuple[str, bytes]:
     return kind, _response("200 OK", compressed[: len(compressed) // 2], "Content-Encoding: gzip")
 
 
-class HostileServer:
-    """A raw HTTP server on loopback that answers request ``n`` with ``_hostile(Random(seed+n))``,
-    so a run's answers are the same whatever order the requests arrive in."""
+class HostileServer(RawServer):
+    """Answers request ``n`` with ``_hostile(Random(seed + n))``, so a run's answers are the same
+    whatever order the requests arrive in."""
 
     def __init__(self, seed: int) -> None:
+        super().__init__(self._answer)
         self.seed = seed
         self.served: Counter[str] = Counter()
-        self._count = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        self._loop.run_until_complete(server.wait_closed())
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            n, self._count = self._count, self._count + 1
-            kind, raw = _hostile(random.Random(self.seed * 1_000_003 + n))
-            self.served[kind] += 1
-            writer.write(raw)
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
-
-    def __enter__(self) -> HostileServer:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+    async def _answer(self, head: bytes, writer: asyncio.StreamWriter) -> None:
+        kind, raw = _hostile(random.Random(self.seed * 1_000_003 + self.requests - 1))
+        self.served[kind] += 1
+        writer.write(raw)
 
 
 async def test_2000_calls_against_a_hostile_server_end_in_the_error_tree(

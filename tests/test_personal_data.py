@@ -16,6 +16,7 @@ from cvekyc_async import (
     InvalidInputError,
     decode_answer,
 )
+from cvekyc_async._inputs import as_source
 from cvekyc_async._redact import describe_head, mask_value
 from tests import samples
 
@@ -258,3 +259,96 @@ def test_a_thumbnail_that_is_not_base64_says_so() -> None:
     info = decode(chip_front(image="not base64 at all!")).cards[0].info
     with pytest.raises(ValueError, match="not valid base64"):
         info.image_bytes()
+
+
+# -- what a hostile service controls never shows --------------------------------------------------
+
+PLANTED = "NGUYEN VAN SECRET 079099123456"
+
+
+def test_service_texts_and_names_show_only_when_documented_or_plain() -> None:
+    cards = [
+        {
+            "type": f"{PLANTED}_front",
+            "info": {PLANTED: 1, "holder_box": PLANTED, "x_confidence": PLANTED},
+            "invalidMessage": PLANTED,
+        },
+        {"type": "chip_id_card_back", "info": {}, "invalidMessage": "Successful"},
+    ]
+    res = decode_answer(samples.answer(cards, code="0", message=PLANTED))
+    shown = [repr(res), str(res), repr(res.cards[0]), repr(res.cards[0].info)]
+    shown += [f.message for f in res.assess().findings]
+    for text in shown:
+        assert "SECRET" not in text
+        assert "079099123456" not in text
+    assert "type='<unknown type>'" in repr(res.cards[0])
+    assert "invalid_message='Successful'" in repr(res.cards[1])
+    assert "<field>=<int>" in repr(res.cards[0].info)
+    assert "error_message=<30 chars>" in repr(res)
+    # the values themselves are kept
+    assert res.cards[0].invalid_message == PLANTED
+    assert res.error_message == PLANTED
+
+
+def test_error_messages_show_documented_texts_and_plain_tokens_only() -> None:
+    from cvekyc_async import APIError, APIStatusError, MalformedResponseError
+
+    api = APIError(3, PLANTED)
+    assert "SECRET" not in str(api)
+    assert "(a message of 30 characters, on .error_message)" in str(api)
+    assert "Incorrect image format" in str(APIError(3, "Incorrect image format"))
+    status = APIStatusError(502, body=b"x", content_type=f"text/{PLANTED}")
+    assert "SECRET" not in str(status)
+    assert "an unreadable content type" in str(status)
+    malformed = MalformedResponseError("x", status_code=200, content_type=PLANTED)
+    assert "SECRET" not in str(malformed)
+
+
+def test_batch_result_reprs_show_inputs_without_their_data() -> None:
+    from cvekyc_async import BatchResult
+
+    signed = "https://bucket.test/card.jpg?X-Signature=abcdef"
+    for value, shown in [
+        (samples.JPEG, f"<{len(samples.JPEG):,} bytes>"),
+        (signed, "'https://bucket.test/card.jpg?...'"),
+        ("scans/a.jpg", "'scans/a.jpg'"),
+        ("x" * 1000, "<a path of 1,000 characters>"),
+        ((samples.JPEG, "b.jpg"), f"(<{len(samples.JPEG):,} bytes>, 'b.jpg')"),
+    ]:
+        text = repr(BatchResult(0, value))
+        assert f"input={shown}" in text
+        assert "abcdef" not in text
+
+
+def test_a_data_uri_string_is_base64_not_a_path() -> None:
+    uri = "data:image/jpeg;base64," + base64.b64encode(samples.JPEG).decode()
+    source = as_source(uri)
+    assert source.kind == "base64"
+    assert base64.b64encode(samples.JPEG).decode() not in repr(source)
+
+
+def test_a_long_string_that_is_no_path_is_not_quoted() -> None:
+    text = base64.b64encode(samples.JPEG).decode() * 3
+    with pytest.raises(InvalidInputError) as info:
+        as_source(text)
+    assert text[:40] not in str(info.value)
+    assert "image file not found: <a path of 2," in str(info.value)
+
+
+# -- what the service sends is kept ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [1.0, True, "x", [1]])
+def test_a_warning_code_in_an_odd_form_still_flags_the_card(code: Any) -> None:
+    res = decode({"type": "passport", "info": {}, "invalidCode": code})
+    assert res.cards[0].valid is False
+
+
+def test_declared_fields_of_the_wrong_type_are_kept_as_sent() -> None:
+    res = decode(chip_front(dob={"d": 1}, id_box="1,2,3,4", dob_confidence="high"))
+    info = res.cards[0].info
+    assert info.dob is None
+    assert info.get("dob") == {"d": 1}
+    assert info.extra["id_box"] == "1,2,3,4"
+    assert info.to_dict()["dob_confidence"] == "high"
+    assert info.id == NUMBER

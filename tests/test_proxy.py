@@ -13,6 +13,7 @@ import pytest
 import trustme
 
 from cvekyc_async import APIConnectionError, AsyncCVClient, ConfigurationError
+from cvekyc_async._transport import environment_proxy
 from cvekyc_async.emulator import EmulatorApp, EmulatorState, RunningEmulator, specimen_path
 from cvekyc_async.emulator._server import _Server, bind_socket, uvicorn_config
 
@@ -204,3 +205,42 @@ def test_an_invalid_proxy_url_is_a_configuration_error(monkeypatch: pytest.Monke
 def test_trust_env_must_be_a_bool() -> None:
     with pytest.raises(ConfigurationError, match="trust_env must be True or False"):
         AsyncCVClient("k", "s", trust_env="no")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "expected"),
+    [
+        ({"HTTPS_PROXY": "http://p:3128"}, "https://a.example", "http://p:3128"),
+        ({"HTTPS_PROXY": "p:3128"}, "https://a.example", "http://p:3128"),
+        # the lower-case variable wins, as in httpx and urllib
+        (
+            {"https_proxy": "http://p:1", "HTTPS_PROXY": "http://p:2"},
+            "https://a.example",
+            "http://p:1",
+        ),
+        ({"ALL_PROXY": "http://p:3128"}, "https://a.example", "http://p:3128"),
+        ({"HTTP_PROXY": "http://p:3128"}, "https://a.example", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, "https://a.example", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example"}, "https://a.example", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "b.example"}, "https://a.example", "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "https://a.example"}, "https://a.example", None),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "http://a.example"},
+            "https://a.example",
+            "http://p:1",
+        ),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "127.0.0.1:8000"}, "http://127.0.0.1:8000", None),
+        (
+            {"HTTP_PROXY": "http://p:1", "NO_PROXY": "127.0.0.1:9"},
+            "http://127.0.0.1:8000",
+            "http://p:1",
+        ),
+    ],
+)
+def test_environment_proxy_reads_the_variables_as_httpx_does(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    proxy = environment_proxy(url)
+    assert (None if proxy is None else str(proxy.url).rstrip("/")) == expected

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import random
 import socket
 from collections import Counter
@@ -22,6 +24,8 @@ from cvekyc_async import (
 )
 from cvekyc_async._pacing import Pacer
 from cvekyc_async.emulator import Faults, RunningEmulator, specimen_path
+from tests import samples
+from tests._raw import RawServer
 
 pytestmark = pytest.mark.anyio
 CARD = specimen_path("chip_front.jpg")
@@ -306,3 +310,69 @@ async def test_2000_calls_with_20_percent_faults_all_end_typed(
     lost = stats["faults"].get("drop", 0) + stats["faults"].get("malformed", 0)
     assert stats["billed"] == usage.billed + lost
     assert outcomes["ok"] > 1900
+
+
+# -- the raw edge of the network ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["sharded", "pool", "aiohttp"])
+async def test_a_server_that_closes_after_the_request_is_an_ambiguous_failure(
+    transport: str, anyio_backend: str
+) -> None:
+    # It read the whole request and may have done the work: billing-safe mode must not resend
+    # it, whatever the transport calls the failure (httpx-aiohttp calls it a connect timeout).
+    if transport == "aiohttp" and anyio_backend == "trio":
+        pytest.skip("the aiohttp transport runs under asyncio only")
+
+    async def close_at_once(head: bytes, writer: asyncio.StreamWriter) -> None:
+        pass
+
+    safe = RetryPolicy(retry_ambiguous=False, backoff_base=0.0)
+    with RawServer(close_at_once) as server:
+        async with AsyncCVClient(
+            "k",
+            "s",
+            base_url=server.base_url,
+            retry=safe,
+            transport=transport,  # type: ignore[arg-type]
+        ) as client:
+            with pytest.raises(APIConnectionError) as info:
+                await client.extract_card(CARD)
+    assert not isinstance(info.value, APITimeoutError)
+    assert info.value.kind == "transport"
+    assert server.requests == 1
+
+
+async def test_reads_cancelled_while_they_wait_for_the_budget_close_cleanly() -> None:
+    # Eight answers of 1.5 MiB against a 2 MiB budget: all but the largest read wait for it.
+    # Cancelling them then must close every stream (under trio, a generator left to the garbage
+    # collector is a warning, and warnings are errors here).
+    body = samples.answer(dict(samples.PASSPORT, info={"note": "x" * 1_500_000}))
+    started = anyio.Event()
+
+    async def big(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    with RawServer(big) as server:
+        async with AsyncCVClient(
+            "k", "s", base_url=server.base_url, max_response_size=2 * 1024 * 1024, max_retries=0
+        ) as client:
+            budget = client._read_budget
+            take = budget.take
+
+            async def watched(token: int, size: int) -> None:
+                if budget._changed is not None:
+                    started.set()  # somebody waits for the budget
+                await take(token, size)
+
+            budget.take = watched  # type: ignore[method-assign]
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(8):
+                        tg.start_soon(client.extract_card, CARD)
+                    await started.wait()
+                    scope.cancel()
+            gc.collect()  # what a cancelled read left behind is finalised now, in the test
+            await anyio.sleep(0)
+            assert budget.used == 0
+            assert (await client.extract_card(CARD)).cards  # and the client goes on

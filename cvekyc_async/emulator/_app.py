@@ -53,6 +53,8 @@ _FIELDS = {
 _MAX_BODY = 64 * 1024 * 1024
 _MAX_DOWNLOAD = 20 * 1024 * 1024
 _MAX_REDIRECTS = 5
+_MAX_PARTS = 16
+_DOWNLOAD_SECONDS = 20.0
 _BOUNDARY_RE = re.compile(r'boundary="?([^";,]+)"?', re.IGNORECASE)
 _PART_NAME_RE = re.compile(rb'name="([^"]*)"')
 _PROXY_PAGE = (
@@ -94,18 +96,27 @@ def _is_loopback(host: str) -> bool:
 
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The parts of a multipart body by name; at most ``_MAX_PARTS`` are looked at, so a body of
+    millions of tiny parts costs no more than a few."""
     match = _BOUNDARY_RE.search(content_type)
     if match is None:
         return {}
     boundary = b"--" + match.group(1).encode("latin-1")
     parts: dict[str, bytes] = {}
-    for chunk in body.split(boundary)[1:]:
-        if chunk.startswith(b"--"):
+    start = body.find(boundary)
+    for _ in range(_MAX_PARTS):
+        if start < 0:
             break
+        start += len(boundary)
+        if body.startswith(b"--", start):
+            break
+        end = body.find(boundary, start)
+        chunk = body[start : end if end >= 0 else len(body)]
         head, _, content = chunk.partition(b"\r\n\r\n")
         name = _PART_NAME_RE.search(head)
         if name is not None:
             parts[name.group(1).decode("utf-8", "replace")] = content.removesuffix(b"\r\n")
+        start = end
     return parts
 
 
@@ -340,6 +351,12 @@ class EmulatorApp:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False)
         url = url.strip()
+        with anyio.move_on_after(_DOWNLOAD_SECONDS):  # a server that drips is given up on
+            return await self._fetch(url)
+        raise _Answer(2)
+
+    async def _fetch(self, url: str) -> bytes:
+        assert self._http is not None
         for _ in range(_MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not _is_loopback(parts.hostname or ""):

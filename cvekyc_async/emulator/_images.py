@@ -1,10 +1,11 @@
 """What an upload is, as the service sees it: opened by an image library, not judged by its magic
 bytes (the client's sniffing is not used here, so a bug in either shows up in the tests).
 
-Images are opened with Pillow under a pixel limit; an image over it, a decompression bomb, or bytes
-Pillow cannot read are "not a readable image" (error 3), never a server error. Opening reads only
-the headers; large uploads and every full decode (thumbnails) run in a worker thread, so no upload
-can stall the server's event loop.
+Images are opened and decoded with Pillow under a pixel limit (JPEGs at a reduced scale); an
+image over it, a decompression bomb, or bytes Pillow cannot read are "not a readable image"
+(error 3), never a server error. Only small uploads of few pixels are checked on the event loop;
+the rest, and every thumbnail, in a worker thread, so no upload can stall the server. Verdicts are
+cached by digest, so an image sent again costs a hash.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ __all__ = ["MAX_PIXELS", "content_type", "identify", "synthetic_jpeg", "thumbnai
 
 #: Largest image the emulator reads, in pixels (a 50-megapixel phone photo passes).
 MAX_PIXELS = 64_000_000
-# Uploads up to this size are opened on the event loop: reading their headers takes tens of
-# microseconds, less than handing them to a thread.
-_INLINE_BYTES = 1024 * 1024
+# Small uploads are checked on the event loop (less work than handing them to a thread); the
+# rest, and any image of many pixels, in a worker thread.
+_INLINE_BYTES = 64 * 1024
+_INLINE_PIXELS = 1_000_000
 _FORMATS = {
     "JPEG": "jpeg",
     "MPO": "jpeg",
@@ -34,7 +36,7 @@ _FORMATS = {
     "TIFF": "tiff",
 }
 _CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "pdf": "application/pdf"}
-_CACHE_SIZE = 1024
+_CACHE_SIZE = 4096
 _cache: OrderedDict[bytes, str | None] = OrderedDict()
 _cache_lock = threading.Lock()
 
@@ -45,9 +47,9 @@ def _is_pdf(data: bytes) -> bool:
     return b"%PDF-" in data[:1024] and b"%%EOF" in data[-2048:]
 
 
-def _open(data: bytes) -> str | None:
-    if _is_pdf(data):
-        return "pdf"
+def _probe(data: bytes) -> tuple[str, int] | None:
+    """The image's format and pixel count from its headers, or ``None`` when Pillow cannot
+    open it, it is not a format the service reads, or it is over ``MAX_PIXELS``."""
     from PIL import Image  # the emulator extra
 
     try:
@@ -56,13 +58,33 @@ def _open(data: bytes) -> str | None:
             width, height = img.size
     except Exception:  # whatever the bytes provoke (bombs included) means "not an image"
         return None
-    if fmt is None or width <= 0 or height <= 0 or width * height > MAX_PIXELS:
+    pixels = width * height
+    if fmt is None or width <= 0 or height <= 0 or pixels > MAX_PIXELS:
         return None
-    return fmt
+    return fmt, pixels
 
 
-def _identify_cached(data: bytes, digest: bytes) -> str | None:
-    fmt = _open(data)
+def _decodes(data: bytes) -> bool:
+    """Whether the image decodes all the way (JPEGs at a reduced scale: the same data read)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
+    except Exception:  # truncated data, bad pixel data, a bomb
+        return False
+    return True
+
+
+def _identify(data: bytes) -> str | None:
+    if _is_pdf(data):
+        return "pdf"
+    probed = _probe(data)
+    return probed[0] if probed is not None and _decodes(data) else None
+
+
+def _remember(digest: bytes, fmt: str | None) -> str | None:
     with _cache_lock:
         _cache[digest] = fmt
         if len(_cache) > _CACHE_SIZE:
@@ -72,23 +94,32 @@ def _identify_cached(data: bytes, digest: bytes) -> str | None:
 
 async def identify(data: bytes) -> str | None:
     """The upload's format (``jpeg``, ``png``, ``webp``, ``bmp``, ``tiff``, ``pdf``), or ``None``
-    when the service could not read it (error 3)."""
+    when the service could not read it (error 3): it must open and decode, within the pixel
+    limit."""
     digest = hashlib.blake2b(data, digest_size=16).digest()
     with _cache_lock:
         if digest in _cache:
             _cache.move_to_end(digest)
             return _cache[digest]
-    if len(data) <= _INLINE_BYTES:
-        return _identify_cached(data, digest)
-    return await anyio.to_thread.run_sync(_identify_cached, data, digest)
+    if len(data) > _INLINE_BYTES or _is_pdf(data):
+        return _remember(digest, await anyio.to_thread.run_sync(_identify, data))
+    probed = _probe(data)
+    if probed is None:
+        return _remember(digest, None)
+    fmt, pixels = probed
+    if pixels <= _INLINE_PIXELS:
+        ok = _decodes(data)
+    else:
+        ok = await anyio.to_thread.run_sync(_decodes, data)
+    return _remember(digest, fmt if ok else None)
 
 
 def content_type(data: bytes) -> str:
     """The content type to serve a specimen file with."""
     if _is_pdf(data):
         return _CONTENT_TYPES["pdf"]
-    fmt = _open(data)
-    return _CONTENT_TYPES.get(fmt or "", "application/octet-stream")
+    probed = _probe(data)
+    return _CONTENT_TYPES.get(probed[0] if probed else "", "application/octet-stream")
 
 
 def _thumbnail(data: bytes, box: list[float] | None, max_side: int) -> str | None:
