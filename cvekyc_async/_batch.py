@@ -167,6 +167,12 @@ class _Run:
             return BatchResult(
                 index, item, error=exc, attempts=exc.attempts, elapsed=time.perf_counter() - started
             )
+        except Exception as exc:
+            # Nothing one input does may end the batch: the rest still runs, and this input ends
+            # as an error naming what happened (not its text, which may quote the input).
+            error = CVError(f"unexpected {type(exc).__name__} while reading this input")
+            error.__cause__ = exc
+            return BatchResult(index, item, error=error, elapsed=time.perf_counter() - started)
         return BatchResult(
             index, item, result=result, attempts=result.attempts, elapsed=result.elapsed
         )

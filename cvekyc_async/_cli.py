@@ -1,15 +1,21 @@
 """The ``cvekyc`` command: extract one card, run a batch, serve the emulator, run the demo.
 
 Exit status: 0 when everything was read, 1 when some input failed, 2 for a usage error (bad
-arguments, unreadable manifest, missing credentials).
+arguments, unreadable manifest, missing credentials, an output another batch is writing), 3 when
+the output could not be written, 128 + the signal's number when stopped by SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import re
+import shlex
+import signal
+import stat
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -19,18 +25,21 @@ from typing import Any, TextIO
 import anyio
 import msgspec
 
-from ._batch import BatchResult
+from ._batch import DEFAULT_FATAL_ERRORS, BatchResult
 from ._client import AsyncCVClient
 from ._constants import DEFAULT_MAX_CONCURRENCY, ENV_API_KEY, ENV_API_SECRET
 from ._errors import ConfigurationError, CVError, InvalidInputError
-from ._jobs import Job, ManifestError, ResultLog, Shard, discover
+from ._inputs import ImageSource
+from ._joblog import LockedError, ResultLog, cli_words, error_record, merge, result_record
+from ._jobs import Job, ManifestError, Shard, discover, key_hash
 from ._models import Card, ExtractionResult
 from ._progress import ProgressDisplay, format_duration
 from ._usage import Usage
+from .checks import Assessment
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WRITE = 0, 1, 2, 3
 
 
 class UsageError(Exception):
@@ -54,6 +63,15 @@ def _add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
     )
     g.add_argument("--timeout", type=float, help="read timeout in seconds (default 60)")
     g.add_argument("--max-retries", type=int, help="retries of transient failures (default 2)")
+    g.add_argument(
+        "--max-file-size", type=_size, metavar="SIZE", help="largest upload, e.g. 20M (default 10M)"
+    )
+    g.add_argument(
+        "--max-response-size",
+        type=_size,
+        metavar="SIZE",
+        help="largest answer read, e.g. 64M (default 32M)",
+    )
     if batch:
         g.add_argument(
             "--concurrency",
@@ -84,10 +102,28 @@ def _client(args: argparse.Namespace, err: TextIO) -> AsyncCVClient:
         kwargs["max_concurrency"] = args.concurrency
     if getattr(args, "max_per_second", None) is not None:
         kwargs["max_per_second"] = args.max_per_second
+    for option in ("max_file_size", "max_response_size"):
+        if getattr(args, option, None) is not None:
+            kwargs[option] = getattr(args, option)
     try:
         return AsyncCVClient(args.api_key, secret, **kwargs)
     except ConfigurationError as exc:
         raise UsageError(exc.message) from None
+
+
+def _size(text: str) -> int:
+    """A size in bytes, with an optional K, M or G (binary) suffix."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = text.strip().lower().removesuffix("b").removesuffix("i")
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if factor > 1 else text
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 20M)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("a size must be positive")
+    return value
 
 
 def _timeout(read: float) -> Any:
@@ -101,6 +137,11 @@ def _timeout(read: float) -> Any:
 # -- extract -------------------------------------------------------------------------------------
 
 _HIDDEN = ("_confidence", "_box", "_code")
+
+
+def _file_part(text: str, allowed: str = r"[^A-Za-z0-9_.-]") -> str:
+    """``text`` fit for a file name: other characters become ``_``, at most 64 of them."""
+    return re.sub(allowed, "_", text)[:64].lstrip(".") or "input"
 
 
 def _card_table(card: Card) -> list[str]:
@@ -131,7 +172,8 @@ async def _extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--endpoint cards needs both IMAGE and BACK")
     thumb_dir: Path | None = args.thumb
     if thumb_dir is not None:
-        await anyio.Path(thumb_dir).mkdir(parents=True, exist_ok=True)
+        # Card images are personal data: a folder of the owner's only.
+        await anyio.Path(thumb_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     async with _client(args, err) as client:
         try:
             if endpoint == "cards":
@@ -143,16 +185,18 @@ async def _extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             else:
                 result = await client.extract_card(args.image, get_thumb=bool(thumb_dir))
         except InvalidInputError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(cli_words(str(exc))) from None
         except CVError as exc:
-            err.write(f"cvekyc: {exc}\n")
+            if args.json:
+                out.write(msgspec.json.encode({"error": error_record(exc)}).decode() + "\n")
+            err.write(f"cvekyc: {cli_words(str(exc))}\n")
             return EXIT_FAILED
     saved = []
     if thumb_dir is not None:
-        stem = Path(args.image).stem if "://" not in args.image else "image"
+        stem = "image" if "://" in args.image else _file_part(Path(args.image).stem)
         for n, card in enumerate(result.cards, 1):
             # The service names the type: it never steers the path.
-            kind = re.sub(r"[^A-Za-z0-9_-]", "_", card.type)[:64] or "card"
+            kind = _file_part(card.type.lower(), allowed=r"[^a-z0-9_]") or "card"
             try:
                 if card.info.image_bytes():
                     saved.append(str(card.info.save_image(thumb_dir / f"{stem}-{n}-{kind}.jpg")))
@@ -186,8 +230,7 @@ def _summary(
     usage: Usage,
     wall: float,
     verdicts: Counter[str],
-    skipped: int = 0,
-    output: Path | None = None,
+    plan: Counter[str] | None = None,
 ) -> None:
     ok = results.pop("ok", 0)
     failed = sum(results.values())
@@ -201,12 +244,63 @@ def _summary(
     ]
     shown = ", ".join(f"{v} {verdicts[v]}" for v in ("accept", "review", "reject"))
     rows.append(("verdicts", shown))
-    if skipped:
-        rows.append(("skipped", f"{skipped} already in {output}"))
+    for reason, n in sorted((plan or Counter()).items()):
+        rows.append((reason, f"{n}"))
     width = max(len(k) for k, _ in rows)
     out.write("batch summary\n")
     for key, value in rows:
         out.write(f"  {key:<{width}}  {value}\n")
+
+
+class _Stop:
+    """Set by the first SIGINT or SIGTERM: take no more inputs, finish those in flight."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+
+async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async for signum in received:
+            if stop.signal is None:
+                stop.signal = signum
+                err.write(
+                    "\ncvekyc batch: stopping: no new inputs, finishing and recording those in "
+                    "flight (they are billed); press Ctrl-C again to stop at once\n"
+                )
+                err.flush()
+            else:
+                now.cancel()
+                return
+
+
+def _load(job: Job) -> tuple[Any, str | None]:
+    """What to send for ``job``, and the SHA-256 of its bytes (``None`` for URLs, or when the
+    file cannot be read: then the path itself is sent, and the client says what is wrong)."""
+    values = job.value if isinstance(job.value, tuple) else (job.value,)
+    loaded: list[Any] = []
+    digests: list[str] = []
+    for value in values:
+        if isinstance(value, str) and "://" in value:
+            loaded.append(value)
+            continue
+        try:
+            path = Path(value)
+            if not stat.S_ISREG(path.stat().st_mode):
+                raise OSError
+            data = path.read_bytes()
+            source = ImageSource.from_bytes(data, filename=path.name)
+        except (OSError, InvalidInputError):
+            return job.value, None
+        loaded.append(source)
+        digests.append(hashlib.sha256(data).hexdigest())
+    digest = "+".join(digests) if len(digests) == len(values) else None
+    return (tuple(loaded) if isinstance(job.value, tuple) else loaded[0]), digest
+
+
+def _resume_command(argv: Sequence[str]) -> str:
+    words = [w for w in argv if w not in ("--overwrite", "--resume")]
+    return shlex.join(["cvekyc", *words, "--resume"])
 
 
 async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -217,73 +311,150 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(str(exc)) from None
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    output = Path(args.output)
-    log = ResultLog(output)
+    output = None if args.output == "-" else Path(args.output)
+    report = err if output is None else out  # with -o -, stdout carries the records
+    log = ResultLog(output, retry_failed=args.retry_failed)
     try:
         log.open(resume=args.resume, overwrite=args.overwrite)
+    except LockedError:
+        raise UsageError(
+            f"{output} is being written by another cvekyc batch: let it finish, or write "
+            "to another file"
+        ) from None
     except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
 
-    def selected() -> Iterator[tuple[Job, bool]]:
+    def planned() -> Iterator[tuple[Job, str | None]]:
+        """Each input once, with what to do: ``None`` to send it, else why it is skipped."""
+        seen: set[int] = set()
         for job in discover(args.paths, pairs=pairs):
-            if shard is None or job.key in shard:
-                yield job, log.is_done(job)
+            if shard is not None and job.key not in shard:
+                continue
+            hashed = key_hash(job.key)
+            if hashed in seen:
+                yield job, "skipped: listed twice"
+                continue
+            seen.add(hashed)
+            latest = log.decide(job)
+            if latest is None:
+                yield job, None
+            elif latest.ok:
+                yield job, "skipped: already ok"
+            elif not latest.resend:
+                yield job, f"skipped: {latest.reason} (--retry-failed sends it)"
+            else:
+                yield job, f"re-sent: {latest.reason}"
 
+    plan: Counter[str] = Counter()
     try:
         client = _client(args, err)
-        # A first pass counts the work and reads every manifest line before anything is sent.
+        # A first pass reads and checks every input before anything is sent.
         total = skipped = 0
-        for _, done in selected():
-            total += not done
-            skipped += done
+        for _, why in planned():
+            sending = why is None or why.startswith("re-sent")
+            total += sending
+            skipped += not sending
+            if why is not None:
+                plan[why] += 1
     except (ManifestError, UsageError):
         log.close()
         raise
 
-    pending: dict[int, Job] = {}
+    stop = _Stop()
+    pending: dict[int, tuple[Job, str | None]] = {}
 
     def inputs() -> Iterator[Any]:
         index = 0
-        for job, done in selected():
-            if not done:
-                pending[index] = job
-                index += 1
-                yield job.value
+        for job, why in planned():
+            if stop.signal is not None:
+                return
+            if why is not None and not why.startswith("re-sent"):
+                continue
+            value, digest = _load(job)
+            same = log.known_digest(digest)
+            if same is not None and same != job.key:
+                # These bytes were read already under another name: not paid for twice.
+                log.write(
+                    {
+                        "key": job.key,
+                        "input": job.value if not isinstance(job.value, tuple) else list(job.value),
+                        "sha256": digest,
+                        "ok": True,
+                        "same_as": same,
+                        "result": None,
+                        "error": None,
+                        "attempts": 0,
+                        "elapsed": 0.0,
+                        "billed": False,
+                        "assessment": None,
+                    }
+                )
+                plan["not sent: same bytes as another input, already read"] += 1
+                continue
+            pending[index] = (job, digest)
+            index += 1
+            yield value
 
     display = ProgressDisplay(err, total=total + skipped, offset=skipped)
     outcomes: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
     started = time.perf_counter()
+    write_error: OSError | None = None
+    usage = client.usage
     try:
-        async with (
-            client,
-            client.extract_as_completed(
-                inputs(),
-                endpoint=args.endpoint,
-                concurrency=args.concurrency,
-                progress=display.update,
-            ) as results,
-        ):
-            async for result in results:
-                assessment = result.result.assess() if result.result is not None else None
-                log.write(pending.pop(result.index), result, assessment)
-                outcomes[_outcome(result)] += 1
-                if assessment is not None:
-                    verdicts[assessment.verdict] += 1
-        usage = client.usage
+        with anyio.CancelScope() as at_once:
+            async with anyio.create_task_group() as watcher:
+                if threading.current_thread() is threading.main_thread():
+                    watcher.start_soon(_watch_signals, stop, at_once, err)
+                async with (
+                    client,
+                    client.extract_as_completed(
+                        inputs(),
+                        endpoint=args.endpoint,
+                        concurrency=args.concurrency,
+                        progress=display.update,
+                        fatal_errors=DEFAULT_FATAL_ERRORS,
+                    ) as results,
+                ):
+                    async for result in results:
+                        job, digest = pending.pop(result.index)
+                        assessment = _assess(result)
+                        try:
+                            log.write(result_record(job, result, assessment, digest))
+                        except OSError as exc:
+                            write_error = exc
+                            break
+                        outcomes[_outcome(result)] += 1
+                        if assessment is not None:
+                            verdicts[assessment.verdict] += 1
+                    usage = client.usage
+                watcher.cancel_scope.cancel()
     finally:
         display.finish()
         log.close()
     _summary(
-        out,
+        report,
         outcomes,
         usage=usage,
         wall=time.perf_counter() - started,
         verdicts=verdicts,
-        skipped=skipped,
-        output=output,
+        plan=plan,
     )
+    if write_error is not None:
+        err.write(
+            f"cvekyc batch: stopped: cannot write {output}: {write_error.strerror}; what is "
+            f"recorded is intact. Resume with: {_resume_command(args.argv)}\n"
+        )
+        return EXIT_WRITE
+    if stop.signal is not None or at_once.cancel_called:
+        if output is not None:
+            err.write(f"cvekyc batch: interrupted. Resume with: {_resume_command(args.argv)}\n")
+        return 128 + (stop.signal or signal.SIGINT)
     return EXIT_FAILED if sum(outcomes.values()) > outcomes["ok"] else EXIT_OK
+
+
+def _assess(result: BatchResult) -> Assessment | None:
+    return result.result.assess() if result.result is not None else None
 
 
 def _wall(seconds: float) -> str:
@@ -292,6 +463,32 @@ def _wall(seconds: float) -> str:
 
 def _outcome(result: BatchResult) -> str:
     return "ok" if result.error is None else type(result.error).__name__
+
+
+# -- merge ---------------------------------------------------------------------------------------
+
+
+def _merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    expected = None
+    if args.inputs:
+        expected = list(discover(args.inputs, pairs=args.endpoint == "cards"))
+    parts = [Path(p) for p in args.parts]
+    for part in parts:
+        if not part.is_file():
+            raise UsageError(f"{part}: no such file")
+    try:
+        report = merge(parts, Path(args.output), expected)
+    except LockedError:
+        raise UsageError(f"{args.output} is being written by another cvekyc command") from None
+    except OSError as exc:
+        raise UsageError(f"cannot merge into {args.output}: {exc.strerror or exc}") from None
+    out.write(f"merged {report.written} inputs ({report.ok} ok) into {args.output}\n")
+    if report.missing:
+        out.write(f"missing {len(report.missing)} inputs:\n")
+        for key in report.missing:
+            out.write(f"  {key}\n")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 # -- demo ----------------------------------------------------------------------------------------
@@ -371,12 +568,44 @@ def build_parser() -> argparse.ArgumentParser:
         "was stopped, without sending what is already recorded.",
     )
     b.add_argument("paths", nargs="+", metavar="PATH", help="files, directories, URLs, manifests")
-    b.add_argument("-o", "--output", required=True, help="JSONL file of results (mode 0600)")
+    b.add_argument(
+        "-o", "--output", required=True, help="JSONL file of results (mode 0600), or - for stdout"
+    )
     b.add_argument("--endpoint", choices=["card", "cards", "ocr"], default="card")
-    b.add_argument("--resume", action="store_true", help="skip inputs already in OUTPUT")
+    b.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue OUTPUT: skip what is read, send again what failed and could succeed now",
+    )
+    b.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume, also send again failures that cannot change (bad input, errors 1, 3)",
+    )
     b.add_argument("--overwrite", action="store_true", help="start OUTPUT again")
-    b.add_argument("--shard", metavar="K/N", help="only the K-th of N stable parts (1 <= K <= N)")
+    b.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="only the K-th of N stable parts (1 <= K <= N), or auto from a Kubernetes Indexed "
+        "Job, a Slurm array or an AWS Batch array",
+    )
     _add_client_options(b, batch=True)
+
+    m = sub.add_parser(
+        "merge",
+        help="combine batch outputs (shards, reruns) into one, an ok record per input",
+        description="Combine batch outputs by input key: an ok record wins over a failure, "
+        "the latest among equals. With --inputs, list the inputs no part holds.",
+    )
+    m.add_argument("parts", nargs="+", metavar="PART", help="JSONL outputs of cvekyc batch")
+    m.add_argument("-o", "--output", required=True, help="the combined JSONL (mode 0600)")
+    m.add_argument(
+        "--inputs",
+        nargs="+",
+        metavar="PATH",
+        help="the batch's inputs (files, directories, URLs, manifests), to list what is missing",
+    )
+    m.add_argument("--endpoint", choices=["card", "cards", "ocr"], default="card")
 
     demo = sub.add_parser(
         "demo", help="read the bundled specimens through a local emulator (no account needed)"
@@ -414,7 +643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return emulator_main(argv[1:], prog="cvekyc emulator")
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
+        if args.command == "merge":
+            return _merge(args, out, err)
         if args.command == "demo":
             _needs_emulator()
             if args.concurrency < 1:

@@ -1,41 +1,51 @@
-"""What ``cvekyc batch`` reads and writes: inputs from paths and manifests, shards, the JSONL
-record of results, and resuming from it.
+"""What ``cvekyc batch`` reads: inputs from paths, directories, URLs and manifests, their keys,
+and shards.
 
-Every input has a key (its path or URL as given, or ``front<TAB>back`` for a pair) that names it
-in the output file, in the shard split and on resume.
+Every input has a canonical key that names it in the output, in the shard split, on resume and in
+``cvekyc merge``, and that does not depend on the current directory, on how a manifest was named
+or on where a folder is mounted:
+
+- a file listed in a manifest: its path relative to the manifest's folder (``imgs/a.jpg``);
+- a file found in a directory argument: the directory's own name, then the path inside it
+  (``scans/2024/a.jpg``), so two machines that mount ``scans`` in different places agree;
+- a file named on the command line: its file name;
+- a URL: the URL;
+- a pair (``--endpoint cards``): ``front<TAB>back``.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
-from collections.abc import Iterator
+import posixpath
+import re
+import stat
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 
-from ._batch import BatchResult
-from ._errors import APIError, APIStatusError, CVError
 from ._inputs import sniff_format
-from .checks import Assessment
 
 __all__ = [
+    "SINGLE_COLUMNS",
     "Job",
     "ManifestError",
-    "ResultLog",
     "Shard",
     "discover",
     "key_hash",
-    "result_record",
 ]
 
 _MANIFEST_SUFFIXES = {".csv", ".jsonl", ".ndjson"}
-_SINGLE_COLUMNS = ("path", "url", "image", "img", "input", "file")
+#: Column names a manifest may name its input by (``front`` and ``back`` for pairs).
+SINGLE_COLUMNS = ("path", "url", "image", "img", "input", "file")
 _IMAGE_FORMATS = {"jpeg", "png", "pdf", "webp", "bmp", "tiff"}
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pdf", ".webp", ".bmp", ".tif", ".tiff"}
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_JSON_LINE = msgspec.json.Decoder()
 
 
 class ManifestError(ValueError):
@@ -44,10 +54,10 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One input of a batch: the value sent, and the key it is recorded under."""
+    """One input of a batch: its canonical key, and the value sent (a path or URL, or a pair)."""
 
     key: str
-    value: Any  # a path or URL string, or a (front, back) pair of them
+    value: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +68,56 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> Shard:
+    def parse(cls, text: str, environ: Mapping[str, str] | None = None) -> Shard:
+        """Read ``K/N``, or ``auto``: from a Kubernetes Indexed Job (``JOB_COMPLETION_INDEX``
+        with ``CVEKYC_SHARD_COUNT`` or ``JOB_COMPLETIONS``), a Slurm array
+        (``SLURM_ARRAY_TASK_ID`` and ``SLURM_ARRAY_TASK_COUNT``, from ``SLURM_ARRAY_TASK_MIN``)
+        or an AWS Batch array job (``AWS_BATCH_JOB_ARRAY_INDEX`` with ``CVEKYC_SHARD_COUNT``).
+
+        Raises:
+            ValueError: the text is not ``K/N`` with 1 <= K <= N, or ``auto`` finds no scheduler.
+        """
+        if text == "auto":
+            return cls._auto(os.environ if environ is None else environ)
         try:
             left, right = text.split("/")
             shard = cls(int(left), int(right))
         except ValueError:
-            raise ValueError(f"--shard takes K/N, such as 1/4, not {text!r}") from None
+            raise ValueError(f"--shard takes K/N, such as 1/4, or auto, not {text!r}") from None
         if not 1 <= shard.index <= shard.count:
             raise ValueError(f"--shard {text}: K must be from 1 to N")
+        return shard
+
+    @classmethod
+    def _auto(cls, env: Mapping[str, str]) -> Shard:
+        count = env.get("CVEKYC_SHARD_COUNT")
+        found: tuple[str, str | None] | None = None
+        if "JOB_COMPLETION_INDEX" in env:  # Kubernetes Indexed Job: the index is from 0
+            found = (env["JOB_COMPLETION_INDEX"], count or env.get("JOB_COMPLETIONS"))
+            start = 0
+        elif "SLURM_ARRAY_TASK_ID" in env:
+            found = (env["SLURM_ARRAY_TASK_ID"], count or env.get("SLURM_ARRAY_TASK_COUNT"))
+            start = int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+        elif "AWS_BATCH_JOB_ARRAY_INDEX" in env:  # from 0
+            found = (env["AWS_BATCH_JOB_ARRAY_INDEX"], count)
+            start = 0
+        if found is None:
+            raise ValueError(
+                "--shard auto found no array job: it reads JOB_COMPLETION_INDEX (Kubernetes), "
+                "SLURM_ARRAY_TASK_ID (Slurm) or AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch)"
+            )
+        index, total = found
+        if not total:
+            raise ValueError(
+                "--shard auto needs the number of parts: set CVEKYC_SHARD_COUNT "
+                "(or JOB_COMPLETIONS / SLURM_ARRAY_TASK_COUNT)"
+            )
+        try:
+            shard = cls(int(index) - start + 1, int(total))
+        except ValueError:
+            raise ValueError("--shard auto: the array index and count must be numbers") from None
+        if not 1 <= shard.index <= shard.count:
+            raise ValueError(f"--shard auto: index {index} is outside {total} parts")
         return shard
 
     def __contains__(self, key: str) -> bool:
@@ -77,96 +129,167 @@ def key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
 
-def _is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
+def _check_url(text: str, where: str) -> bool:
+    """Whether ``text`` is a URL; one of a scheme the service does not download is refused."""
+    m = _SCHEME_RE.match(text)
+    if m is None:
+        return False
+    if m.group(1).lower() not in ("http", "https"):
+        raise ManifestError(
+            f"{where}: {m.group(1)}:// URLs are not supported: the service downloads http(s) only"
+        )
+    return True
 
 
-def _resolve(text: str, base: Path) -> str:
-    if _is_url(text):
-        return text
+def _posix(text: str) -> str:
+    return posixpath.normpath(text.replace(os.sep, "/"))
+
+
+def _manifest_entry(text: str, base: Path, where: str) -> tuple[str, str]:
+    """(key, value) of a manifest entry: a URL, or a path relative to the manifest's folder."""
+    if _check_url(text, where):
+        return text, text
     path = Path(text).expanduser()
-    return str(path if path.is_absolute() else base / path)
-
-
-def _sniffs_as_image(path: Path) -> bool:
+    if not path.is_absolute():
+        return _posix(text), str(base / path)
     try:
-        with path.open("rb") as fh:
-            return sniff_format(fh.read(16)) in _IMAGE_FORMATS
+        return path.resolve().relative_to(base.resolve()).as_posix(), str(path)
+    except ValueError:
+        return _posix(str(path)), str(path)  # outside the manifest's folder: as written
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
     except OSError:
         return False
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _sniffs_as_image(path: Path) -> bool:
+    # Regular files only, opened without blocking: a FIFO or a device is never read.
+    if not _is_regular(path):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return sniff_format(os.read(fd, 16)) in _IMAGE_FORMATS
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _walk(root: Path) -> Iterator[tuple[str, Path]]:
+    name = root.resolve().name or "root"
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
             if path.suffix.lower() not in _MANIFEST_SUFFIXES and _sniffs_as_image(path):
-                yield path
+                yield f"{name}/{path.relative_to(root).as_posix()}", path
 
 
-def _row_job(row: dict[str, Any], pairs: bool, base: Path, where: str) -> Job:
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """A manifest's lines, decoded as UTF-8 (a BOM allowed), numbered from 1."""
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise ManifestError(
+                    f"{path}:{n}: not UTF-8 text (save the manifest as UTF-8)"
+                ) from None
+            yield n, text
+
+
+def _row_job(row: Mapping[str, Any], pairs: bool, base: Path, where: str) -> Job:
     lowered = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
     if pairs:
         front, back = lowered.get("front"), lowered.get("back")
         if not isinstance(front, str) or not isinstance(back, str) or not front or not back:
             raise ManifestError(f"{where}: --endpoint cards needs 'front' and 'back' columns")
-        f, b = _resolve(front.strip(), base), _resolve(back.strip(), base)
-        return Job(f"{f}\t{b}", (f, b))
-    for column in _SINGLE_COLUMNS:
+        fk, fv = _manifest_entry(front.strip(), base, where)
+        bk, bv = _manifest_entry(back.strip(), base, where)
+        return Job(f"{fk}\t{bk}", (fv, bv))
+    for column in SINGLE_COLUMNS:
         value = lowered.get(column)
         if isinstance(value, str) and value.strip():
-            text = _resolve(value.strip(), base)
-            return Job(text, text)
-    raise ManifestError(f"{where}: no path or url ({', '.join(_SINGLE_COLUMNS)})")
+            key, sent = _manifest_entry(value.strip(), base, where)
+            return Job(key, sent)
+    raise ManifestError(f"{where}: no path or url ({', '.join(SINGLE_COLUMNS)})")
+
+
+def _looks_like_input(cell: str, base: Path) -> bool:
+    cell = cell.strip()
+    if _SCHEME_RE.match(cell):
+        return True
+    path = Path(cell).expanduser()
+    return path.suffix.lower() in _IMAGE_SUFFIXES or (base / path).is_file()
 
 
 def _csv_jobs(path: Path, pairs: bool) -> Iterator[Job]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        first = fh.readline()
-        header = [c.strip().lower() for c in next(csv.reader([first]), [])]
-        known = set(_SINGLE_COLUMNS) | {"front", "back"}
-        if not known.intersection(header):
-            # No header: the first column is the input (or the first two, a pair).
-            fh.seek(0)
-            for n, cells in enumerate(csv.reader(fh), 1):
-                if not cells or not "".join(cells).strip():
-                    continue
-                if pairs:
-                    if len(cells) < 2:
-                        raise ManifestError(f"{path}:{n}: a pair needs two columns")
-                    row = {"front": cells[0], "back": cells[1]}
-                else:
-                    row = {"path": cells[0]}
-                yield _row_job(row, pairs, path.parent, f"{path}:{n}")
-            return
-        reader = csv.DictReader(fh, fieldnames=header)
-        for n, row in enumerate(reader, 2):
-            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+    numbered = list(_numbered_rows(path))
+    if not numbered:
+        return
+    first_n, first = numbered[0]
+    header = [c.strip().lower() for c in first]
+    known = set(SINGLE_COLUMNS) | {"front", "back"}
+    if known.intersection(header):
+        for n, cells in numbered[1:]:
+            if not "".join(cells).strip():
                 continue
+            row = dict(zip(header, cells, strict=False))
             yield _row_job(row, pairs, path.parent, f"{path}:{n}")
+        return
+    # No header: only when the first row is itself an input (a path or a URL), else the
+    # header names no column we know.
+    if not first or not all(_looks_like_input(c, path.parent) for c in first[: 2 if pairs else 1]):
+        expected = "front, back" if pairs else ", ".join(SINGLE_COLUMNS)
+        raise ManifestError(
+            f"{path}:{first_n}: no column this command reads; name one of: {expected} "
+            "(or list the inputs without a header)"
+        )
+    for n, cells in numbered:
+        if not "".join(cells).strip():
+            continue
+        if pairs:
+            if len(cells) < 2:
+                raise ManifestError(f"{path}:{n}: a pair needs two columns")
+            row = {"front": cells[0], "back": cells[1]}
+        else:
+            row = {"path": cells[0]}
+        yield _row_job(row, pairs, path.parent, f"{path}:{n}")
+
+
+def _numbered_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    for n, text in _lines(path):
+        if not text.strip():
+            continue
+        cells = next(csv.reader([text]), [])
+        yield n, cells
 
 
 def _jsonl_jobs(path: Path, pairs: bool) -> Iterator[Job]:
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                raise ManifestError(f"{where}: not JSON") from None
-            if isinstance(obj, str):
-                obj = {"path": obj}
-            elif isinstance(obj, list) and pairs and len(obj) == 2:
-                obj = {"front": obj[0], "back": obj[1]}
-            if not isinstance(obj, dict):
-                raise ManifestError(f"{where}: expected a string or an object")
-            yield _row_job(obj, pairs, path.parent, where)
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = _JSON_LINE.decode(line)
+        except (msgspec.DecodeError, RecursionError):
+            raise ManifestError(f"{where}: not JSON") from None
+        if isinstance(obj, str):
+            obj = {"path": obj}
+        elif isinstance(obj, list) and pairs and len(obj) == 2:
+            obj = {"front": obj[0], "back": obj[1]}
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{where}: expected a string or an object")
+        yield _row_job(obj, pairs, path.parent, where)
 
 
-def discover(sources: list[str], *, pairs: bool) -> Iterator[Job]:
+def discover(sources: Iterable[str], *, pairs: bool) -> Iterator[Job]:
     """The jobs named by command-line arguments, lazily, in order.
 
     Args:
@@ -176,10 +299,11 @@ def discover(sources: list[str], *, pairs: bool) -> Iterator[Job]:
             come from manifests.
 
     Raises:
-        ManifestError: an argument that does not exist or a manifest line that cannot be read.
+        ManifestError: an argument that does not exist or cannot be read, or a manifest line
+            that cannot be read.
     """
     for source in sources:
-        if _is_url(source):
+        if _check_url(source, source):
             if pairs:
                 raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
             yield Job(source, source)
@@ -188,126 +312,19 @@ def discover(sources: list[str], *, pairs: bool) -> Iterator[Job]:
         if path.is_dir():
             if pairs:
                 raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
-            for found in _walk(path):
-                yield Job(str(found), str(found))
-        elif path.is_file() and path.suffix.lower() == ".csv":
-            yield from _csv_jobs(path, pairs)
-        elif path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson"):
-            yield from _jsonl_jobs(path, pairs)
-        elif path.is_file():
-            if pairs:
-                raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
-            yield Job(str(path), str(path))
-        else:
+            for key, found in _walk(path):
+                yield Job(key, str(found))
+            continue
+        if not path.exists():
             raise ManifestError(f"{source}: no such file or directory")
-
-
-def _error_record(error: CVError) -> dict[str, Any]:
-    record: dict[str, Any] = {"type": type(error).__name__, "message": error.message}
-    if isinstance(error, APIError):
-        record["error_code"] = error.error_code
-    if isinstance(error, (APIError, APIStatusError)):
-        record["status_code"] = error.status_code
-    return record
-
-
-def result_record(
-    job: Job, result: BatchResult, assessment: Assessment | None = None
-) -> dict[str, Any]:
-    """The JSONL record of one finished input, with the trust checks' verdict when it was read."""
-    value = job.value
-    return {
-        "input": list(value) if isinstance(value, tuple) else value,
-        "ok": result.ok,
-        "result": None if result.result is None else result.result.to_dict(),
-        "error": None if result.error is None else _error_record(result.error),
-        "attempts": result.attempts,
-        "elapsed": round(result.elapsed, 4),
-        "billed": result.billed,
-        "assessment": assessment,
-    }
-
-
-class _RecordInput(msgspec.Struct):
-    input: Any = None
-
-
-_RECORD_INPUT = msgspec.json.Decoder(_RecordInput)
-
-
-def _end_of_last_line(fh: BinaryIO, block: int = 65536) -> int:
-    """The offset just past the file's last newline (0 if it has none)."""
-    position = fh.seek(0, os.SEEK_END)
-    while position > 0:
-        start = max(0, position - block)
-        fh.seek(start)
-        chunk = fh.read(position - start)
-        found = chunk.rfind(b"\n")
-        if found >= 0:
-            return start + found + 1
-        position = start
-    return 0
-
-
-class ResultLog:
-    """The JSONL output file: one line per finished input, appended and flushed as each ends.
-
-    The file is created readable by its owner only (it holds personal data). Each line goes out
-    in one ``write`` on an ``O_APPEND`` descriptor, so a process killed at any moment leaves at
-    most one partial last line, which ``open(resume=True)`` cuts off (that input is sent again).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = -1
-        self._encoder = msgspec.json.Encoder()
-        self.done: set[int] = set()  # key hashes of inputs already recorded
-        self.recorded = 0
-
-    def open(self, *, resume: bool, overwrite: bool) -> None:
-        exists = self.path.exists() and self.path.stat().st_size > 0
-        if exists and not (resume or overwrite):
-            raise ManifestError(
-                f"{self.path} already holds results: add --resume to continue it, or "
-                "--overwrite to start again"
-            )
-        if exists and resume:
-            self._load()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        if overwrite and not resume:
-            flags |= os.O_TRUNC
-        self._fd = os.open(self.path, flags, 0o600)
-        os.fchmod(self._fd, 0o600)
-
-    def _load(self) -> None:
-        # Streamed line by line, reading only each record's input: an output of millions of
-        # results is resumed without holding it in memory.
-        with self.path.open("r+b") as fh:
-            end = _end_of_last_line(fh)
-            if end < fh.seek(0, os.SEEK_END):  # a line cut short by a kill: its input goes again
-                fh.truncate(end)
-            fh.seek(0)
-            for line in fh:
-                try:
-                    value = _RECORD_INPUT.decode(line).input
-                except msgspec.MsgspecError:
-                    continue
-                key = "\t".join(value) if isinstance(value, list) else value
-                if isinstance(key, str):
-                    self.done.add(key_hash(key))
-
-    def is_done(self, job: Job) -> bool:
-        return key_hash(job.key) in self.done
-
-    def write(self, job: Job, result: BatchResult, assessment: Assessment | None = None) -> None:
-        line = self._encoder.encode(result_record(job, result, assessment)) + b"\n"
-        view = memoryview(line)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self.recorded += 1
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if not _is_regular(path):
+            raise ManifestError(f"{source}: not a regular file (a FIFO or a device is not read)")
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            yield from _csv_jobs(path, pairs)
+        elif suffix in (".jsonl", ".ndjson"):
+            yield from _jsonl_jobs(path, pairs)
+        elif pairs:
+            raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
+        else:
+            yield Job(path.name, str(path))

@@ -280,7 +280,7 @@ def test_resume_after_sigkill_loses_nothing_and_resends_nothing_done(
     assert all(r["ok"] for r in records)
     # Only what was not recorded went out again.
     assert cv_emulator.stats()["requests"] == n - complete
-    assert f"skipped    {complete} already in" in resumed.stdout
+    assert f"skipped: already ok  {complete}" in resumed.stdout
 
 
 def test_shards_cover_every_input_exactly_once(

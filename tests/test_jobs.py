@@ -1,33 +1,96 @@
-"""The batch command's files: manifests, shards and the resumable JSONL record."""
+"""The batch command's files: input keys, manifests, shards and the resumable JSONL record."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from cvekyc_async._batch import BatchResult
-from cvekyc_async._jobs import Job, ManifestError, ResultLog, Shard, _end_of_last_line, discover
+from cvekyc_async._errors import APIConnectionError, InvalidImageError, QuotaExceededError
+from cvekyc_async._joblog import (
+    LockedError,
+    ResultLog,
+    _end_of_last_line,
+    merge,
+    result_record,
+)
+from cvekyc_async._jobs import Job, ManifestError, Shard, discover
 
 
-def test_resume_drops_a_cut_line_and_knows_what_is_done(tmp_path: Path) -> None:
+def record(key: str, ok: bool, error: Exception | None = None, attempts: int = 1) -> str:
+    job = Job(key, key)
+    result = BatchResult(0, key, error=error, attempts=attempts)  # type: ignore[arg-type]
+    line = result_record(job, result, sha256=f"sha-{key}")
+    line["ok"] = ok
+    return json.dumps(line)
+
+
+def test_resume_drops_a_cut_line_and_judges_each_key_by_its_latest_record(
+    tmp_path: Path,
+) -> None:
     out = tmp_path / "out.jsonl"
     lines = [
-        json.dumps({"input": "/a.jpg", "ok": True}),
-        json.dumps({"input": ["/f.jpg", "/b.jpg"], "ok": False}),
+        record("a.jpg", True),
+        record("quota.jpg", False, QuotaExceededError(4, "Out of requests"), attempts=0),
+        record("blank.jpg", False, InvalidImageError(3, "Incorrect image format")),
+        record("net.jpg", False, APIConnectionError("reset")),
+        record("late.jpg", False, APIConnectionError("reset")),
+        record("late.jpg", True),
+        json.dumps({"input": ["/f.jpg", "/b.jpg"], "ok": True}),  # written before keys
     ]
-    out.write_text("\n".join(lines) + '\n{"input": "/c.jp', encoding="utf-8")
+    out.write_text("\n".join(lines) + '\n{"key": "cut.jpg", "ok": tr', encoding="utf-8")
     log = ResultLog(out)
     log.open(resume=True, overwrite=False)
-    log.write(Job("/c.jpg", "/c.jpg"), BatchResult(2, "/c.jpg"))
     log.close()
-    assert log.is_done(Job("/a.jpg", "/a.jpg"))
-    assert log.is_done(Job("/f.jpg\t/b.jpg", ("/f.jpg", "/b.jpg")))
-    assert not log.is_done(Job("/c.jpg", "/c.jpg"))  # cut short: sent again
-    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [r["input"] for r in records] == ["/a.jpg", ["/f.jpg", "/b.jpg"], "/c.jpg"]
+    decided = {}
+    for key in ("a.jpg", "quota.jpg", "blank.jpg", "net.jpg"):
+        latest = log.decide(Job(key, key))
+        assert latest is not None
+        decided[key] = (latest.ok, latest.resend, latest.reason)
+    assert decided == {
+        "a.jpg": (True, False, "ok"),
+        "quota.jpg": (False, True, "never sent"),
+        "blank.jpg": (False, False, "InvalidImageError"),
+        "net.jpg": (False, True, "APIConnectionError"),
+    }
+    assert log.decide(Job("late.jpg", "late.jpg")).ok  # type: ignore[union-attr]
+    assert log.decide(Job("/f.jpg\t/b.jpg", ("/f.jpg", "/b.jpg"))).ok  # type: ignore[union-attr]
+    assert log.decide(Job("cut.jpg", "cut.jpg")) is None  # cut short: sent again
+    assert log.known_digest("sha-a.jpg") == "a.jpg"
+    assert log.known_digest("sha-net.jpg") is None
+    assert out.read_text(encoding="utf-8").endswith("\n")
+    again = ResultLog(out, retry_failed=True)
+    again.open(resume=True, overwrite=False)
+    again.close()
+    assert again.decide(Job("blank.jpg", "blank.jpg")).resend  # type: ignore[union-attr]
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_output(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    first = ResultLog(out)
+    first.open(resume=False, overwrite=False)
+    try:
+        with pytest.raises(LockedError):
+            ResultLog(out).open(resume=True, overwrite=False)
+    finally:
+        first.close()
+    second = ResultLog(out)
+    second.open(resume=True, overwrite=False)  # free again
+    second.close()
+    assert os.stat(out).st_mode & 0o777 == 0o600
+
+
+def test_the_output_is_never_opened_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("keep", encoding="utf-8")
+    (tmp_path / "out.jsonl").symlink_to(target)
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        ResultLog(tmp_path / "out.jsonl").open(resume=False, overwrite=True)
+    assert target.read_text(encoding="utf-8") == "keep"
 
 
 @pytest.mark.parametrize(
@@ -39,11 +102,61 @@ def test_end_of_last_line(data: bytes, block: int, end: int) -> None:
 
 
 def test_shards_split_keys_stably() -> None:
-    keys = [f"/scans/{i}.jpg" for i in range(300)]
+    keys = [f"scans/{i}.jpg" for i in range(300)]
     parts = [[k for k in keys if k in Shard(i, 3)] for i in (1, 2, 3)]
     assert sorted(k for part in parts for k in part) == sorted(keys)
     assert all(60 < len(p) < 140 for p in parts)
     assert parts == [[k for k in keys if k in Shard(i, 3)] for i in (1, 2, 3)]
+
+
+@pytest.mark.parametrize(
+    ("env", "shard"),
+    [
+        ({"JOB_COMPLETION_INDEX": "0", "CVEKYC_SHARD_COUNT": "4"}, Shard(1, 4)),
+        ({"JOB_COMPLETION_INDEX": "3", "JOB_COMPLETIONS": "4"}, Shard(4, 4)),
+        ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3"}, Shard(3, 3)),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "5",
+                "SLURM_ARRAY_TASK_MIN": "5",
+                "SLURM_ARRAY_TASK_COUNT": "2",
+            },
+            Shard(1, 2),
+        ),
+        ({"AWS_BATCH_JOB_ARRAY_INDEX": "1", "CVEKYC_SHARD_COUNT": "2"}, Shard(2, 2)),
+    ],
+)
+def test_shard_auto_reads_each_scheduler(env: dict[str, str], shard: Shard) -> None:
+    assert Shard.parse("auto", env) == shard
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "found no array job"),
+        ({"AWS_BATCH_JOB_ARRAY_INDEX": "1"}, "CVEKYC_SHARD_COUNT"),
+        ({"JOB_COMPLETION_INDEX": "4", "CVEKYC_SHARD_COUNT": "4"}, "outside 4 parts"),
+        ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"}, "must be numbers"),
+    ],
+)
+def test_shard_auto_says_what_is_missing(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Shard.parse("auto", env)
+
+
+def test_keys_do_not_depend_on_how_a_path_was_spelled(tmp_path: Path) -> None:
+    (tmp_path / "scans" / "x").mkdir(parents=True)
+    (tmp_path / "scans" / "x" / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    (tmp_path / "m.csv").write_text("path\nscans/x/a.jpg\n", encoding="utf-8")
+    spellings = [str(tmp_path / "scans"), os.path.relpath(tmp_path / "scans", Path.cwd())]
+    keys = {tuple(j.key for j in discover([spelling], pairs=False)) for spelling in spellings}
+    assert keys == {("scans/x/a.jpg",)}
+    manifest_keys = {
+        j.key
+        for m in (str(tmp_path / "m.csv"), os.path.relpath(tmp_path / "m.csv", Path.cwd()))
+        for j in discover([m], pairs=False)
+    }
+    assert manifest_keys == {"scans/x/a.jpg"}
 
 
 def test_manifests_resolve_relative_paths_and_take_pairs(tmp_path: Path) -> None:
@@ -55,11 +168,63 @@ def test_manifests_resolve_relative_paths_and_take_pairs(tmp_path: Path) -> None
         (str(tmp_path / "f1.jpg"), str(tmp_path / "b1.jpg")),
         ("/abs/f2.jpg", str(tmp_path / "b2.jpg")),
     ]
+    assert [j.key for j in jobs] == ["f1.jpg\tb1.jpg", "/abs/f2.jpg\tb2.jpg"]
     (tmp_path / "plain.csv").write_text("a.jpg\nhttps://x.test/b.jpg\n", encoding="utf-8")
     assert [j.key for j in discover([str(tmp_path / "plain.csv")], pairs=False)] == [
-        str(tmp_path / "a.jpg"),
+        "a.jpg",
         "https://x.test/b.jpg",
     ]
     (tmp_path / "bad.jsonl").write_text('"a.jpg"\n{oops\n', encoding="utf-8")
     with pytest.raises(ManifestError, match=r"bad\.jsonl:2: not JSON"):
         list(discover([str(tmp_path / "bad.jsonl")], pairs=False))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"path\na.jpg\n\xff\xfe.jpg\n", r"m\.csv:3: not UTF-8 text"),
+        (b"name,phone\nA,1\n", r"m\.csv:1: no column this command reads; name one of: path"),
+        (b"path\nftp://host/a.jpg\n", r"m\.csv:2: ftp:// URLs are not supported"),
+    ],
+)
+def test_bad_manifests_name_the_line(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / "m.csv").write_bytes(content)
+    with pytest.raises(ManifestError, match=message):
+        list(discover([str(tmp_path / "m.csv")], pairs=False))
+
+
+def test_a_bom_is_allowed(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_bytes("\ufeffpath\na.jpg\n".encode())
+    assert [j.key for j in discover([str(tmp_path / "m.csv")], pairs=False)] == ["a.jpg"]
+
+
+def test_discovery_never_opens_a_fifo(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    os.mkfifo(tmp_path / "in" / "pipe.jpg")
+    (tmp_path / "in" / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    assert [j.key for j in discover([str(tmp_path / "in")], pairs=False)] == ["in/a.jpg"]
+    with pytest.raises(ManifestError, match="not a regular file"):
+        list(discover([str(tmp_path / "in" / "pipe.jpg")], pairs=False))
+
+
+def test_other_url_schemes_are_refused_by_name() -> None:
+    with pytest.raises(ManifestError, match="ftp:// URLs are not supported"):
+        list(discover(["ftp://host/a.jpg"], pairs=False))
+
+
+def test_merge_keeps_an_ok_record_per_key_and_lists_what_is_missing(tmp_path: Path) -> None:
+    one, two = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    one.write_text(
+        record("a.jpg", True) + "\n" + record("b.jpg", False, APIConnectionError("x")) + "\n",
+        encoding="utf-8",
+    )
+    two.write_text(
+        record("a.jpg", False, APIConnectionError("x")) + "\n" + record("b.jpg", True) + "\n",
+        encoding="utf-8",
+    )
+    expected = [Job(k, k) for k in ("a.jpg", "b.jpg", "c.jpg")]
+    report = merge([one, two], tmp_path / "all.jsonl", expected)
+    merged = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["ok"]) for r in merged] == [("a.jpg", True), ("b.jpg", True)]
+    assert (report.written, report.ok, report.missing) == (2, 2, ["c.jpg"])
+    assert os.stat(tmp_path / "all.jsonl").st_mode & 0o777 == 0o600

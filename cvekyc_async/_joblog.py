@@ -1,0 +1,357 @@
+"""What ``cvekyc batch`` writes: one JSONL record per input, under one writer at a time, and how
+``--resume`` and ``cvekyc merge`` read it back.
+
+Each record carries the input's canonical key (see ``_jobs``) and the SHA-256 of the bytes sent.
+The latest record of a key is the one that counts. On resume, inputs whose latest record is ok are
+skipped, and so are failures that cannot change (bad input, no document, an unreadable image)
+unless asked; every other failure is sent again. An input whose bytes were already read under
+another key is not sent (nor paid for) again.
+
+The output is created readable by its owner only (it holds personal data), opened without
+following a symlink, and locked (``flock``) for the whole run, so a second writer is refused.
+Each line goes out in one ``write`` on an ``O_APPEND`` descriptor: a process killed at any moment
+leaves at most one partial last line, which the next run cuts off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+
+from ._batch import BatchResult
+from ._errors import APIError, APIStatusError, CVError
+from ._jobs import Job, ManifestError
+from .checks import Assessment
+
+__all__ = [
+    "FINAL_ERRORS",
+    "LockedError",
+    "MergeReport",
+    "ResultLog",
+    "cli_words",
+    "create_private",
+    "error_record",
+    "merge",
+    "read_records",
+    "result_record",
+]
+
+#: Failures that sending again cannot change: skipped on resume unless ``--retry-failed``.
+FINAL_ERRORS = frozenset({"InvalidInputError", "NoDocumentError", "InvalidImageError"})
+
+
+class LockedError(Exception):
+    """Another process is writing the output."""
+
+
+def create_private(path: Path, *, truncate: bool = False, append: bool = True) -> int:
+    """Open ``path`` for writing, created mode 0600 and without following a symlink; missing
+    parent folders are created mode 0700. Returns the descriptor."""
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    if append:
+        flags |= os.O_APPEND
+    if truncate:
+        flags |= os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lock(fd: int, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: a byte-range lock on the first byte
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        except OSError:
+            raise LockedError(str(path)) from None
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockedError(str(path)) from None
+
+
+# Library phrases that name Python options, in the words of the command line.
+_CLI_WORDS = {
+    "AsyncCVClient(max_file_size=...)": "--max-file-size",
+    "AsyncCVClient(max_response_size=...)": "--max-response-size",
+}
+
+
+def cli_words(message: str) -> str:
+    """A library message as the command line says it (flags, not Python options)."""
+    for phrase, flag in _CLI_WORDS.items():
+        message = message.replace(phrase, flag)
+    return message
+
+
+def error_record(error: CVError) -> dict[str, Any]:
+    """An error as records show it: its class, message (in command-line words), codes."""
+    record: dict[str, Any] = {"type": type(error).__name__, "message": cli_words(error.message)}
+    if isinstance(error, APIError):
+        record["error_code"] = error.error_code
+    if isinstance(error, (APIError, APIStatusError)):
+        record["status_code"] = error.status_code
+    return record
+
+
+def _shown_input(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def result_record(
+    job: Job,
+    result: BatchResult,
+    assessment: Assessment | None = None,
+    sha256: str | None = None,
+) -> dict[str, Any]:
+    """The JSONL record of one finished input, with the trust checks' verdict when it was read."""
+    return {
+        "key": job.key,
+        "input": _shown_input(job.value),
+        "sha256": sha256,
+        "ok": result.ok,
+        "result": None if result.result is None else result.result.to_dict(),
+        "error": None if result.error is None else error_record(result.error),
+        "attempts": result.attempts,
+        "elapsed": round(result.elapsed, 4),
+        "billed": result.billed,
+        "assessment": assessment,
+    }
+
+
+class _Head(msgspec.Struct):
+    """What resuming reads of a record: never its result."""
+
+    key: Any = None
+    input: Any = None
+    sha256: Any = None
+    ok: Any = None
+    error: Any = None
+    attempts: Any = 0
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    ok: bool
+    resend: bool
+    reason: str
+
+
+def _key_of(head: _Head) -> str | None:
+    if isinstance(head.key, str):
+        return head.key
+    value = head.input  # records written before keys existed
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\t".join(value)
+    return value if isinstance(value, str) else None
+
+
+def _judge(head: _Head, retry_failed: bool) -> _Latest:
+    if head.ok is True:
+        return _Latest(True, False, "ok")
+    error = head.error if isinstance(head.error, dict) else {}
+    named = error.get("type")
+    kind = named if isinstance(named, str) else "unknown"
+    if head.attempts == 0 and kind not in FINAL_ERRORS:
+        return _Latest(False, True, "never sent")
+    if kind in FINAL_ERRORS and not retry_failed:
+        return _Latest(False, False, kind)
+    return _Latest(False, True, kind)
+
+
+def _end_of_last_line(fh: BinaryIO, block: int = 65536) -> int:
+    """The offset just past the file's last newline (0 if it has none)."""
+    position = fh.seek(0, os.SEEK_END)
+    while position > 0:
+        start = max(0, position - block)
+        fh.seek(start)
+        chunk = fh.read(position - start)
+        found = chunk.rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
+    return 0
+
+
+def read_records(path: Path) -> Iterator[bytes]:
+    """The complete lines of a JSONL output (a cut last line is left out)."""
+    with path.open("rb") as fh:
+        end = _end_of_last_line(fh)
+        fh.seek(0)
+        read = 0
+        for line in fh:
+            read += len(line)
+            if read > end:
+                break
+            yield line
+
+
+class ResultLog:
+    """The JSONL output of a batch (``None`` for standard output), one line per finished input.
+
+    Args:
+        path: the output file, or ``None`` to write to standard output (no lock, no resume).
+        retry_failed: on resume, send again the failures that cannot change too.
+    """
+
+    def __init__(self, path: Path | None, *, retry_failed: bool = False) -> None:
+        self.path = path
+        self.retry_failed = retry_failed
+        self._fd = -1
+        self._encoder = msgspec.json.Encoder()
+        self._latest: dict[str, _Latest] = {}
+        self._ok_digests: dict[str, str] = {}
+        self.recorded = 0
+
+    def open(self, *, resume: bool, overwrite: bool) -> None:
+        """Create or open the output, lock it, and read what it holds when resuming.
+
+        Raises:
+            LockedError: another process holds the output.
+            ManifestError: the output holds results and neither resume nor overwrite was asked.
+            OSError: the output cannot be opened (a symlink, a folder, no permission...).
+        """
+        if self.path is None:
+            if resume:
+                raise ManifestError("--resume needs an output file, not -o -")
+            self._fd = sys.stdout.fileno()
+            return
+        fd = create_private(self.path)
+        try:
+            _lock(fd, self.path)
+            size = os.fstat(fd).st_size
+            if size and not (resume or overwrite):
+                raise ManifestError(
+                    f"{self.path} already holds results: add --resume to continue it, or "
+                    "--overwrite to start again"
+                )
+            if overwrite and not resume:
+                os.ftruncate(fd, 0)
+            elif size:
+                self._load()
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _load(self) -> None:
+        assert self.path is not None
+        with self.path.open("r+b") as fh:
+            end = _end_of_last_line(fh)
+            if end < fh.seek(0, os.SEEK_END):  # a line cut short by a kill: its input goes again
+                fh.truncate(end)
+        # Streamed line by line, reading only each record's head: an output of millions of
+        # results is resumed without holding it in memory.
+        for line in read_records(self.path):
+            try:
+                head = _HEAD.decode(line)
+            except (msgspec.MsgspecError, RecursionError):
+                continue
+            key = _key_of(head)
+            if key is None:
+                continue
+            latest = _judge(head, self.retry_failed)
+            self._latest[key] = latest
+            if latest.ok and isinstance(head.sha256, str):
+                self._ok_digests.setdefault(head.sha256, key)
+
+    def decide(self, job: Job) -> _Latest | None:
+        """What the output says of ``job``: ``None`` when it holds nothing of it."""
+        return self._latest.get(job.key)
+
+    def known_digest(self, digest: str | None) -> str | None:
+        """The key already read with these bytes, if any."""
+        return None if digest is None else self._ok_digests.get(digest)
+
+    def write(self, line: dict[str, Any]) -> None:
+        """Append one record.
+
+        Raises:
+            OSError: the write failed (disk full, file too large...).
+        """
+        data = self._encoder.encode(line) + b"\n"
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.recorded += 1
+        key, digest = line.get("key"), line.get("sha256")
+        if line.get("ok") and isinstance(key, str):
+            self._latest[key] = _Latest(True, False, "ok")
+            if isinstance(digest, str):
+                self._ok_digests.setdefault(digest, key)
+
+    def close(self) -> None:
+        if self._fd >= 0 and self.path is not None:
+            os.close(self._fd)
+        self._fd = -1
+
+
+@dataclass
+class MergeReport:
+    """What ``merge`` did: keys written, how many of them ok, and inputs still missing."""
+
+    written: int
+    ok: int
+    missing: list[str]
+
+
+def merge(
+    parts: Iterable[Path], output: Path, expected: Iterable[Job] | None = None
+) -> MergeReport:
+    """Combine batch outputs by key: an ok record wins over a failure, and among equals the
+    latest (later files, later lines) wins. With ``expected`` (the batch's inputs), the keys
+    that none of the parts holds are reported missing.
+
+    Raises:
+        LockedError: another process holds the output.
+        OSError: a part or the output cannot be read or written.
+    """
+    best: dict[str, tuple[bool, bytes]] = {}
+    for part in parts:
+        for line in read_records(part):
+            try:
+                head = _HEAD.decode(line)
+            except (msgspec.MsgspecError, RecursionError):
+                continue
+            key = _key_of(head)
+            if key is None:
+                continue
+            ok = head.ok is True
+            held = best.get(key)
+            if held is None or ok or not held[0]:
+                best[key] = (ok, line if line.endswith(b"\n") else line + b"\n")
+    fd = create_private(output, truncate=False)
+    try:
+        _lock(fd, output)
+        os.ftruncate(fd, 0)
+        with contextlib.closing(os.fdopen(os.dup(fd), "ab")) as out:
+            for _, line in best.values():
+                out.write(line)
+    finally:
+        os.close(fd)
+    missing = [] if expected is None else [j.key for j in expected if j.key not in best]
+    oks = Counter(ok for ok, _ in best.values())
+    return MergeReport(written=len(best), ok=oks[True], missing=missing)
