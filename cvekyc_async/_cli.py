@@ -357,7 +357,7 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if why is not None:
                 plan[why] += 1
     except (ManifestError, UsageError):
-        log.close()
+        log.discard()
         raise
 
     stop = _Stop()

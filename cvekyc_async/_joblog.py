@@ -223,6 +223,7 @@ class ResultLog:
         self._encoder = msgspec.json.Encoder()
         self._latest: dict[str, _Latest] = {}
         self._ok_digests: dict[str, str] = {}
+        self._created = False
         self.recorded = 0
 
     def open(self, *, resume: bool, overwrite: bool) -> None:
@@ -238,6 +239,7 @@ class ResultLog:
                 raise ManifestError("--resume needs an output file, not -o -")
             self._fd = sys.stdout.fileno()
             return
+        self._created = not os.path.lexists(self.path)
         fd = create_private(self.path)
         try:
             _lock(fd, self.path)
@@ -293,9 +295,17 @@ class ResultLog:
         """
         data = self._encoder.encode(line) + b"\n"
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        start = os.fstat(self._fd).st_size if self.path is not None else 0
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            if self.path is not None and len(view) < len(data):
+                # Part of the line went out: take it back, so the file ends on a whole line.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
+            raise
         self.recorded += 1
         key, digest = line.get("key"), line.get("sha256")
         if line.get("ok") and isinstance(key, str):
@@ -307,6 +317,15 @@ class ResultLog:
         if self._fd >= 0 and self.path is not None:
             os.close(self._fd)
         self._fd = -1
+
+    def discard(self) -> None:
+        """Close, and remove the output if this run created it and wrote nothing (the batch
+        stopped before it began): no empty file is left behind."""
+        created = self._created and self.recorded == 0 and self.path is not None
+        self.close()
+        if created and self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
 
 @dataclass
