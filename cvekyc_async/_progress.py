@@ -1,9 +1,10 @@
-"""Progress display for the command line: a live bar on a terminal, plain lines elsewhere."""
+"""Progress display for the command line: a live bar on a terminal (rich, redrawn on a timer,
+fit to the width, with a smoothed rate and ETA), plain lines elsewhere."""
 
 from __future__ import annotations
 
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from ._batch import BatchProgress
 
@@ -44,6 +45,9 @@ class ProgressDisplay:
         self.offset = offset  # inputs done in an earlier run (--resume), shown in the count
         self._last = float("-inf")
         self._latest: BatchProgress | None = None
+        self._rich: Any = None
+        if self.tty:
+            self._rich = _rich_progress(stream, total, offset)
 
     def _line(self, p: BatchProgress) -> str:
         done = p.done + self.offset
@@ -67,6 +71,15 @@ class ProgressDisplay:
     def update(self, progress: BatchProgress) -> None:
         """Take the latest figures; draw them if enough time has passed."""
         self._latest = progress
+        if self._rich is not None:
+            bar, task = self._rich
+            bar.update(
+                task,
+                completed=progress.done + self.offset,
+                failed=progress.failed,
+                billed=progress.billed,
+            )
+            return
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
@@ -82,8 +95,52 @@ class ProgressDisplay:
 
     def finish(self) -> None:
         """Draw the final figures and end the line."""
+        if self._rich is not None:
+            self._rich[0].stop()
+            self._rich = None
+            return
         if self._latest is not None:
             self._draw(self._latest)
         if self.tty and self._latest is not None:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _rich_progress(stream: TextIO, total: int | None, offset: int) -> tuple[Any, Any] | None:
+    """A started rich progress bar on ``stream``, or ``None`` without rich (the ``cli`` extra):
+    the display then draws its own line."""
+    try:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            Task,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+    except ImportError:
+        return None
+
+    class Rate(ProgressColumn):  # inputs per second, smoothed over the last seconds
+        def render(self, task: Task) -> Text:
+            return Text("?/s" if task.speed is None else f"{task.speed:.0f}/s")
+
+    bar = Progress(
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        Rate(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("failed {task.fields[failed]}  billed {task.fields[billed]}"),
+        console=Console(file=stream, force_terminal=True),
+        refresh_per_second=8,
+        speed_estimate_period=10.0,
+    )
+    task = bar.add_task("batch", total=total, completed=offset, failed=0, billed=0)
+    bar.start()
+    return bar, task

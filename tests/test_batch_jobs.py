@@ -387,3 +387,21 @@ def test_messages_speak_in_flags(cv_emulator: RunningEmulator, tmp_path: Path) -
     [record] = lines(out)
     assert "--max-file-size" in record["error"]["message"]
     assert "AsyncCVClient" not in record["error"]["message"]
+
+
+@pytest.mark.parametrize("name", ["k8s-indexed-job.yaml", "slurm-array.sh"])
+def test_the_scheduler_examples_use_commands_that_parse(name: str) -> None:
+    import re
+    import shlex
+
+    from cvekyc_async._cli import build_parser
+
+    text = (Path(__file__).resolve().parent.parent / "examples" / name).read_text(encoding="utf-8")
+    text = re.sub(r"\\\s*\n\s*#?\s*", " ", text)
+    commands = re.findall(r"cvekyc (batch|merge)([^\n&]*)", text)
+    assert {c for c, _ in commands} == {"batch", "merge"}
+    for command, rest in commands:
+        if rest.count('"') % 2:  # the end of the YAML string the command sits in
+            rest = rest.rstrip().removesuffix('"')
+        words = shlex.split(rest.replace("$(JOB_COMPLETION_INDEX)", "0"))
+        build_parser().parse_args([command, *words])  # exits 2 on a flag that does not exist
