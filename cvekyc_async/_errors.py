@@ -28,7 +28,7 @@ card data.
 
 from __future__ import annotations
 
-from ._redact import describe_body, safe_token
+from ._redact import describe_body, is_known_text, safe_token
 
 __all__ = [
     "ERROR_MESSAGE_KEYS",
@@ -55,13 +55,19 @@ __all__ = [
 #: message shows the service's text only when it is one of these: any other text could carry
 #: anything, so only its length is shown (the text itself stays on ``error_message``).
 ERROR_MESSAGE_KEYS = (
-    "does not contain content",
+    "the photo does not contain content",
     "url is unavailable",
+    "incorrect image format",
     "ncorrect image format",
     "out of requests",
+    "incorrect api_key or api_secret",
     "ncorrect api_key or api_secret",
+    "incorrect format type",
     "ncorrect format type",
-    "uccess",
+    "success",
+    "successful",
+    "uccessful",
+    "",
 )
 
 
@@ -73,8 +79,7 @@ def _media(content_type: str) -> str:
 def _service_text(text: str) -> str:
     if not text:
         return "(no message)"
-    lowered = text.lower()
-    if len(text) <= 120 and any(key in lowered for key in ERROR_MESSAGE_KEYS):
+    if is_known_text(text, ERROR_MESSAGE_KEYS):
         return " ".join(text.split())
     return f"(a message of {len(text)} characters, on .error_message)"
 

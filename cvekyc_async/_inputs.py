@@ -109,8 +109,11 @@ def describe_input(value: object) -> str:
 
 def _redact_url(url: str) -> str:
     # Signed URLs carry credentials in their query: show where it points, never the query.
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return "<a URL that cannot be read>"
     return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
 
 
@@ -369,7 +372,23 @@ ImageInput = Union[str, "os.PathLike[str]", bytes, ImageSource]
 
 
 def as_source(value: ImageInput, what: str = "image") -> ImageSource:
-    """Turn a plain argument into an ``ImageSource`` (see the module docstring for the rules)."""
+    """Turn a plain argument into an ``ImageSource`` (see the module docstring for the rules).
+
+    Raises:
+        InvalidInputError: the argument is no image, path or URL that can be used.
+    """
+    try:
+        return _as_source(value, what)
+    except InvalidInputError:
+        raise
+    except (ValueError, TypeError) as exc:
+        # A path with a NUL byte, a URL that does not parse, a PathLike that gives bytes...
+        raise InvalidInputError(
+            f"{what} is neither a usable path nor a URL ({type(exc).__name__})"
+        ) from None
+
+
+def _as_source(value: ImageInput, what: str) -> ImageSource:
     if isinstance(value, ImageSource):
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -380,6 +399,10 @@ def as_source(value: ImageInput, what: str = "image") -> ImageSource:
             return ImageSource.from_url(value)
         if _DATA_URI_RE.match(value.lstrip()):
             return ImageSource.from_base64(value)  # a data: URI is base64, not a path
+        if value.lstrip()[:5].lower() == "data:":
+            raise InvalidInputError(
+                f"{what} is a data: URI that is not base64; pass the image's bytes instead"
+            )
         if not value:
             raise InvalidInputError(f"{what} path is empty")
         return ImageSource.from_path(value)

@@ -477,7 +477,7 @@ WARNING_MESSAGES: dict[int, str] = {
     4: "The mrzcode on the passport is incorrectly formatted",
     5: "The id card's corner has been clipped",
 }
-_WARNING_TEXTS = tuple(m.lower() for m in WARNING_MESSAGES.values())
+_WARNING_TEXTS = (*tuple(m.lower().strip(" .") for m in WARNING_MESSAGES.values()), "uccessful")
 # Loose keys, since the vendor's own table misspells some messages ("uccessful").
 _WARNING_KEYS: tuple[tuple[str, int], ...] = (
     ("electronic screen", 1),

@@ -9,11 +9,13 @@ masked field values for reprs, and a description (kind, size, title) for bodies 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 __all__ = [
     "describe_body",
     "describe_head",
+    "is_known_text",
     "mask_value",
     "masked_fields",
     "masked_text",
@@ -26,8 +28,10 @@ __all__ = [
 _NUMBER_FIELDS = frozenset({"id", "person_number", "document_number"})
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TITLE_MAX = 60
-_WORD_RE = re.compile(r"\w+")
-_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,48}")
+# Words with their combining marks (text in decomposed form keeps its diacritics apart).
+_WORD_RE = re.compile(r"[\w\u0300-\u036f]+")
+# A plain name starts with a letter and holds no long run of digits (an ID number is no name).
+_NAME_RE = re.compile(r"(?![^\d]*\d{6})[A-Za-z][A-Za-z0-9_]{0,47}")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,40}(/[A-Za-z0-9!#$&^_.+-]{1,60})?")
 
 
@@ -60,15 +64,15 @@ def _mask_text(text: str) -> str:
         keep = w[0] if w[0].isalpha() else "*"
         return keep + "*" * (len(w) - 1)
 
-    return _WORD_RE.sub(word, text)
+    return _WORD_RE.sub(word, unicodedata.normalize("NFC", text))
 
 
-def _numbers(value: Any) -> bool:
+def _numbers(value: Any, bound: float) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, (int, float)):
-        return True
-    return isinstance(value, list) and len(value) <= 8 and all(_numbers(v) for v in value)
+        return -bound <= value <= bound  # a long number could be an ID number
+    return isinstance(value, list) and len(value) <= 8 and all(_numbers(v, bound) for v in value)
 
 
 def mask_value(field: str, value: Any) -> str:
@@ -77,7 +81,9 @@ def mask_value(field: str, value: Any) -> str:
     Confidences and boxes (numbers about the reading, not about the person) are shown when they
     are numbers; the thumbnail by its size; text masked; anything else by its type.
     """
-    if (field.endswith(("_confidence", "_box")) or field == "confidence") and _numbers(value):
+    if (field.endswith("_confidence") or field == "confidence") and _numbers(value, 1.0):
+        return repr(value)
+    if field.endswith("_box") and _numbers(value, 100_000.0):
         return repr(value)
     if field == "image":
         return f"<{len(value)} base64 chars>" if isinstance(value, str) else "<image>"
@@ -154,12 +160,18 @@ def masked_fields(fields: dict[str, Any]) -> list[tuple[str, str]]:
     return [(safe_name(k, "<field>"), mask_value(k, v)) for k, v in fields.items()]
 
 
+def is_known_text(text: str, known: tuple[str, ...]) -> bool:
+    """Whether ``text`` is one of the ``known`` texts: case and spacing aside, nothing more
+    than one of them (a known text with more around it could carry anything)."""
+    folded = " ".join(text.lower().split()).strip(" .")
+    return folded in known
+
+
 def masked_text(text: str | None, known: tuple[str, ...] = ()) -> str:
-    """The repr of a text the service sent: shown when it is one of the ``known`` texts (matched
-    loosely), else only its length."""
+    """The repr of a text the service sent: shown when it is one of the ``known`` texts, else
+    only its length."""
     if text is None or text == "":
         return repr(text)
-    lowered = text.lower()
-    if any(k and k in lowered for k in known) and len(text) <= 120:
+    if is_known_text(text, known):
         return repr(text)
     return f"<{len(text)} chars>"

@@ -342,7 +342,7 @@ def check_card(
                     "confidence.low",
                     "review",
                     f"{shown} read with confidence {confidence:.2f}",
-                    (field,),
+                    (safe_name(field, "<field>"),),
                 )
             )
     number = info.get("id")

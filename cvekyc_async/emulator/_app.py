@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import ipaddress
 import logging
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import anyio
+import anyio.to_thread
 import httpx
 import msgspec
 
@@ -210,7 +212,12 @@ class EmulatorApp:
             if fault == "stall":
                 await self._stall(receive, send)
                 return
-            code, data = await self._answer(scope, body)
+            try:
+                code, data = await self._answer(scope, body)
+            except Exception:
+                # Whatever an upload provokes is an unreadable image, never a server error.
+                logger.debug("an upload could not be handled", exc_info=True)
+                code, data = 3, []
             payload = {"data": data, "errorCode": str(code), "errorMessage": ""}
             if code:
                 payload["errorMessage"] = ERROR_MESSAGES[code]
@@ -287,7 +294,12 @@ class EmulatorApp:
         for fmt in formats:
             if fmt is None or (fmt == "pdf" and path == "/api/v2/ekyc/cards"):
                 raise _Answer(3)
-        result = _documents(path, images, strict=settings.strict)
+        if sum(len(i) for i in images) > 1024 * 1024:  # scanning a large upload: off the loop
+            result = await anyio.to_thread.run_sync(
+                functools.partial(_documents, path, images, strict=settings.strict)
+            )
+        else:
+            result = _documents(path, images, strict=settings.strict)
         if get_thumb:
             for docs, data in result:
                 for doc in docs:
@@ -358,8 +370,12 @@ class EmulatorApp:
     async def _fetch(self, url: str) -> bytes:
         assert self._http is not None
         for _ in range(_MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not _is_loopback(parts.hostname or ""):
+            try:
+                parts = urlsplit(url)
+                host = parts.hostname or ""
+            except ValueError:
+                raise _Answer(2) from None
+            if parts.scheme not in ("http", "https") or not _is_loopback(host):
                 raise _Answer(2)
             try:
                 async with self._http.stream("GET", url) as response:
@@ -373,7 +389,7 @@ class EmulatorApp:
                         body += chunk
                         if len(body) > _MAX_DOWNLOAD:
                             raise _Answer(2)
-            except httpx.HTTPError:
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError):
                 raise _Answer(2) from None
             if not body:
                 raise _Answer(2)

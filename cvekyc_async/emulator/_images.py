@@ -136,13 +136,18 @@ def _thumbnail(data: bytes, box: list[float] | None, max_side: int) -> str | Non
             picture = img.convert("RGB")
     except Exception:  # an undecodable image, truncated data, a bomb
         return None
-    if box and len(box) == 4:
-        sx, sy = picture.width / width, picture.height / height
-        left, top, right, bottom = box
-        picture = picture.crop((int(left * sx), int(top * sy), int(right * sx), int(bottom * sy)))
-    picture.thumbnail((max_side, max_side))
-    out = io.BytesIO()
-    picture.save(out, "JPEG", quality=80)
+    try:
+        if box and len(box) == 4:
+            sx, sy = picture.width / width, picture.height / height
+            left, top, right, bottom = (float(v) for v in box)
+            picture = picture.crop(
+                (int(left * sx), int(top * sy), int(right * sx), int(bottom * sy))
+            )
+        picture.thumbnail((max_side, max_side))
+        out = io.BytesIO()
+        picture.save(out, "JPEG", quality=80)
+    except Exception:  # a box that crops to nothing, or out of any range
+        return None
     return base64.b64encode(out.getvalue()).decode("ascii")
 
 

@@ -47,18 +47,41 @@ def encode_truth(documents: list[Document]) -> bytes:
     return MARKER + payload + b";"
 
 
+_MAX_PAGES = 64
+
+
+def _valid(doc: object) -> bool:
+    """A document the emulator can report: a type, an info object, a box of four numbers."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+        return False
+    if not isinstance(doc.get("info"), dict):
+        return False
+    box = doc.get("box")
+    return box is None or (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+    )
+
+
 def read_documents(data: bytes) -> list[list[Document]] | None:
-    """The documents embedded in ``data``, one list per page; ``None`` when there are none."""
+    """The documents embedded in ``data``, one list per page; ``None`` when there are none.
+
+    At most 64 pages are read, and a marker that does not hold well-formed documents is passed
+    over: an upload can carry anything.
+    """
     if MARKER not in data:
         return None
     pages: list[list[Document]] = []
     for match in _MARKER_RE.finditer(data):
+        if len(pages) == _MAX_PAGES:
+            break
         try:
             docs = json.loads(base64.b64decode(match.group(1)))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(docs, list):
-            pages.append([d for d in docs if isinstance(d, dict)])
+            pages.append([d for d in docs if _valid(d)])
     return pages or None
 
 
