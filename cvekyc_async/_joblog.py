@@ -208,6 +208,18 @@ def read_records(path: Path) -> Iterator[bytes]:
             yield line
 
 
+def _heads(path: Path) -> Iterator[tuple[str, _Head, bytes]]:
+    """(key, head, line) of each readable record of an output, in order."""
+    for line in read_records(path):
+        try:
+            head = _HEAD.decode(line)
+        except (msgspec.MsgspecError, RecursionError):
+            continue
+        key = _key_of(head)
+        if key is not None:
+            yield key, head, line
+
+
 class ResultLog:
     """The JSONL output of a batch (``None`` for standard output), one line per finished input.
 
@@ -266,14 +278,7 @@ class ResultLog:
                 fh.truncate(end)
         # Streamed line by line, reading only each record's head: an output of millions of
         # results is resumed without holding it in memory.
-        for line in read_records(self.path):
-            try:
-                head = _HEAD.decode(line)
-            except (msgspec.MsgspecError, RecursionError):
-                continue
-            key = _key_of(head)
-            if key is None:
-                continue
+        for key, head, _ in _heads(self.path):
             latest = _judge(head, self.retry_failed)
             self._latest[key] = latest
             if latest.ok and isinstance(head.sha256, str):
@@ -350,14 +355,7 @@ def merge(
     """
     best: dict[str, tuple[bool, bytes]] = {}
     for part in parts:
-        for line in read_records(part):
-            try:
-                head = _HEAD.decode(line)
-            except (msgspec.MsgspecError, RecursionError):
-                continue
-            key = _key_of(head)
-            if key is None:
-                continue
+        for key, head, line in _heads(part):
             ok = head.ok is True
             held = best.get(key)
             if held is None or ok or not held[0]:
