@@ -400,9 +400,23 @@ def test_every_error_class_is_in_the_tree() -> None:
 # -- the shared read budget -----------------------------------------------------------------
 
 
+@pytest.fixture
+def budget_peak(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The most bytes the reads held at once, in its one element, as the test runs."""
+    peak = [0]
+    take = ReadBudget.take
+
+    async def watched(self: ReadBudget, token: int, size: int) -> None:
+        await take(self, token, size)
+        peak[0] = max(peak[0], self.used)
+
+    monkeypatch.setattr(ReadBudget, "take", watched)
+    return peak
+
+
 @pytest.mark.anyio
 async def test_large_answers_read_together_stay_within_the_budget(
-    mock: respx.MockRouter, jpeg_file: Path, monkeypatch: pytest.MonkeyPatch
+    mock: respx.MockRouter, jpeg_file: Path, budget_peak: list[int]
 ) -> None:
     # Eight valid 2.5 MB answers at once, a 3 MB cap: each is read whole, and the bytes held at
     # once stay under the budget plus one cap plus 1 MiB per read.
@@ -413,15 +427,6 @@ async def test_large_answers_read_together_stay_within_the_budget(
             200, stream=Chunks(*(body[i : i + 65536] for i in range(0, len(body), 65536)))
         )
     )
-    peak = 0
-    take = ReadBudget.take
-
-    async def watched(self: ReadBudget, token: int, size: int) -> None:
-        nonlocal peak
-        await take(self, token, size)
-        peak = max(peak, self.used)
-
-    monkeypatch.setattr(ReadBudget, "take", watched)
     cap = 3_000_000
     results: list[Any] = []
     async with client(max_response_size=cap, max_concurrency=8) as c:
@@ -435,7 +440,7 @@ async def test_large_answers_read_together_stay_within_the_budget(
         assert c._read_budget.used == 0  # all released
     assert len(results) == 8
     assert all(r.cards[0].info.get("note") == "x" * 2_500_000 for r in results)
-    assert len(body) < peak <= cap + cap + 8 * FREE_BYTES  # several at once, bounded
+    assert len(body) < budget_peak[0] <= cap + cap + 8 * FREE_BYTES  # several at once, bounded
 
 
 @pytest.mark.anyio
@@ -536,7 +541,7 @@ def decode_one(card: dict[str, Any]) -> Any:
 
 @pytest.mark.anyio
 async def test_concurrent_decompression_bombs_stay_within_the_budget(
-    mock: respx.MockRouter, jpeg_file: Path, monkeypatch: pytest.MonkeyPatch
+    mock: respx.MockRouter, jpeg_file: Path, budget_peak: list[int]
 ) -> None:
     # Each answer inflates to 64 MiB from a few kilobytes; expanded piece by piece, what the
     # reads hold together stays within the budget, however many arrive at once.
@@ -547,15 +552,6 @@ async def test_concurrent_decompression_bombs_stay_within_the_budget(
             200, headers={"Content-Encoding": "gzip"}, stream=Chunks(*chunks)
         )
     )
-    peak = 0
-    take = ReadBudget.take
-
-    async def watched(self: ReadBudget, token: int, size: int) -> None:
-        nonlocal peak
-        await take(self, token, size)
-        peak = max(peak, self.used)
-
-    monkeypatch.setattr(ReadBudget, "take", watched)
     cap = 4 * 1024 * 1024
     outcomes: list[str] = []
     async with client(max_response_size=cap, max_concurrency=16) as c:
@@ -570,7 +566,7 @@ async def test_concurrent_decompression_bombs_stay_within_the_budget(
             for _ in range(16):
                 tg.start_soon(one)
     assert outcomes == ["too large"] * 16
-    assert peak <= cap + cap + 16 * FREE_BYTES
+    assert budget_peak[0] <= cap + cap + 16 * FREE_BYTES
 
 
 @pytest.mark.anyio
