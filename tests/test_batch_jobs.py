@@ -174,6 +174,39 @@ def test_sigint_finishes_what_is_in_flight_and_records_every_billed_answer(
     assert sum(r["billed"] for r in records) == cv_emulator.stats()["billed"]
 
 
+def test_a_second_sigint_stops_at_once(cv_emulator: RunningEmulator, tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "imgs", 20)
+    manifest = manifest_of(tmp_path, paths)
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator)
+    # Every answer is held until the client lets go: only a second signal can end the run.
+    cv_emulator.set_faults(rate_stall=1.0, stall_seconds=600)
+    args = ["batch", str(manifest), "-o", str(out), "--concurrency", "4"]
+    with start(*args, env=env) as proc:
+        assert proc.stderr is not None
+        assert cv_emulator.state.wait_for_count("requests", 4, 30)
+        proc.send_signal(signal.SIGINT)
+        first = b""
+        while b"press Ctrl-C again" not in first:
+            line = proc.stderr.readline()
+            assert line, first
+            first += line
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, rest = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 128 + signal.SIGINT
+    assert b"Resume with: cvekyc batch" in rest
+    assert b"Traceback" not in first + rest
+    assert lines(out) == []  # nothing was answered, and nothing half-written
+    cv_emulator.set_faults(rate_stall=0.0)
+    resumed = run(*args, "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(ok_keys(lines(out))) == 20
+
+
 def test_kill_9_three_times_then_resume_ends_with_every_input_once(
     cv_emulator: RunningEmulator, tmp_path: Path, slow_tier: bool
 ) -> None:
