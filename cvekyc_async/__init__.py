@@ -2,11 +2,14 @@
 
 ::
 
-    from cvekyc_async import AsyncCVClient
+    from cvekyc_async import AsyncCVClient, CVClient
 
     async with AsyncCVClient() as client:  # $CVEKYC_API_KEY / $CVEKYC_API_SECRET
         res = await client.extract_card("front.jpg")
         print(res.cards[0].type, res.cards[0].info.to_dict())
+
+    with CVClient() as client:  # the same, synchronous
+        res = client.extract_card("front.jpg")
 """
 
 from __future__ import annotations
@@ -14,20 +17,25 @@ from __future__ import annotations
 __version__ = "0.1.0.dev0"
 
 from ._batch import BatchProgress, BatchResult
-from ._client import AsyncCVClient
+from ._client import NOT_GIVEN, AsyncCVClient, NotGiven
 from ._errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    ClientStateError,
     ConfigurationError,
     CVError,
     FormatTypeError,
+    InternalServerError,
     InvalidImageError,
     InvalidInputError,
     MalformedResponseError,
     NoDocumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    QueueTimeoutError,
     QuotaExceededError,
     RateLimitError,
     ResponseTooLargeError,
@@ -52,16 +60,20 @@ from ._models import (
     decode_answer,
     parse_date,
 )
+from ._raw import AsyncRawResponses, RawResponse
 from ._retry import RetryPolicy
+from ._sync import CVClient, RawResponses
 from ._usage import Usage
 
 __all__ = [
+    "NOT_GIVEN",
     "WARNING_MESSAGES",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
     "APITimeoutError",
     "AsyncCVClient",
+    "AsyncRawResponses",
     "AuthenticationError",
     "BatchProgress",
     "BatchResult",
@@ -70,11 +82,13 @@ __all__ = [
     "CCCDFrontInfo",
     "CMNDBackInfo",
     "CMNDFrontInfo",
+    "CVClient",
     "CVError",
     "Card",
     "CardInfo",
     "ChipCCCDBackInfo",
     "ChipCCCDFrontInfo",
+    "ClientStateError",
     "ConfigurationError",
     "ExtractionResult",
     "FormatTypeError",
@@ -82,13 +96,20 @@ __all__ = [
     "ImageInput",
     "ImageSource",
     "Info",
+    "InternalServerError",
     "InvalidImageError",
     "InvalidInputError",
     "MalformedResponseError",
     "NoDocumentError",
+    "NotFoundError",
+    "NotGiven",
     "PassportInfo",
+    "PermissionDeniedError",
+    "QueueTimeoutError",
     "QuotaExceededError",
     "RateLimitError",
+    "RawResponse",
+    "RawResponses",
     "ResponseTooLargeError",
     "RetryPolicy",
     "URLUnavailableError",

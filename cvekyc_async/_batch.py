@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._errors import AuthenticationError, CVError, InvalidInputError, QuotaExceededError
+from ._errors import (
+    AuthenticationError,
+    CVError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+)
 from ._inputs import describe_input
 from ._models import ExtractionResult
 
@@ -40,7 +47,12 @@ BatchInputs = Union[Iterable[Any], AsyncIterable[Any]]  # noqa: UP007 - a runtim
 ``(front, back)`` pair."""
 
 #: Errors after which no further request of the batch can succeed.
-DEFAULT_FATAL_ERRORS: tuple[type[CVError], ...] = (AuthenticationError, QuotaExceededError)
+DEFAULT_FATAL_ERRORS: tuple[type[CVError], ...] = (
+    AuthenticationError,
+    PermissionDeniedError,
+    NotFoundError,
+    QuotaExceededError,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)

@@ -1,25 +1,25 @@
-"""AsyncCVClient: configuration, lifecycle, and one method per endpoint."""
+"""AsyncCVClient: configuration, lifecycle, and one method per endpoint.
+
+The machinery lives elsewhere: the attempt loop in ``_attempts``, raw answers in ``_raw``, the
+batch helpers in ``_batch``, the synchronous client in ``_sync``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import ipaddress
-import logging
 import os
-import random
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import NoReturn
+from typing import Final
 from urllib.parse import urlsplit
 
-import anyio
 import httpx
 
 from . import __version__, _batch
+from ._attempts import Engine, Secret, Settings
 from ._batch import (
     DEFAULT_FATAL_ERRORS,
     BatchInputs,
@@ -27,7 +27,6 @@ from ._batch import (
     Endpoint,
     ProgressCallback,
 )
-from ._body import BodyStream, encode_body
 from ._constants import (
     DEFAULT_BASE_URL,
     DEFAULT_CONNECT_TIMEOUT,
@@ -41,33 +40,17 @@ from ._constants import (
     ENV_API_KEY,
     ENV_API_SECRET,
     ENV_BASE_URL,
-    PATH_CARD,
-    PATH_CARDS,
-    PATH_OCR,
 )
-from ._errors import (
-    APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
-    ConfigurationError,
-    CVError,
-    InvalidInputError,
-    MalformedResponseError,
-    RateLimitError,
-    ResponseTooLargeError,
-    api_error_for_code,
-)
-from ._inputs import ImageInput, Payload, as_source
-from ._models import AnswerFormatError, ExtractionResult, decode_answer
-from ._pacing import Pacer
-from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, read_body
-from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
+from ._errors import ConfigurationError, CVError
+from ._inputs import ImageInput
+from ._models import ExtractionResult
+from ._raw import AsyncRawResponses
+from ._read import ACCEPT_ENCODING
+from ._retry import RetryPolicy
 from ._transport import TransportChoice, build_transport, environment_proxy
 from ._usage import Usage
 
-__all__ = ["AsyncCVClient"]
-
-logger = logging.getLogger("cvekyc_async")
+__all__ = ["NOT_GIVEN", "AsyncCVClient", "NotGiven"]
 
 _DEFAULT_TIMEOUT = httpx.Timeout(
     connect=DEFAULT_CONNECT_TIMEOUT,
@@ -76,23 +59,21 @@ _DEFAULT_TIMEOUT = httpx.Timeout(
     pool=DEFAULT_POOL_TIMEOUT,
 )
 _USER_AGENT = f"cvekyc-async/{__version__}"
-# Every wait between attempts goes through here, so tests can replace it with a fake clock.
-_sleep = anyio.sleep
 
 
-class _Secret:
-    """Holds the Authorization header so that no repr, vars() dump or traceback shows it."""
+class NotGiven:
+    """The default of ``with_options``' arguments: keep the client's setting."""
 
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
+    __slots__ = ()
 
     def __repr__(self) -> str:
-        return "<secret>"
+        return "NOT_GIVEN"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NOT_GIVEN: Final[NotGiven] = NotGiven()
 
 
 def _is_loopback(host: str) -> bool:
@@ -157,21 +138,57 @@ def _build_policy(
     return policy
 
 
-def _timeout_kind(exc: httpx.TimeoutException) -> str:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect"
-    if isinstance(exc, httpx.WriteTimeout):
-        return "write"
-    if isinstance(exc, httpx.PoolTimeout):
-        return "pool"
-    return "read"
+def _check_queue_timeout(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    raise ConfigurationError(
+        f"queue_timeout must be a positive number of seconds or None, not {value!r}"
+    )
+
+
+def _build_transport(
+    base_url: str, transport: TransportChoice | None, max_connections: int, trust_env: bool
+) -> httpx.AsyncBaseTransport:
+    # The pools are sized to the limiter, so requests queue in our limiter (which releases a
+    # slot on cancellation and never times out) rather than in httpx's pools.
+    proxy = None
+    if trust_env:
+        try:
+            proxy = environment_proxy(base_url)
+        except (ValueError, httpx.InvalidURL):
+            # The value may hold the proxy's password: it is not quoted.
+            raise ConfigurationError(
+                "the proxy named by HTTPS_PROXY / HTTP_PROXY / ALL_PROXY is not a valid URL "
+                "(pass trust_env=False to ignore the environment)"
+            ) from None
+    try:
+        return build_transport(
+            transport or "sharded",
+            max_connections=max_connections,
+            proxy=proxy,
+            trust_env=trust_env,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    except ImportError:
+        needed = (
+            "transport='aiohttp' needs the aiohttp extra: pip install 'cvekyc-async[aiohttp]'"
+            if transport == "aiohttp"
+            else "a SOCKS proxy needs socksio: pip install 'httpx[socks]'"
+        )
+        raise ConfigurationError(needed) from None
 
 
 class AsyncCVClient:
     """Async client for the Computer Vision Vietnam card OCR / eKYC API.
 
     One client holds one pooled set of connections; share it across your application and close
-    it with ``async with`` or ``aclose()``. It is bound to the event loop it is first used in.
+    it with ``async with`` or ``aclose()``. It is bound to the event loop it is first used in
+    (``CVClient`` is the synchronous client, usable from any thread). ``with_options`` gives a
+    view with other timeouts or retries on the same pool; ``with_raw_response`` the answers as
+    received.
 
     Args:
         api_key: the account's API key; defaults to ``$CVEKYC_API_KEY``.
@@ -189,6 +206,9 @@ class AsyncCVClient:
             deadline); see ``RetryPolicy``. Give this or ``max_retries``, not both.
         total_timeout: seconds for a whole call, all attempts and waits included; overrides
             the policy's. ``None`` (default): each attempt is bounded by ``timeout`` only.
+        queue_timeout: seconds a call may wait for one of the ``max_concurrency`` slots before
+            it raises ``QueueTimeoutError`` without sending (default ``None``: wait as long as
+            it takes). For web backends that must fail fast under load.
         max_per_second: most requests started per second (off by default).
         max_file_size: largest upload accepted, in bytes (default 10 MiB); larger inputs raise
             ``InvalidInputError`` before anything is sent.
@@ -223,6 +243,7 @@ class AsyncCVClient:
         max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         total_timeout: float | None = None,
+        queue_timeout: float | None = None,
         max_per_second: float | None = None,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
@@ -243,107 +264,97 @@ class AsyncCVClient:
         if ":" in key:
             raise ConfigurationError("api_key must not contain ':' (HTTP Basic auth splits on it)")
         token = base64.b64encode(f"{key}:{secret}".encode()).decode("ascii")
-        self._auth = _Secret(f"Basic {token}")
-        self._base_url = _check_base_url(
-            base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+        base = _check_base_url(base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
+        settings = Settings(
+            timeout=_coerce_timeout(timeout),
+            retry=_build_policy(max_retries, retry, total_timeout),
+            queue_timeout=_check_queue_timeout(queue_timeout),
         )
-        self._timeout = _coerce_timeout(timeout)
-        self._max_concurrency = _positive_int("max_concurrency", max_concurrency, 1)
-        self._retry = _build_policy(max_retries, retry, total_timeout)
-        self._budget = RetryBudget(self._retry.budget_capacity)
-        self._random = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._usage = Usage()
+        concurrency = _positive_int("max_concurrency", max_concurrency, 1)
         if max_per_second is not None and not (
             isinstance(max_per_second, (int, float)) and max_per_second > 0
         ):
             raise ConfigurationError(f"max_per_second must be positive, not {max_per_second!r}")
-        self._pacer = Pacer(max_per_second) if max_per_second else None
-        self._max_file_size = _positive_int("max_file_size", max_file_size, 1)
-        self._max_response_size = _positive_int("max_response_size", max_response_size, 1)
-        self._read_budget = ReadBudget(self._max_response_size)
+        file_size = _positive_int("max_file_size", max_file_size, 1)
+        response_size = _positive_int("max_response_size", max_response_size, 1)
         if not isinstance(trust_env, bool):
             raise ConfigurationError(f"trust_env must be True or False, not {trust_env!r}")
-        self._trust_env = trust_env
-        self._limiter = anyio.CapacityLimiter(self._max_concurrency)
-        # The transport of a pool this client built: requests go to it directly, skipping
-        # httpx.AsyncClient.send's layers (auth, redirects, cookies, hooks) that it never uses.
-        self._direct: httpx.AsyncBaseTransport | None = None
         if http_client is not None and transport is not None:
             raise ConfigurationError("give http_client or transport, not both")
-        self._owns_http = http_client is None
-        self._http = http_client if http_client is not None else self._build_http_client(transport)
-        self._urls: dict[tuple[str, str, bool], httpx.URL] = {}
-        self._asyncio_only = transport == "aiohttp"
-        self._closed = False
-
-    def _build_http_client(self, transport: TransportChoice | None) -> httpx.AsyncClient:
-        # The pools are sized to the limiter, so requests queue in our limiter (which releases
-        # a slot on cancellation and never times out) rather than in httpx's pools.
-        proxy = None
-        if self._trust_env:
-            try:
-                proxy = environment_proxy(self._base_url)
-            except (ValueError, httpx.InvalidURL):
-                # The value may hold the proxy's password: it is not quoted.
-                raise ConfigurationError(
-                    "the proxy named by HTTPS_PROXY / HTTP_PROXY / ALL_PROXY is not a valid URL "
-                    "(pass trust_env=False to ignore the environment)"
-                ) from None
-        try:
-            built = build_transport(
-                transport or "sharded",
-                max_connections=self._max_concurrency,
-                proxy=proxy,
-                trust_env=self._trust_env,
+        direct = None
+        if http_client is None:
+            direct = _build_transport(base, transport, concurrency, trust_env)
+            http_client = httpx.AsyncClient(
+                timeout=settings.timeout,
+                transport=direct,
+                headers={"User-Agent": _USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+                follow_redirects=False,
+                trust_env=trust_env,
             )
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        except ImportError:
-            needed = (
-                "transport='aiohttp' needs the aiohttp extra: pip install 'cvekyc-async[aiohttp]'"
-                if transport == "aiohttp"
-                else "a SOCKS proxy needs socksio: pip install 'httpx[socks]'"
-            )
-            raise ConfigurationError(needed) from None
-        self._direct = built
-        return httpx.AsyncClient(
-            timeout=self._timeout,
-            transport=built,
-            headers={"User-Agent": _USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
-            follow_redirects=False,
-            trust_env=self._trust_env,
+        self._engine = Engine(
+            auth=Secret(f"Basic {token}"),
+            base_url=base,
+            http=http_client,
+            direct=direct,
+            owns_http=direct is not None,
+            max_concurrency=concurrency,
+            max_per_second=max_per_second,
+            max_file_size=file_size,
+            max_response_size=response_size,
+            budget_capacity=settings.retry.budget_capacity,
+            asyncio_only=transport == "aiohttp",
         )
+        self._settings = settings
+        self._is_view = False
 
     def __repr__(self) -> str:
+        view = ", view" if self._is_view else ""
         return (
-            f"AsyncCVClient(base_url={self._base_url!r}, "
-            f"max_concurrency={self._max_concurrency}, max_retries={self._retry.max_retries})"
+            f"AsyncCVClient(base_url={self.base_url!r}, "
+            f"max_concurrency={self.max_concurrency}, "
+            f"max_retries={self._settings.retry.max_retries}{view})"
         )
 
     @property
     def base_url(self) -> str:
         """The service root requests go to."""
-        return self._base_url
+        return self._engine.base_url
 
     @property
     def max_concurrency(self) -> int:
-        """Most HTTP requests this client keeps in flight at once."""
-        return self._max_concurrency
+        """Most HTTP requests this client (and its views) keep in flight at once."""
+        return self._engine.max_concurrency
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The timeouts of each attempt."""
+        return self._settings.timeout
 
     @property
     def retry_policy(self) -> RetryPolicy:
         """The retry policy in force."""
-        return self._retry
+        return self._settings.retry
+
+    @property
+    def queue_timeout(self) -> float | None:
+        """Seconds a call may wait for a concurrency slot (``None``: no limit)."""
+        return self._settings.queue_timeout
 
     @property
     def usage(self) -> Usage:
-        """A snapshot of the counts so far: requests, answers, billed, retries, errors."""
-        return self._usage.copy()
+        """A snapshot of the counts so far (shared with views): requests, answers, billed,
+        retries, errors."""
+        return self._engine.usage.copy()
 
     @property
     def in_flight(self) -> int:
-        """HTTP attempts in flight right now."""
-        return int(self._limiter.borrowed_tokens)
+        """HTTP attempts in flight right now, across the client and its views."""
+        return self._engine.in_flight
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection pool is closed."""
+        return self._engine.closed
 
     async def __aenter__(self) -> AsyncCVClient:
         return self
@@ -357,15 +368,89 @@ class AsyncCVClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool (unless it was passed in as ``http_client``)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_http:
-            await self._http.aclose()
+        """Close the connection pool (unless it was passed in as ``http_client``).
+
+        Closing a view made by ``with_options`` does nothing: the pool belongs to the client.
+        """
+        if not self._is_view:
+            await self._engine.aclose()
+
+    # -- variants ------------------------------------------------------------------------------
+
+    def with_options(
+        self,
+        *,
+        timeout: float | httpx.Timeout | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | NotGiven = NOT_GIVEN,
+        total_timeout: float | NotGiven | None = NOT_GIVEN,
+        queue_timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> AsyncCVClient:
+        """A view of this client with other options for its calls.
+
+        The view shares the connection pool, the concurrency limit, the retry budget and the
+        usage counts: it opens no connection of its own, costs nothing to make, and closing it
+        does not close the pool. Options not given keep this client's values::
+
+            fast = client.with_options(timeout=3, max_retries=0, queue_timeout=0.5)
+            result = await fast.extract_card(upload)
+
+        Args:
+            timeout: seconds for every phase of an attempt, or an ``httpx.Timeout``; ``None``
+                for the library's defaults.
+            max_retries: retries after the first attempt; the rest of the policy is kept.
+            retry: a whole ``RetryPolicy`` instead (not with ``max_retries``).
+            total_timeout: seconds for a whole call, all attempts included; ``None`` for none.
+            queue_timeout: seconds a call may wait for a concurrency slot; ``None`` for no limit.
+
+        Raises:
+            ConfigurationError: an option is out of range.
+        """
+        settings = self._settings
+        if not isinstance(retry, NotGiven):
+            if not isinstance(max_retries, NotGiven):
+                raise ConfigurationError("give max_retries or retry=RetryPolicy(...), not both")
+            policy = _build_policy(None, retry, None)
+        elif not isinstance(max_retries, NotGiven):
+            count = _positive_int("max_retries", max_retries, 0)
+            policy = dataclasses.replace(settings.retry, max_retries=count)
+        else:
+            policy = settings.retry
+        if not isinstance(total_timeout, NotGiven):
+            if total_timeout is not None and not (
+                isinstance(total_timeout, (int, float))
+                and not isinstance(total_timeout, bool)
+                and total_timeout > 0
+            ):
+                raise ConfigurationError(
+                    f"total_timeout must be a positive number of seconds or None, "
+                    f"not {total_timeout!r}"
+                )
+            policy = dataclasses.replace(policy, total_timeout=total_timeout)
+        view = object.__new__(AsyncCVClient)
+        view._engine = self._engine
+        view._settings = Settings(
+            timeout=settings.timeout if isinstance(timeout, NotGiven) else _coerce_timeout(timeout),
+            retry=policy,
+            queue_timeout=settings.queue_timeout
+            if isinstance(queue_timeout, NotGiven)
+            else _check_queue_timeout(queue_timeout),
+        )
+        view._is_view = True
+        return view
+
+    @property
+    def with_raw_response(self) -> AsyncRawResponses:
+        """The endpoint methods, returning each answer as received (``RawResponse``: status,
+        headers, bytes, elapsed, and ``.parse()`` for the usual result)::
+
+            raw = await client.with_raw_response.extract_card("front.jpg")
+            print(raw.status_code, raw.headers["content-type"])
+            result = raw.parse()
+        """
+        return AsyncRawResponses(self._engine, self._settings)
 
     # -- endpoints ---------------------------------------------------------------------------
-
     async def extract_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
         """Read one side of one document: an ID card side, a passport, ... (``/api/v2/ekyc/card``).
 
@@ -383,7 +468,7 @@ class AsyncCVClient:
             APIConnectionError: the service could not be reached or did not answer in time.
             MalformedResponseError: the answer was not the documented JSON.
         """
-        return await self._extract(PATH_CARD, (("img", image),), get_thumb, allow_pdf=True)
+        return (await self._engine.card(self._settings, image, get_thumb)).result
 
     async def extract_cards(
         self, front: ImageInput, back: ImageInput, *, get_thumb: bool = False
@@ -408,9 +493,7 @@ class AsyncCVClient:
             APIConnectionError: the service could not be reached or did not answer in time.
             MalformedResponseError: the answer was not the documented JSON.
         """
-        return await self._extract(
-            PATH_CARDS, (("img1", front), ("img2", back)), get_thumb, allow_pdf=False
-        )
+        return (await self._engine.cards(self._settings, front, back, get_thumb)).result
 
     async def ocr_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
         """Read every document in an image or a PDF (``/api/v2/ocr/card``).
@@ -429,7 +512,7 @@ class AsyncCVClient:
             APIConnectionError: the service could not be reached or did not answer in time.
             MalformedResponseError: the answer was not the documented JSON.
         """
-        return await self._extract(PATH_OCR, (("img", image),), get_thumb, allow_pdf=True)
+        return (await self._engine.ocr(self._settings, image, get_thumb)).result
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -465,7 +548,8 @@ class AsyncCVClient:
                 HTTP attempts stay bounded by ``max_concurrency`` in any case).
             progress: called with a ``BatchProgress`` after each input ends.
             fatal_errors: errors after which nothing more is sent: the inputs not yet sent end
-                with that error and ``attempts=0``. Default: bad credentials and quota used up;
+                with that error and ``attempts=0``. Default: bad credentials (errorCode 5, HTTP
+                401/403), a wrong ``base_url`` (HTTP 404) and quota used up;
                 pass ``()`` to send everything regardless.
 
         Raises:
@@ -511,274 +595,3 @@ class AsyncCVClient:
                 out.append(item)
         out.sort(key=lambda r: r.index)
         return out
-
-    # -- one request -------------------------------------------------------------------------
-
-    def _prepare(
-        self, fields: Sequence[tuple[str, ImageInput]], *, allow_pdf: bool
-    ) -> list[tuple[str, Payload]]:
-        """Check and load every input; raises InvalidInputError before anything is sent."""
-        if self._closed:
-            raise CVError("this AsyncCVClient is closed; create a new one")
-        if self._asyncio_only:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                raise ConfigurationError(
-                    "transport='aiohttp' runs only under asyncio; use the default transport "
-                    "under trio"
-                ) from None
-        sources = [(name, as_source(value, name)) for name, value in fields]
-        styles = {src.format_type for _, src in sources}
-        if len(styles) > 1:
-            shown = ", ".join(f"{name} as {src.format_type!r}" for name, src in sources)
-            raise InvalidInputError(
-                f"one request takes one input style, but got {shown}; give both sides as files "
-                "(or bytes), both as URLs, or both as base64"
-            )
-        return [
-            (name, src.load(max_size=self._max_file_size, allow_pdf=allow_pdf))
-            for name, src in sources
-        ]
-
-    def _build_request(
-        self,
-        path: str,
-        payloads: Sequence[tuple[str, Payload]],
-        get_thumb: bool,
-        body: tuple[str, bytes] | None,
-    ) -> httpx.Request:
-        format_type = payloads[0][1].format_type
-        thumb = "true" if get_thumb else "false"
-        # Accept-Encoding is set on every request, so that a caller's http_client does not
-        # announce encodings the body reader does not decode.
-        headers = {"Authorization": self._auth.reveal(), "Accept-Encoding": ACCEPT_ENCODING}
-        url = self._base_url + path
-        if body is None:
-            params: list[tuple[str, str | int | float | bool | None]]
-            params = [(name, str(p.data)) for name, p in payloads]
-            params += [("format_type", "url"), ("get_thumb", thumb)]
-            return self._http.build_request(
-                "GET", url, params=params, headers=headers, timeout=self._timeout
-            )
-        # POST URLs repeat: parse each once (httpx's URL handling is a visible share of the
-        # client's cost per request at a thousand requests a second).
-        key = (path, format_type, get_thumb)
-        cached = self._urls.get(key)
-        if cached is None:
-            cached = httpx.URL(url, params={"format_type": format_type, "get_thumb": thumb})
-            self._urls[key] = cached
-        content_type, data = body
-        headers["Content-Type"] = content_type
-        request = self._http.build_request(
-            "POST", cached, headers=headers, content=data, timeout=self._timeout
-        )
-        # httpx sends bytes through an async generator, which a cancellation can leave
-        # unfinished (see _body); the same bytes go out through a plain iterator instead.
-        # ``request.content`` stays readable for transports and mocks that want it.
-        request.stream = BodyStream(data)
-        return request
-
-    async def _extract(
-        self,
-        path: str,
-        fields: Sequence[tuple[str, ImageInput]],
-        get_thumb: bool,
-        *,
-        allow_pdf: bool,
-    ) -> ExtractionResult:
-        if not isinstance(get_thumb, bool):
-            raise InvalidInputError(f"get_thumb must be True or False, not {get_thumb!r}")
-        payloads = self._prepare(fields, allow_pdf=allow_pdf)
-        is_url = payloads[0][1].format_type == "url"
-        method = "GET" if is_url else "POST"
-        body = None if is_url else encode_body(payloads)
-        policy = self._retry
-        started = time.perf_counter()
-        deadline = policy.total_timeout
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                # Without a deadline no cancel scope is entered: it is a measurable share of
-                # the cost per request at a thousand requests a second.
-                if deadline is None:
-                    result = await self._attempt(method, path, payloads, get_thumb, body, attempt)
-                else:
-                    remaining = max(deadline - (time.perf_counter() - started), 0.0)
-                    with anyio.fail_after(remaining):
-                        result = await self._attempt(
-                            method, path, payloads, get_thumb, body, attempt
-                        )
-            except CVError as exc:
-                error = exc
-            except TimeoutError:
-                error = APITimeoutError(
-                    f"no answer within total_timeout={deadline:g} s", kind="total"
-                )
-            else:
-                result.attempts = attempt
-                result.elapsed = time.perf_counter() - started
-                self._usage.answers += 1
-                self._usage.billed += result.billed
-                self._budget.refund(policy.success_refund)
-                return result
-            elapsed = time.perf_counter() - started
-            error.method, error.path = method, path
-            error.attempts, error.elapsed = attempt, elapsed
-            delay = policy.next_delay(error, attempt, elapsed, self._random.random())
-            if delay is not None and not self._budget.withdraw(policy.retry_cost_of(error)):
-                self._usage.budget_exhausted += 1
-                delay = None
-            if delay is None:
-                self._usage.count_error(error)
-                raise error
-            self._usage.retries += 1
-            self._usage.ambiguous_retries += is_ambiguous(error)
-            logger.debug(
-                "%s %s attempt %d failed (%s); retrying in %.3f s",
-                method,
-                path,
-                attempt,
-                type(error).__name__,
-                delay,
-            )
-            await _sleep(delay)
-
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        payloads: Sequence[tuple[str, Payload]],
-        get_thumb: bool,
-        body: tuple[str, bytes] | None,
-        attempt: int,
-    ) -> ExtractionResult:
-        """One HTTP attempt, holding a concurrency slot only while it is in flight."""
-        async with self._limiter:
-            if self._pacer is not None:
-                await self._pacer.wait()
-            request = self._build_request(path, payloads, get_thumb, body)
-            sent = time.perf_counter()
-            self._usage.requests += 1
-            try:
-                if self._direct is not None:
-                    response = await self._direct.handle_async_request(request)
-                else:
-                    response = await self._http.send(request, stream=True)
-                try:
-                    answer = await self._read(response)
-                finally:
-                    await response.aclose()
-            except CVError as exc:
-                self._log_attempt(method, path, attempt, type(exc).__name__, sent)
-                raise
-            except httpx.TimeoutException as exc:
-                if _sent_before_failing(exc):
-                    self._log_attempt(method, path, attempt, "connection lost", sent)
-                    raise APIConnectionError(
-                        f"the connection failed after the request was sent: "
-                        f"{_describe_failure(exc.__cause__ or exc)}",
-                        kind="transport",
-                    ) from None
-                kind = _timeout_kind(exc)
-                self._log_attempt(method, path, attempt, f"{kind} timeout", sent)
-                raise APITimeoutError(f"{kind} timeout talking to the service", kind=kind) from None
-            except httpx.TransportError as exc:
-                kind = "connect" if isinstance(exc, httpx.ConnectError) else "transport"
-                self._log_attempt(method, path, attempt, type(exc).__name__, sent)
-                raise APIConnectionError(
-                    f"could not reach the service: {_describe_failure(exc)}", kind=kind
-                ) from None
-            except Exception as exc:
-                # Whatever else a transport raises (httpx's other errors, a third-party
-                # transport's own) ends in the error tree too; it may have been sent.
-                self._log_attempt(method, path, attempt, type(exc).__name__, sent)
-                raise APIConnectionError(
-                    f"the request failed: {_describe_failure(exc)}", kind="transport"
-                ) from None
-        self._log_attempt(method, path, attempt, str(response.status_code), sent)
-        return self._interpret(response, answer)
-
-    async def _read(self, response: httpx.Response) -> bytes:
-        """The answer's body, decoded, and no more than ``max_response_size`` of it."""
-        try:
-            return await read_body(response, self._max_response_size, self._read_budget)
-        except BodyTooLarge as exc:
-            raise ResponseTooLargeError(
-                self._max_response_size,
-                status_code=response.status_code,
-                content_type=response.headers.get("content-type", ""),
-                announced=exc.announced,
-            ) from None
-        except UndecodableBody as exc:
-            self._raise_unreadable(response, exc.body, str(exc))
-
-    @staticmethod
-    def _log_attempt(method: str, path: str, attempt: int, outcome: str, sent: float) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s %s attempt %d -> %s in %.3f s",
-                method,
-                path,
-                attempt,
-                outcome,
-                time.perf_counter() - sent,
-            )
-
-    def _interpret(self, response: httpx.Response, body: bytes) -> ExtractionResult:
-        """Turn a received answer into a result, or raise the error it stands for."""
-        try:
-            answer = decode_answer(body)
-        except AnswerFormatError as exc:
-            self._raise_unreadable(response, body, str(exc))
-        if answer.error_code != 0:
-            cls_api = api_error_for_code(answer.error_code)
-            raise cls_api(answer.error_code, answer.error_message, status_code=response.status_code)
-        if not 200 <= response.status_code < 300:
-            # A success envelope under an error status is no documented answer: the status wins
-            # (a 5xx of that kind is an ambiguous failure, retried only with retry_ambiguous).
-            self._raise_unreadable(response, body, "an errorCode 0 answer under an error status")
-        return answer
-
-    @staticmethod
-    def _raise_unreadable(response: httpx.Response, body: bytes, reason: str) -> NoReturn:
-        """Raise the error for a body that is not an answer: malformed for a 2xx status, an
-        HTTP status error otherwise."""
-        status = response.status_code
-        content_type = response.headers.get("content-type", "")
-        if 200 <= status < 300:
-            raise MalformedResponseError(
-                reason, status_code=status, body=body, content_type=content_type
-            )
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        cls = RateLimitError if status == 429 else APIStatusError
-        raise cls(status, body=body, content_type=content_type, retry_after=retry_after)
-
-
-# aiohttp's errors for a connection that was never made, or not in time.
-_AIOHTTP_NOT_CONNECTED = frozenset({"ClientConnectorError", "ServerTimeoutError"})
-
-
-def _sent_before_failing(exc: httpx.TimeoutException) -> bool:
-    """Whether a "connect timeout" is in fact a connection lost after the request was sent.
-
-    httpx-aiohttp maps every aiohttp connection error to ``httpx.ConnectTimeout``, a server
-    that closed after reading the whole request included; that one may have been processed
-    (and billed), so it must not be retried as if it never left. The aiohttp cause says which.
-    """
-    cause = exc.__cause__
-    if cause is None or not type(cause).__module__.startswith("aiohttp"):
-        return False
-    return not {c.__name__ for c in type(cause).__mro__} & _AIOHTTP_NOT_CONNECTED
-
-
-def _describe_failure(exc: BaseException) -> str:
-    """Name a transport failure without its message, which can quote what the server sent
-    (h11's protocol errors show the offending bytes); an OS error's own text is kept."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.strerror:
-            return f"{type(exc).__name__} ({cause.strerror})"
-        cause = cause.__cause__ or cause.__context__
-    return type(exc).__name__

@@ -13,22 +13,32 @@
     │   ├── AuthenticationError    5  bad api_key / api_secret
     │   └── FormatTypeError        6  ``format_type`` does not match what was sent
     ├── APIStatusError             HTTP status not 2xx, and no ``errorCode`` in the body
-    │   └── RateLimitError         429
+    │   ├── PermissionDeniedError  401, 403
+    │   ├── NotFoundError          404 (a wrong ``base_url``)
+    │   ├── RateLimitError         429
+    │   └── InternalServerError    500 and above
     ├── MalformedResponseError     a 2xx answer whose body is not the expected JSON
     │   └── ResponseTooLargeError  an answer over ``max_response_size`` (any status)
-    └── APIConnectionError         the request could not be sent or its answer not received
-        └── APITimeoutError        a connect, write, read or pool timeout
+    ├── APIConnectionError         the request could not be sent or its answer not received
+    │   └── APITimeoutError        a connect, write, read, pool or overall timeout
+    │       └── QueueTimeoutError  no concurrency slot within ``queue_timeout``: nothing was sent
+    └── ClientStateError           a closed client, or one used on another event loop
 
 Every error carries the request's ``method`` and ``path`` (never its query string, headers or body,
 so neither credentials nor image data can leak through a message or a log line), the number of
-``attempts`` made and the ``elapsed`` seconds across them. An answer's body is kept whole on
-``.body`` of the errors that have one, and never shown in ``str()`` or ``repr()``: it can hold
-card data.
+``attempts`` made and the ``elapsed`` seconds across them. Errors raised for an answer keep its
+body whole on ``.body`` and its headers on ``.headers`` (for a support ticket), never shown in
+``str()`` or ``repr()``: the body can hold card data.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._redact import describe_body, is_known_text, safe_token
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "ERROR_MESSAGE_KEYS",
@@ -38,17 +48,23 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "CVError",
+    "ClientStateError",
     "ConfigurationError",
     "FormatTypeError",
+    "InternalServerError",
     "InvalidImageError",
     "InvalidInputError",
     "MalformedResponseError",
     "NoDocumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QueueTimeoutError",
     "QuotaExceededError",
     "RateLimitError",
     "ResponseTooLargeError",
     "URLUnavailableError",
     "api_error_for_code",
+    "status_error_for",
 ]
 
 #: The documented ``errorMessage`` texts, matched loosely (the vendor's table misspells some). A
@@ -98,6 +114,8 @@ class CVError(Exception):
     path: str | None
     attempts: int
     elapsed: float
+    #: The answer's headers, on errors raised for an answer (``None`` otherwise).
+    headers: httpx.Headers | None = None
 
     def __init__(
         self,
@@ -128,6 +146,11 @@ class InvalidInputError(CVError, ValueError):
     """An input was refused before any request was sent (missing file, wrong type, too large...)."""
 
 
+class ClientStateError(CVError):
+    """The client cannot be used as it was: it is closed, or it was opened on another event
+    loop (its connections belong to that loop)."""
+
+
 class APIError(CVError):
     """The service answered with a non-zero ``errorCode``.
 
@@ -135,6 +158,8 @@ class APIError(CVError):
         error_code: the ``errorCode`` the service sent.
         error_message: the ``errorMessage`` the service sent.
         status_code: the HTTP status of that answer.
+        body: the whole answer as received (not shown in ``str()`` or ``repr()``).
+        headers: the answer's headers.
     """
 
     def __init__(
@@ -143,6 +168,8 @@ class APIError(CVError):
         error_message: str,
         *,
         status_code: int = 200,
+        body: bytes = b"",
+        headers: httpx.Headers | None = None,
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
@@ -156,6 +183,8 @@ class APIError(CVError):
         self.error_code = error_code
         self.error_message = error_message
         self.status_code = status_code
+        self.body = body
+        self.headers = headers
 
 
 class NoDocumentError(APIError):
@@ -217,6 +246,7 @@ class APIStatusError(CVError):
         body: the whole body as received (not shown in ``str()`` or ``repr()``).
         content_type: the answer's ``Content-Type``.
         retry_after: seconds the service asked to wait (``Retry-After``), if it said.
+        headers: the answer's headers.
     """
 
     def __init__(
@@ -226,6 +256,7 @@ class APIStatusError(CVError):
         body: bytes = b"",
         content_type: str = "",
         retry_after: float | None = None,
+        headers: httpx.Headers | None = None,
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
@@ -239,10 +270,37 @@ class APIStatusError(CVError):
         self.body = body
         self.content_type = content_type
         self.retry_after = retry_after
+        self.headers = headers
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 401 or 403 without an ``errorCode``: the gateway refused the credentials or the
+    caller (check ``api_key``/``api_secret``, and that this machine may call the service)."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: no endpoint at that address; ``base_url`` is most likely wrong."""
 
 
 class RateLimitError(APIStatusError):
     """HTTP 429: the service asks the client to slow down (see ``retry_after``)."""
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 500 or above without an ``errorCode``: the service or a proxy in front of it failed."""
+
+
+def status_error_for(status_code: int) -> type[APIStatusError]:
+    """The ``APIStatusError`` subclass for an HTTP status (plain ``APIStatusError`` if none)."""
+    if status_code in (401, 403):
+        return PermissionDeniedError
+    if status_code == 404:
+        return NotFoundError
+    if status_code == 429:
+        return RateLimitError
+    if status_code >= 500:
+        return InternalServerError
+    return APIStatusError
 
 
 class MalformedResponseError(CVError):
@@ -252,6 +310,7 @@ class MalformedResponseError(CVError):
         status_code: the HTTP status.
         body: the whole body as received (not shown in ``str()`` or ``repr()``).
         content_type: the answer's ``Content-Type``.
+        headers: the answer's headers.
     """
 
     def __init__(
@@ -261,6 +320,7 @@ class MalformedResponseError(CVError):
         status_code: int,
         body: bytes = b"",
         content_type: str = "",
+        headers: httpx.Headers | None = None,
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
@@ -274,6 +334,7 @@ class MalformedResponseError(CVError):
         self.status_code = status_code
         self.body = body
         self.content_type = content_type
+        self.headers = headers
 
 
 class ResponseTooLargeError(MalformedResponseError):
@@ -294,6 +355,7 @@ class ResponseTooLargeError(MalformedResponseError):
         status_code: int,
         content_type: str = "",
         announced: int | None = None,
+        headers: httpx.Headers | None = None,
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
@@ -314,6 +376,7 @@ class ResponseTooLargeError(MalformedResponseError):
         self.body = b""
         self.content_type = content_type
         self.limit = limit
+        self.headers = headers
 
 
 class APIConnectionError(CVError):
@@ -346,3 +409,20 @@ class APITimeoutError(APIConnectionError):
         kind: which timeout fired: ``"connect"``, ``"write"``, ``"read"``, ``"pool"`` or
             ``"total"`` (the overall deadline, ``total_timeout``).
     """
+
+
+class QueueTimeoutError(APITimeoutError):
+    """No concurrency slot came free within the client's ``queue_timeout``: the request was
+    never sent (nothing billed) and is not retried, so a caller can fail fast under load.
+
+    Attributes:
+        waited: seconds spent waiting for a slot.
+    """
+
+    def __init__(self, waited: float, *, in_flight: int) -> None:
+        super().__init__(
+            f"no free slot within queue_timeout={waited:g} s ({in_flight} requests in flight); "
+            "nothing was sent",
+            kind="queue",
+        )
+        self.waited = waited

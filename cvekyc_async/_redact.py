@@ -31,7 +31,7 @@ _TITLE_MAX = 60
 # Words with their combining marks (text in decomposed form keeps its diacritics apart).
 _WORD_RE = re.compile(r"[\w\u0300-\u036f]+")
 # A plain name starts with a letter and holds no long run of digits (an ID number is no name).
-_NAME_RE = re.compile(r"(?![^\d]*\d{6})[A-Za-z][A-Za-z0-9_]{0,47}")
+_NAME_RE = re.compile(r"(?!.*\d{6})[A-Za-z0-9][A-Za-z0-9_]{0,47}")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,40}(/[A-Za-z0-9!#$&^_.+-]{1,60})?")
 
 

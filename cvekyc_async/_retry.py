@@ -31,7 +31,7 @@ __all__ = [
 
 DEFAULT_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _NOT_REACHED_STATUSES = frozenset({429, 503})
-_NOT_REACHED_KINDS = frozenset({"connect", "pool"})
+_NOT_REACHED_KINDS = frozenset({"connect", "pool", "queue"})
 _SECONDS_RE = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,6})?")
 
 
@@ -63,7 +63,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 def is_transient(error: CVError, statuses: frozenset[int] = DEFAULT_RETRY_STATUSES) -> bool:
     """Whether ``error`` is worth another attempt at all (ignoring billing)."""
     if isinstance(error, APITimeoutError):
-        return error.kind != "total"
+        return error.kind not in ("total", "queue")
     if isinstance(error, APIConnectionError):
         return True
     if isinstance(error, APIStatusError):

@@ -45,6 +45,13 @@ def slow_tier(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--slow"))
 
 
+@pytest.fixture(params=["async", "sync"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    """Which client a behaviour table runs through: ``AsyncCVClient`` or ``CVClient``
+    (see tests/_flavours.py)."""
+    return str(request.param)
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

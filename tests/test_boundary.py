@@ -437,7 +437,7 @@ async def test_large_answers_read_together_stay_within_the_budget(
         async with anyio.create_task_group() as tg:
             for _ in range(8):
                 tg.start_soon(one)
-        assert c._read_budget.used == 0  # all released
+        assert c._engine.read_budget.used == 0  # all released
     assert len(results) == 8
     assert all(r.cards[0].info.get("note") == "x" * 2_500_000 for r in results)
     assert len(body) < budget_peak[0] <= cap + cap + 8 * FREE_BYTES  # several at once, bounded

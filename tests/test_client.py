@@ -24,27 +24,31 @@ from cvekyc_async import (
     CVError,
     FormatTypeError,
     ImageSource,
+    InternalServerError,
     InvalidImageError,
     InvalidInputError,
     MalformedResponseError,
     NoDocumentError,
+    NotFoundError,
+    PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
     URLUnavailableError,
 )
 from tests import samples
+from tests._flavours import flavoured
 
 PATH = "/api/v2/ekyc/card"
 TOKEN = base64.b64encode(f"{samples.API_KEY}:{samples.API_SECRET}".encode()).decode()
 
 
-def client(**kwargs: Any) -> AsyncCVClient:
+def client(flavour: str = "async", **kwargs: Any) -> Any:
     # One attempt per call: these tests check how a single answer maps to a result or an error.
-    # Retries are tested in test_retry.py.
+    # Retries are tested in test_retry.py. ``flavour`` runs the same test through CVClient.
     kwargs.setdefault("base_url", samples.BASE_URL)
     if "retry" not in kwargs:
         kwargs.setdefault("max_retries", 0)
-    return AsyncCVClient(samples.API_KEY, samples.API_SECRET, **kwargs)
+    return flavoured(flavour, samples.API_KEY, samples.API_SECRET, **kwargs)
 
 
 @pytest.fixture
@@ -153,11 +157,11 @@ def _bad_inputs(tmp: Path) -> list[tuple[str, Any, dict[str, Any], str]]:
 
 @pytest.mark.anyio
 async def test_bad_input_table_raises_before_sending(
-    mock: respx.MockRouter, tmp_path: Path
+    mock: respx.MockRouter, tmp_path: Path, flavour: str
 ) -> None:
     route = mock.route().respond(200, content=samples.answer(samples.CHIP_FRONT))
     for name, value, kwargs, message in _bad_inputs(tmp_path):
-        async with client(**kwargs) as c:
+        async with client(flavour, **kwargs) as c:
             with pytest.raises(InvalidInputError, match=message) as info:
                 await c.extract_card(value)
         assert isinstance(info.value, ValueError), name
@@ -189,10 +193,10 @@ def test_base64_data_uri_prefix_and_newlines_are_accepted() -> None:
 
 @pytest.mark.anyio
 async def test_two_sides_in_different_styles_are_refused(
-    mock: respx.MockRouter, jpeg_file: Path
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
 ) -> None:
     route = mock.route().respond(200, content=samples.answer(samples.CHIP_FRONT))
-    async with client() as c:
+    async with client(flavour) as c:
         with pytest.raises(InvalidInputError, match="img1 as 'file', img2 as 'url'"):
             await c.extract_cards(jpeg_file, "https://x.test/back.jpg")
     assert route.call_count == 0
@@ -200,10 +204,10 @@ async def test_two_sides_in_different_styles_are_refused(
 
 @pytest.mark.anyio
 async def test_pdf_is_refused_for_the_two_sides_endpoint_only(
-    mock: respx.MockRouter, pdf_file: Path
+    mock: respx.MockRouter, pdf_file: Path, flavour: str
 ) -> None:
     route = mock.route().respond(200, content=samples.answer(samples.CHIP_FRONT))
-    async with client() as c:
+    async with client(flavour) as c:
         with pytest.raises(InvalidInputError, match="is a PDF"):
             await c.extract_cards(pdf_file, pdf_file)
         assert route.call_count == 0
@@ -213,9 +217,11 @@ async def test_pdf_is_refused_for_the_two_sides_endpoint_only(
 
 
 @pytest.mark.anyio
-async def test_get_thumb_must_be_a_bool(mock: respx.MockRouter, jpeg_file: Path) -> None:
+async def test_get_thumb_must_be_a_bool(
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
+) -> None:
     route = mock.route().respond(200, content=samples.answer(samples.CHIP_FRONT))
-    async with client() as c:
+    async with client(flavour) as c:
         with pytest.raises(InvalidInputError, match="get_thumb"):
             await c.extract_card(jpeg_file, get_thumb="yes")  # type: ignore[arg-type]
     assert route.call_count == 0
@@ -279,11 +285,16 @@ def test_image_source_reprs_hide_data_and_url_queries(jpeg_file: Path) -> None:
 )
 @pytest.mark.parametrize("status", [200, 400, 401])
 async def test_each_error_code_raises_its_class(
-    mock: respx.MockRouter, jpeg_file: Path, code: int, cls: type[APIError], status: int
+    mock: respx.MockRouter,
+    jpeg_file: Path,
+    code: int,
+    cls: type[APIError],
+    status: int,
+    flavour: str,
 ) -> None:
     message = samples.ERROR_MESSAGES.get(code, "Something new")
     mock.post(PATH).respond(status, content=samples.answer(None, code=str(code), message=message))
-    async with client() as c:
+    async with client(flavour) as c:
         with pytest.raises(APIError) as info:
             await c.extract_card(jpeg_file)
     err = info.value
@@ -299,9 +310,11 @@ async def test_each_error_code_raises_its_class(
 
 
 @pytest.mark.anyio
-async def test_success_answer_is_typed_and_billed(mock: respx.MockRouter, jpeg_file: Path) -> None:
+async def test_success_answer_is_typed_and_billed(
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
+) -> None:
     mock.post(PATH).respond(200, content=samples.answer(samples.CHIP_FRONT))
-    async with client() as c:
+    async with client(flavour) as c:
         res = await c.extract_card(jpeg_file)
     assert res.billed
     assert res.attempts == 1
@@ -320,11 +333,15 @@ async def test_success_answer_is_typed_and_billed(mock: respx.MockRouter, jpeg_f
             502,
             b"<html><head><title>502 Bad Gateway</title></head><h1>502 Bad Gateway</h1></html>",
             {"Content-Type": "text/html"},
-            APIStatusError,
+            InternalServerError,
             "HTTP 502 from the service (text/html, 80 bytes, title '502 Bad Gateway')",
         ),
-        (503, b"", {}, APIStatusError, "HTTP 503 from the service (no content type, 0 bytes)"),
-        (404, b'{"detail": "Not Found"}', {}, APIStatusError, "HTTP 404"),
+        (503, b"", {}, InternalServerError, "HTTP 503 from the service (no content type, 0 bytes)"),
+        (404, b'{"detail": "Not Found"}', {}, NotFoundError, "HTTP 404"),
+        (401, b'{"detail": "Unauthorized"}', {}, PermissionDeniedError, "HTTP 401"),
+        (403, b"<html><title>Forbidden</title></html>", {}, PermissionDeniedError, "HTTP 403"),
+        (400, b'{"detail": "Bad Request"}', {}, APIStatusError, "HTTP 400"),
+        (418, b"", {}, APIStatusError, "HTTP 418"),
         (429, b"slow down", {"Retry-After": "7"}, RateLimitError, "Retry-After: 7 s"),
     ],
 )
@@ -336,23 +353,28 @@ async def test_http_errors_without_error_code(
     headers: dict[str, str],
     cls: type[APIStatusError],
     shown: str,
+    flavour: str,
 ) -> None:
-    mock.post(PATH).respond(status, content=body, headers=headers)
-    async with client() as c:
+    mock.post(PATH).respond(status, content=body, headers={**headers, "X-Trace-Id": "t-1"})
+    async with client(flavour, max_retries=0) as c:
         with pytest.raises(APIStatusError) as info:
             await c.extract_card(jpeg_file)
     assert type(info.value) is cls
     assert info.value.status_code == status
     assert shown in str(info.value)
     assert info.value.body == body  # whole, for diagnosis, but never in the message
+    assert info.value.headers is not None
+    assert info.value.headers["x-trace-id"] == "t-1"  # for a support ticket
     if cls is RateLimitError:
         assert info.value.retry_after == 7  # type: ignore[attr-defined]
 
 
 @pytest.mark.anyio
-async def test_retry_after_as_http_date(mock: respx.MockRouter, jpeg_file: Path) -> None:
+async def test_retry_after_as_http_date(
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
+) -> None:
     mock.post(PATH).respond(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
-    async with client() as c:
+    async with client(flavour) as c:
         with pytest.raises(RateLimitError) as info:
             await c.extract_card(jpeg_file)
     assert info.value.retry_after == 0  # a date in the past means "now"
@@ -364,10 +386,10 @@ async def test_retry_after_as_http_date(mock: respx.MockRouter, jpeg_file: Path)
     [b"", b"<html>ok</html>", b"{}", b'{"data": {"type": "passport"}}', b'{"errorCode": "0", "da'],
 )
 async def test_malformed_2xx_bodies_raise_malformed_response(
-    mock: respx.MockRouter, jpeg_file: Path, body: bytes
+    mock: respx.MockRouter, jpeg_file: Path, body: bytes, flavour: str
 ) -> None:
     mock.post(PATH).respond(200, content=body)
-    async with client() as c:
+    async with client(flavour) as c:
         with pytest.raises(MalformedResponseError) as info:
             await c.extract_card(jpeg_file)
     assert info.value.status_code == 200
@@ -375,10 +397,12 @@ async def test_malformed_2xx_bodies_raise_malformed_response(
 
 
 @pytest.mark.anyio
-async def test_malformed_json_body_is_not_quoted(mock: respx.MockRouter, jpeg_file: Path) -> None:
+async def test_malformed_json_body_is_not_quoted(
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
+) -> None:
     # A broken JSON body may still hold data read off a card: the error must not repeat it.
     mock.post(PATH).respond(200, content=b'{"data": {"info": {"id": "001099012345"')
-    async with client() as c:
+    async with client(flavour) as c:
         with pytest.raises(MalformedResponseError) as info:
             await c.extract_card(jpeg_file)
     assert "001099012345" not in str(info.value)
@@ -398,10 +422,15 @@ async def test_malformed_json_body_is_not_quoted(mock: respx.MockRouter, jpeg_fi
     ],
 )
 async def test_transport_failures_map_to_connection_errors(
-    mock: respx.MockRouter, jpeg_file: Path, exc: Exception, cls: type, kind: str | None
+    mock: respx.MockRouter,
+    jpeg_file: Path,
+    exc: Exception,
+    cls: type,
+    kind: str | None,
+    flavour: str,
 ) -> None:
     mock.post(PATH).mock(side_effect=exc)
-    async with client(max_retries=0) as c:
+    async with client(flavour, max_retries=0) as c:
         with pytest.raises(APIConnectionError) as info:
             await c.extract_card(jpeg_file)
     assert type(info.value) is cls
@@ -415,7 +444,7 @@ async def test_transport_failures_map_to_connection_errors(
 
 @pytest.mark.anyio
 async def test_secret_never_in_repr_errors_or_logs(
-    mock: respx.MockRouter, jpeg_file: Path, caplog: pytest.LogCaptureFixture
+    mock: respx.MockRouter, jpeg_file: Path, caplog: pytest.LogCaptureFixture, flavour: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     mock.post(PATH).mock(
@@ -428,7 +457,7 @@ async def test_secret_never_in_repr_errors_or_logs(
         ]
     )
     seen: list[str] = []
-    async with client(max_retries=0) as c:
+    async with client(flavour, max_retries=0) as c:
         seen += [repr(c), str(c), repr(vars(c))]
         for _ in range(5):
             with pytest.raises(CVError) as info:
@@ -450,8 +479,10 @@ def test_configuration_errors_do_not_show_the_secret() -> None:
 
 
 @pytest.mark.anyio
-async def test_closed_client_refuses_requests(mock: respx.MockRouter, jpeg_file: Path) -> None:
-    c = client()
+async def test_closed_client_refuses_requests(
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
+) -> None:
+    c = client(flavour)
     await c.aclose()
     await c.aclose()  # closing twice is harmless
     with pytest.raises(CVError, match="closed"):
@@ -460,11 +491,11 @@ async def test_closed_client_refuses_requests(mock: respx.MockRouter, jpeg_file:
 
 @pytest.mark.anyio
 async def test_caller_supplied_http_client_is_used_and_left_open(
-    mock: respx.MockRouter, jpeg_file: Path
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
 ) -> None:
     mock.post(PATH).respond(200, content=samples.answer(samples.CHIP_FRONT))
     async with httpx.AsyncClient() as http:
-        async with client(http_client=http) as c:
+        async with client(flavour, http_client=http) as c:
             await c.extract_card(jpeg_file)
         assert not http.is_closed
     assert mock.calls.call_count == 1
@@ -472,7 +503,7 @@ async def test_caller_supplied_http_client_is_used_and_left_open(
 
 @pytest.mark.anyio
 async def test_in_flight_requests_never_exceed_max_concurrency(
-    mock: respx.MockRouter, jpeg_file: Path
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
 ) -> None:
     in_flight = peak = 0
 
@@ -487,7 +518,7 @@ async def test_in_flight_requests_never_exceed_max_concurrency(
         return httpx.Response(200, content=samples.answer(samples.CHIP_FRONT))
 
     mock.post(PATH).mock(side_effect=slow_answer)
-    async with client(max_concurrency=3) as c, anyio.create_task_group() as tg:
+    async with client(flavour, max_concurrency=3) as c, anyio.create_task_group() as tg:
         for _ in range(25):
             tg.start_soon(c.extract_card, jpeg_file)
     assert mock.calls.call_count == 25

@@ -16,6 +16,7 @@ from cvekyc_async import (
     APITimeoutError,
     AsyncCVClient,
     CVError,
+    InternalServerError,
     MalformedResponseError,
     RateLimitError,
 )
@@ -34,10 +35,10 @@ def no_retry_client(emu: RunningEmulator, **kwargs: object) -> AsyncCVClient:
     ("kind", "cls", "detail"),
     [
         ("429", RateLimitError, "Retry-After: 1 s"),
-        ("500", APIStatusError, "HTTP 500"),
-        ("502", APIStatusError, "502 Bad Gateway"),
-        ("503", APIStatusError, "503 Service Temporarily Unavailable"),
-        ("504", APIStatusError, "504 Gateway Time-out"),
+        ("500", InternalServerError, "HTTP 500"),
+        ("502", InternalServerError, "502 Bad Gateway"),
+        ("503", InternalServerError, "503 Service Temporarily Unavailable"),
+        ("504", InternalServerError, "504 Gateway Time-out"),
         ("drop", APIConnectionError, "could not reach the service"),
         ("malformed", MalformedResponseError, "not the expected JSON"),
     ],

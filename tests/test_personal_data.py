@@ -274,6 +274,7 @@ def test_service_texts_and_names_show_only_when_documented_or_plain() -> None:
             "invalidMessage": PLANTED,
         },
         {"type": "chip_id_card_back", "info": {}, "invalidMessage": "Successful"},
+        {"type": "12_id_card_front", "info": {}},
     ]
     res = decode_answer(samples.answer(cards, code="0", message=PLANTED))
     shown = [repr(res), str(res), repr(res.cards[0]), repr(res.cards[0].info)]
@@ -283,6 +284,7 @@ def test_service_texts_and_names_show_only_when_documented_or_plain() -> None:
         assert "079099123456" not in text
     assert "type='<unknown type>'" in repr(res.cards[0])
     assert "invalid_message='Successful'" in repr(res.cards[1])
+    assert "type='12_id_card_front'" in repr(res.cards[2])  # documented names start with digits
     assert "<field>=<int>" in repr(res.cards[0].info)
     assert "error_message=<30 chars>" in repr(res)
     # the values themselves are kept

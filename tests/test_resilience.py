@@ -13,7 +13,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
-import cvekyc_async._client as client_module
+import cvekyc_async._attempts as client_module
 from cvekyc_async import (
     APIConnectionError,
     APITimeoutError,
@@ -298,7 +298,7 @@ async def test_2000_calls_with_20_percent_faults_all_end_typed(
     assert sum(outcomes.values()) == 2000
     assert set(outcomes) <= {
         "ok",
-        "APIStatusError",
+        "InternalServerError",
         "RateLimitError",
         "APIConnectionError",
         "MalformedResponseError",
@@ -357,7 +357,7 @@ async def test_reads_cancelled_while_they_wait_for_the_budget_close_cleanly() ->
         async with AsyncCVClient(
             "k", "s", base_url=server.base_url, max_response_size=2 * 1024 * 1024, max_retries=0
         ) as client:
-            budget = client._read_budget
+            budget = client._engine.read_budget
             take = budget.take
 
             async def watched(token: int, size: int) -> None:

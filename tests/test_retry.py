@@ -14,12 +14,11 @@ import httpx
 import pytest
 import respx
 
-import cvekyc_async._client as client_module
+import cvekyc_async._attempts as client_module
 from cvekyc_async import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
-    AsyncCVClient,
     ConfigurationError,
     CVError,
     InvalidImageError,
@@ -27,6 +26,7 @@ from cvekyc_async import (
     RetryPolicy,
 )
 from tests import samples
+from tests._flavours import flavoured
 
 pytestmark = pytest.mark.anyio
 PATH = "/api/v2/ekyc/card"
@@ -53,9 +53,9 @@ def mock() -> Iterator[respx.MockRouter]:
         yield router
 
 
-def client(**kwargs: Any) -> AsyncCVClient:
+def client(flavour: str = "async", **kwargs: Any) -> Any:
     kwargs.setdefault("base_url", samples.BASE_URL)
-    return AsyncCVClient(samples.API_KEY, samples.API_SECRET, **kwargs)
+    return flavoured(flavour, samples.API_KEY, samples.API_SECRET, **kwargs)
 
 
 def responses(*items: Any) -> list[Any]:
@@ -86,9 +86,10 @@ async def test_transient_failures_are_retried_until_success(
     sequence: tuple[Any, ...],
     attempts: int,
     ambiguous: int,
+    flavour: str,
 ) -> None:
     route = mock.post(PATH).mock(side_effect=responses(*sequence))
-    async with client(retry=NO_WAIT) as c:
+    async with client(flavour, retry=NO_WAIT) as c:
         res = await c.extract_card(jpeg_file)
         usage = c.usage
     assert res.attempts == attempts
@@ -116,10 +117,15 @@ async def test_transient_failures_are_retried_until_success(
     ],
 )
 async def test_non_transient_failures_are_raised_at_once(
-    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float], first: Any, error: type
+    mock: respx.MockRouter,
+    jpeg_file: Path,
+    sleeps: list[float],
+    first: Any,
+    error: type,
+    flavour: str,
 ) -> None:
     route = mock.post(PATH).mock(side_effect=[first, OK])
-    async with client(retry=NO_WAIT) as c:
+    async with client(flavour, retry=NO_WAIT) as c:
         with pytest.raises(error) as info:
             await c.extract_card(jpeg_file)
     assert route.call_count == 1
@@ -128,10 +134,10 @@ async def test_non_transient_failures_are_raised_at_once(
 
 
 async def test_gives_up_after_max_retries_with_the_last_error(
-    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float]
+    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float], flavour: str
 ) -> None:
     route = mock.post(PATH).mock(side_effect=responses(503, 503, 502, OK))
-    async with client(max_retries=2) as c:
+    async with client(flavour, max_retries=2) as c:
         with pytest.raises(APIStatusError) as info:
             await c.extract_card(jpeg_file)
         usage = c.usage
@@ -140,7 +146,7 @@ async def test_gives_up_after_max_retries_with_the_last_error(
     assert info.value.attempts == 3
     assert info.value.elapsed >= 0
     assert (info.value.method, info.value.path) == ("POST", PATH)
-    assert usage.errors == {"APIStatusError": 1}
+    assert usage.errors == {"InternalServerError": 1}
     # Full jitter: each wait lies under min(8, 0.5 * 2**n).
     assert len(sleeps) == 2
     assert 0 <= sleeps[0] <= 0.5
@@ -161,11 +167,16 @@ async def test_gives_up_after_max_retries_with_the_last_error(
     ],
 )
 async def test_billing_safe_mode_retries_only_what_never_reached_the_service(
-    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float], sequence: tuple, calls: int
+    mock: respx.MockRouter,
+    jpeg_file: Path,
+    sleeps: list[float],
+    sequence: tuple,
+    calls: int,
+    flavour: str,
 ) -> None:
     route = mock.post(PATH).mock(side_effect=responses(*sequence))
     policy = RetryPolicy(backoff_base=0, retry_ambiguous=False)
-    async with client(retry=policy) as c:
+    async with client(flavour, retry=policy) as c:
         if calls == 1:
             with pytest.raises(CVError):
                 await c.extract_card(jpeg_file)
@@ -176,32 +187,32 @@ async def test_billing_safe_mode_retries_only_what_never_reached_the_service(
 
 
 async def test_retry_after_seconds_sets_the_wait(
-    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float]
+    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float], flavour: str
 ) -> None:
     mock.post(PATH).mock(side_effect=[httpx.Response(429, headers={"Retry-After": "7"}), OK])
-    async with client() as c:
+    async with client(flavour) as c:
         await c.extract_card(jpeg_file)
     assert sleeps == [7.0]
 
 
 async def test_retry_after_http_date_sets_the_wait(
-    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float]
+    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float], flavour: str
 ) -> None:
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
     mock.post(PATH).mock(side_effect=[httpx.Response(503, headers={"Retry-After": when}), OK])
-    async with client() as c:
+    async with client(flavour) as c:
         await c.extract_card(jpeg_file)
     [waited] = sleeps
     assert 27 <= waited <= 30
 
 
 async def test_retry_after_past_the_cap_raises_rate_limit_error(
-    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float]
+    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float], flavour: str
 ) -> None:
     route = mock.post(PATH).mock(
         side_effect=[httpx.Response(429, headers={"Retry-After": "3600"}), OK]
     )
-    async with client() as c:
+    async with client(flavour) as c:
         with pytest.raises(RateLimitError) as info:
             await c.extract_card(jpeg_file)
     assert info.value.retry_after == 3600
@@ -210,12 +221,12 @@ async def test_retry_after_past_the_cap_raises_rate_limit_error(
 
 
 async def test_no_wait_starts_that_would_pass_the_deadline(
-    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float]
+    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float], flavour: str
 ) -> None:
     route = mock.post(PATH).mock(
         side_effect=[httpx.Response(503, headers={"Retry-After": "5"}), OK]
     )
-    async with client(total_timeout=2.0) as c:
+    async with client(flavour, total_timeout=2.0) as c:
         with pytest.raises(APIStatusError):
             await c.extract_card(jpeg_file)
     assert route.call_count == 1
@@ -223,11 +234,11 @@ async def test_no_wait_starts_that_would_pass_the_deadline(
 
 
 async def test_retry_budget_stops_retries_when_spent(
-    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float]
+    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float], flavour: str
 ) -> None:
     route = mock.post(PATH).mock(return_value=httpx.Response(503))
     policy = RetryPolicy(backoff_base=0, budget_capacity=10, retry_cost=5)
-    async with client(retry=policy) as c:
+    async with client(flavour, retry=policy) as c:
         with pytest.raises(APIStatusError) as first:
             await c.extract_card(jpeg_file)
         assert first.value.attempts == 3  # two retries: 10 tokens
@@ -246,11 +257,11 @@ async def test_retry_budget_stops_retries_when_spent(
 
 
 async def test_timeout_retries_cost_more_of_the_budget(
-    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float]
+    mock: respx.MockRouter, jpeg_file: Path, sleeps: list[float], flavour: str
 ) -> None:
     mock.post(PATH).mock(side_effect=httpx.ReadTimeout("slow"))
     policy = RetryPolicy(backoff_base=0, budget_capacity=10, max_retries=5)
-    async with client(retry=policy) as c:
+    async with client(flavour, retry=policy) as c:
         with pytest.raises(APITimeoutError) as info:
             await c.extract_card(jpeg_file)
     assert info.value.attempts == 2  # one timeout retry took all 10 tokens
@@ -261,10 +272,11 @@ async def test_every_attempt_logs_one_debug_line_without_secrets_or_card_data(
     jpeg_file: Path,
     sleeps: list[float],
     caplog: pytest.LogCaptureFixture,
+    flavour: str,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="cvekyc_async")
     mock.post(PATH).mock(side_effect=responses(503, httpx.ReadTimeout("slow"), OK))
-    async with client(retry=NO_WAIT) as c:
+    async with client(flavour, retry=NO_WAIT) as c:
         await c.extract_card(jpeg_file)
     lines = [r.getMessage() for r in caplog.records if r.name == "cvekyc_async"]
     attempts = [line for line in lines if " attempt " in line and " -> " in line]
@@ -282,6 +294,7 @@ async def test_every_attempt_logs_one_debug_line_without_secrets_or_card_data(
 async def test_backoff_does_not_hold_a_concurrency_slot(
     mock: respx.MockRouter, jpeg_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Async only: the fake sleep holds on events of the test's own loop.
     waiting = anyio.Event()
     release = anyio.Event()
 
@@ -341,10 +354,10 @@ def test_max_retries_builds_the_policy() -> None:
 
 
 async def test_connection_errors_say_whether_the_request_left(
-    mock: respx.MockRouter, jpeg_file: Path
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
 ) -> None:
     mock.post(PATH).mock(side_effect=[httpx.ConnectError("refused"), httpx.ReadError("reset")])
-    async with client(max_retries=0) as c:
+    async with client(flavour, max_retries=0) as c:
         with pytest.raises(APIConnectionError) as refused:
             await c.extract_card(jpeg_file)
         with pytest.raises(APIConnectionError) as reset:

@@ -43,7 +43,7 @@ def test_transport_choices() -> None:
 async def test_requests_spread_over_pools_and_are_released(cv_emulator: RunningEmulator) -> None:
     cv_emulator.set_faults(latency=0.05)
     async with cv_emulator.client(max_concurrency=12) as client:
-        transport = client._http._transport
+        transport = client._engine.http._transport
         assert isinstance(transport, ShardedTransport)
         peak: list[int] = []
 
@@ -63,7 +63,7 @@ async def test_cancelled_requests_release_their_pool(cv_emulator: RunningEmulato
     rng = random.Random(7)
     cv_emulator.set_faults(latency=0.01, jitter=0.03, seed=7)
     async with cv_emulator.client(max_concurrency=8, retry=RetryPolicy(backoff_base=0)) as client:
-        transport = client._http._transport
+        transport = client._engine.http._transport
         assert isinstance(transport, ShardedTransport)
 
         async def call(after: float) -> None:

@@ -19,6 +19,7 @@ from ._state import EmulatorSettings, EmulatorState, Faults
 
 if TYPE_CHECKING:
     from .._client import AsyncCVClient
+    from .._sync import CVClient
 
 __all__ = [
     "RunningEmulator",
@@ -114,6 +115,14 @@ class RunningEmulator:
         kwargs.setdefault("base_url", self.base_url)
         kwargs.setdefault("trust_env", False)
         return AsyncCVClient(self.api_key, self.api_secret, **kwargs)
+
+    def sync_client(self, **kwargs: Any) -> CVClient:
+        """A ``CVClient`` (the synchronous client) pointed at this emulator, as ``client()``."""
+        from .._sync import CVClient
+
+        kwargs.setdefault("base_url", self.base_url)
+        kwargs.setdefault("trust_env", False)
+        return CVClient(self.api_key, self.api_secret, **kwargs)
 
     def specimen_url(self, name: str) -> str:
         """The URL this emulator serves a bundled specimen at (for ``format_type=url``)."""

@@ -1,0 +1,506 @@
+"""The attempt loop: check the inputs, send, read, interpret, retry.
+
+An ``Engine`` is what a client and every view of it (``with_options``) share: the connection
+pool, the concurrency limiter, the retry budget, the read budget and the usage counts. A
+``Settings`` is what a view may change: timeouts, the retry policy and the queue wait. One call
+ends as an ``Exchange`` (the answer, its status, headers and raw bytes) or raises a ``CVError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+import anyio
+import httpx
+
+from ._body import BodyStream, encode_body
+from ._constants import PATH_CARD, PATH_CARDS, PATH_OCR
+from ._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    ClientStateError,
+    ConfigurationError,
+    CVError,
+    InvalidInputError,
+    MalformedResponseError,
+    QueueTimeoutError,
+    ResponseTooLargeError,
+    api_error_for_code,
+    status_error_for,
+)
+from ._inputs import ImageInput, Payload, as_source
+from ._models import AnswerFormatError, ExtractionResult, decode_answer
+from ._pacing import Pacer
+from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, read_body
+from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
+from ._usage import Usage
+
+__all__ = ["Engine", "Exchange", "Secret", "Settings"]
+
+logger = logging.getLogger("cvekyc_async")
+
+# Every wait between attempts goes through here, so tests can replace it with a fake clock.
+_sleep = anyio.sleep
+
+
+class Secret:
+    """Holds the Authorization header so that no repr, vars() dump or traceback shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What a client view decides for its own calls."""
+
+    timeout: httpx.Timeout
+    retry: RetryPolicy
+    queue_timeout: float | None
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One finished call: the decoded answer and what it was decoded from."""
+
+    result: ExtractionResult
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+    http_version: str
+    method: str
+    path: str
+
+
+def _timeout_kind(exc: httpx.TimeoutException) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect"
+    if isinstance(exc, httpx.WriteTimeout):
+        return "write"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "pool"
+    return "read"
+
+
+def _current_loop() -> object:
+    """The running event loop (asyncio) or run (trio), to tell one loop from another."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        import trio
+
+        return trio.lowlevel.current_root_task()
+
+
+class Engine:
+    """The machinery one client and its views share."""
+
+    def __init__(
+        self,
+        *,
+        auth: Secret,
+        base_url: str,
+        http: httpx.AsyncClient,
+        direct: httpx.AsyncBaseTransport | None,
+        owns_http: bool,
+        max_concurrency: int,
+        max_per_second: float | None,
+        max_file_size: int,
+        max_response_size: int,
+        budget_capacity: int | None,
+        asyncio_only: bool,
+    ) -> None:
+        self.auth = auth
+        self.base_url = base_url
+        self.http = http
+        # The transport of a pool the client built: requests go to it directly, skipping
+        # httpx.AsyncClient.send's layers (auth, redirects, cookies, hooks) that it never uses.
+        self.direct = direct
+        self.owns_http = owns_http
+        self.max_concurrency = max_concurrency
+        # Made on first use, in the event loop that will use it (anyio builds a limiter for
+        # the async library running where it is made).
+        self._limiter: anyio.CapacityLimiter | None = None
+        self.pacer = Pacer(max_per_second) if max_per_second else None
+        self.max_file_size = max_file_size
+        self.max_response_size = max_response_size
+        self.read_budget = ReadBudget(max_response_size)
+        self.budget = RetryBudget(budget_capacity)
+        self.usage = Usage()
+        self.asyncio_only = asyncio_only
+        self.closed = False
+        self.random = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._urls: dict[tuple[str, str, bool], httpx.URL] = {}
+        self._loop: object | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self._limiter is None else int(self._limiter.borrowed_tokens)
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.owns_http:
+            await self.http.aclose()
+
+    # -- before sending ----------------------------------------------------------------------
+
+    def _check_state(self) -> None:
+        if self.closed:
+            raise ClientStateError("this client is closed; create a new one")
+        try:
+            loop = _current_loop()
+        except ImportError:
+            loop = None
+        if self._loop is None:
+            if self.asyncio_only and not isinstance(loop, asyncio.AbstractEventLoop):
+                raise ConfigurationError(
+                    "transport='aiohttp' runs only under asyncio; use the default transport "
+                    "under trio"
+                )
+            self._loop = loop
+            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        elif loop is not self._loop:
+            raise ClientStateError(
+                "this client was opened on another event loop, and its connections belong to "
+                "that loop: create one client per event loop (for a web app, in its lifespan), "
+                "or use CVClient, which runs its own loop and may be called from any thread"
+            )
+
+    def prepare(
+        self, fields: Sequence[tuple[str, ImageInput]], *, allow_pdf: bool
+    ) -> list[tuple[str, Payload]]:
+        """Check and load every input; raises before anything is sent."""
+        self._check_state()
+        sources = [(name, as_source(value, name)) for name, value in fields]
+        styles = {src.format_type for _, src in sources}
+        if len(styles) > 1:
+            shown = ", ".join(f"{name} as {src.format_type!r}" for name, src in sources)
+            raise InvalidInputError(
+                f"one request takes one input style, but got {shown}; give both sides as files "
+                "(or bytes), both as URLs, or both as base64"
+            )
+        return [
+            (name, src.load(max_size=self.max_file_size, allow_pdf=allow_pdf))
+            for name, src in sources
+        ]
+
+    def build_request(
+        self,
+        path: str,
+        payloads: Sequence[tuple[str, Payload]],
+        get_thumb: bool,
+        body: tuple[str, bytes] | None,
+        timeout: httpx.Timeout,
+    ) -> httpx.Request:
+        format_type = payloads[0][1].format_type
+        thumb = "true" if get_thumb else "false"
+        # Accept-Encoding is set on every request, so that a caller's http_client does not
+        # announce encodings the body reader does not decode.
+        headers = {"Authorization": self.auth.reveal(), "Accept-Encoding": ACCEPT_ENCODING}
+        url = self.base_url + path
+        if body is None:
+            params: list[tuple[str, str | int | float | bool | None]]
+            params = [(name, str(p.data)) for name, p in payloads]
+            params += [("format_type", "url"), ("get_thumb", thumb)]
+            return self.http.build_request(
+                "GET", url, params=params, headers=headers, timeout=timeout
+            )
+        # POST URLs repeat: parse each once (httpx's URL handling is a visible share of the
+        # client's cost per request at a thousand requests a second).
+        key = (path, format_type, get_thumb)
+        cached = self._urls.get(key)
+        if cached is None:
+            cached = httpx.URL(url, params={"format_type": format_type, "get_thumb": thumb})
+            self._urls[key] = cached
+        content_type, data = body
+        headers["Content-Type"] = content_type
+        request = self.http.build_request(
+            "POST", cached, headers=headers, content=data, timeout=timeout
+        )
+        # httpx sends bytes through an async generator, which a cancellation can leave
+        # unfinished (see _body); the same bytes go out through a plain iterator instead.
+        # ``request.content`` stays readable for transports and mocks that want it.
+        request.stream = BodyStream(data)
+        return request
+
+    # -- the endpoints -----------------------------------------------------------------------
+
+    async def card(self, settings: Settings, image: ImageInput, get_thumb: bool) -> Exchange:
+        return await self.call(settings, PATH_CARD, (("img", image),), get_thumb, allow_pdf=True)
+
+    async def cards(
+        self, settings: Settings, front: ImageInput, back: ImageInput, get_thumb: bool
+    ) -> Exchange:
+        fields = (("img1", front), ("img2", back))
+        return await self.call(settings, PATH_CARDS, fields, get_thumb, allow_pdf=False)
+
+    async def ocr(self, settings: Settings, image: ImageInput, get_thumb: bool) -> Exchange:
+        return await self.call(settings, PATH_OCR, (("img", image),), get_thumb, allow_pdf=True)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        settings: Settings,
+        path: str,
+        fields: Sequence[tuple[str, ImageInput]],
+        get_thumb: bool,
+        *,
+        allow_pdf: bool,
+    ) -> Exchange:
+        """Send one extraction, retrying as ``settings.retry`` says; the exchange that ended it."""
+        if not isinstance(get_thumb, bool):
+            raise InvalidInputError(f"get_thumb must be True or False, not {get_thumb!r}")
+        payloads = self.prepare(fields, allow_pdf=allow_pdf)
+        is_url = payloads[0][1].format_type == "url"
+        method = "GET" if is_url else "POST"
+        body = None if is_url else encode_body(payloads)
+        policy = settings.retry
+        started = time.perf_counter()
+        deadline = policy.total_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                # Without a deadline no cancel scope is entered: it is a measurable share of
+                # the cost per request at a thousand requests a second.
+                if deadline is None:
+                    exchange = await self._attempt(
+                        settings, method, path, payloads, get_thumb, body, attempt
+                    )
+                else:
+                    remaining = max(deadline - (time.perf_counter() - started), 0.0)
+                    with anyio.fail_after(remaining):
+                        exchange = await self._attempt(
+                            settings, method, path, payloads, get_thumb, body, attempt
+                        )
+            except CVError as exc:
+                error = exc
+            except TimeoutError:
+                error = APITimeoutError(
+                    f"no answer within total_timeout={deadline:g} s", kind="total"
+                )
+            else:
+                result = exchange.result
+                result.attempts = attempt
+                result.elapsed = time.perf_counter() - started
+                self.usage.answers += 1
+                self.usage.billed += result.billed
+                self.budget.refund(policy.success_refund)
+                return exchange
+            elapsed = time.perf_counter() - started
+            error.method, error.path = method, path
+            error.attempts, error.elapsed = attempt, elapsed
+            delay = policy.next_delay(error, attempt, elapsed, self.random.random())
+            if delay is not None and not self.budget.withdraw(policy.retry_cost_of(error)):
+                self.usage.budget_exhausted += 1
+                delay = None
+            if delay is None:
+                self.usage.count_error(error)
+                raise error
+            self.usage.retries += 1
+            self.usage.ambiguous_retries += is_ambiguous(error)
+            logger.debug(
+                "%s %s attempt %d failed (%s); retrying in %.3f s",
+                method,
+                path,
+                attempt,
+                type(error).__name__,
+                delay,
+            )
+            await _sleep(delay)
+
+    async def _acquire(self, queue_timeout: float | None) -> anyio.CapacityLimiter:
+        limiter = self._limiter
+        assert limiter is not None  # made by prepare()
+        if queue_timeout is None:
+            await limiter.acquire()
+            return limiter
+        with anyio.move_on_after(queue_timeout) as waited:
+            await limiter.acquire()
+        if waited.cancelled_caught:
+            raise QueueTimeoutError(queue_timeout, in_flight=int(limiter.borrowed_tokens))
+        return limiter
+
+    async def _attempt(
+        self,
+        settings: Settings,
+        method: str,
+        path: str,
+        payloads: Sequence[tuple[str, Payload]],
+        get_thumb: bool,
+        body: tuple[str, bytes] | None,
+        attempt: int,
+    ) -> Exchange:
+        """One HTTP attempt, holding a concurrency slot only while it is in flight."""
+        limiter = await self._acquire(settings.queue_timeout)
+        try:
+            if self.pacer is not None:
+                await self.pacer.wait()
+            request = self.build_request(path, payloads, get_thumb, body, settings.timeout)
+            sent = time.perf_counter()
+            self.usage.requests += 1
+            try:
+                if self.direct is not None:
+                    response = await self.direct.handle_async_request(request)
+                else:
+                    response = await self.http.send(request, stream=True)
+                try:
+                    answer = await self._read(response)
+                finally:
+                    await response.aclose()
+            except CVError as exc:
+                _log_attempt(method, path, attempt, type(exc).__name__, sent)
+                raise
+            except httpx.TimeoutException as exc:
+                if _sent_before_failing(exc):
+                    _log_attempt(method, path, attempt, "connection lost", sent)
+                    raise APIConnectionError(
+                        f"the connection failed after the request was sent: "
+                        f"{_describe_failure(exc.__cause__ or exc)}",
+                        kind="transport",
+                    ) from None
+                kind = _timeout_kind(exc)
+                _log_attempt(method, path, attempt, f"{kind} timeout", sent)
+                raise APITimeoutError(f"{kind} timeout talking to the service", kind=kind) from None
+            except httpx.TransportError as exc:
+                kind = "connect" if isinstance(exc, httpx.ConnectError) else "transport"
+                _log_attempt(method, path, attempt, type(exc).__name__, sent)
+                raise APIConnectionError(
+                    f"could not reach the service: {_describe_failure(exc)}", kind=kind
+                ) from None
+            except Exception as exc:
+                # Whatever else a transport raises (httpx's other errors, a third-party
+                # transport's own) ends in the error tree too; it may have been sent.
+                _log_attempt(method, path, attempt, type(exc).__name__, sent)
+                raise APIConnectionError(
+                    f"the request failed: {_describe_failure(exc)}", kind="transport"
+                ) from None
+        finally:
+            limiter.release()
+        _log_attempt(method, path, attempt, str(response.status_code), sent)
+        return Exchange(
+            result=_interpret(response, answer),
+            status_code=response.status_code,
+            headers=response.headers,
+            body=answer,
+            http_version=response.http_version,
+            method=method,
+            path=path,
+        )
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        """The answer's body, decoded, and no more than ``max_response_size`` of it."""
+        try:
+            return await read_body(response, self.max_response_size, self.read_budget)
+        except BodyTooLarge as exc:
+            raise ResponseTooLargeError(
+                self.max_response_size,
+                status_code=response.status_code,
+                content_type=response.headers.get("content-type", ""),
+                announced=exc.announced,
+                headers=response.headers,
+            ) from None
+        except UndecodableBody as exc:
+            _raise_unreadable(response, exc.body, str(exc))
+
+
+def _log_attempt(method: str, path: str, attempt: int, outcome: str, sent: float) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "%s %s attempt %d -> %s in %.3f s",
+            method,
+            path,
+            attempt,
+            outcome,
+            time.perf_counter() - sent,
+        )
+
+
+def _interpret(response: httpx.Response, body: bytes) -> ExtractionResult:
+    """Turn a received answer into a result, or raise the error it stands for."""
+    try:
+        answer = decode_answer(body)
+    except AnswerFormatError as exc:
+        _raise_unreadable(response, body, str(exc))
+    if answer.error_code != 0:
+        cls_api = api_error_for_code(answer.error_code)
+        raise cls_api(
+            answer.error_code,
+            answer.error_message,
+            status_code=response.status_code,
+            body=body,
+            headers=response.headers,
+        )
+    if not 200 <= response.status_code < 300:
+        # A success envelope under an error status is no documented answer: the status wins
+        # (a 5xx of that kind is an ambiguous failure, retried only with retry_ambiguous).
+        _raise_unreadable(response, body, "an errorCode 0 answer under an error status")
+    return answer
+
+
+def _raise_unreadable(response: httpx.Response, body: bytes, reason: str) -> NoReturn:
+    """Raise the error for a body that is not an answer: malformed for a 2xx status, an HTTP
+    status error otherwise."""
+    status = response.status_code
+    content_type = response.headers.get("content-type", "")
+    if 200 <= status < 300:
+        raise MalformedResponseError(
+            reason,
+            status_code=status,
+            body=body,
+            content_type=content_type,
+            headers=response.headers,
+        )
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    raise status_error_for(status)(
+        status,
+        body=body,
+        content_type=content_type,
+        retry_after=retry_after,
+        headers=response.headers,
+    )
+
+
+# aiohttp's errors for a connection that was never made, or not in time.
+_AIOHTTP_NOT_CONNECTED = frozenset({"ClientConnectorError", "ServerTimeoutError"})
+
+
+def _sent_before_failing(exc: httpx.TimeoutException) -> bool:
+    """Whether a "connect timeout" is in fact a connection lost after the request was sent.
+
+    httpx-aiohttp maps every aiohttp connection error to ``httpx.ConnectTimeout``, a server
+    that closed after reading the whole request included; that one may have been processed
+    (and billed), so it must not be retried as if it never left. The aiohttp cause says which.
+    """
+    cause = exc.__cause__
+    if cause is None or not type(cause).__module__.startswith("aiohttp"):
+        return False
+    return not {c.__name__ for c in type(cause).__mro__} & _AIOHTTP_NOT_CONNECTED
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """Name a transport failure without its message, which can quote what the server sent
+    (h11's protocol errors show the offending bytes); an OS error's own text is kept."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{type(exc).__name__} ({cause.strerror})"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__

@@ -1,0 +1,403 @@
+"""CVClient: the synchronous client, a facade over ``AsyncCVClient``.
+
+Each ``CVClient`` runs one event loop in a thread of its own and hands every call to it through
+anyio's blocking portal, so it shares every line of behaviour (inputs, retries, errors, limits)
+with ``AsyncCVClient``. It may be called from any number of threads at once, and from code
+that already runs an event loop (a notebook), since its loop is not theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import httpx
+from anyio.from_thread import BlockingPortal
+
+from ._batch import DEFAULT_FATAL_ERRORS, BatchInputs, BatchResult, Endpoint, ProgressCallback
+from ._client import NOT_GIVEN, AsyncCVClient, NotGiven
+from ._constants import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_FILE_SIZE,
+    DEFAULT_MAX_RESPONSE_SIZE,
+)
+from ._errors import ClientStateError, ConfigurationError, CVError
+from ._inputs import ImageInput
+from ._models import ExtractionResult
+from ._raw import AsyncRawResponses, RawResponse
+from ._retry import RetryPolicy
+from ._transport import TransportChoice
+from ._usage import Usage
+
+__all__ = ["CVClient", "RawResponses"]
+
+
+class _Loop:
+    """An event loop in a daemon thread, and the portal that runs calls in it."""
+
+    def __init__(self, backend: Literal["asyncio", "trio"]) -> None:
+        ready: queue.Queue[BlockingPortal | BaseException] = queue.Queue(maxsize=1)
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                ready.put(portal)
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve, backend=backend)
+            except BaseException as exc:
+                if ready.empty():
+                    ready.put(exc)
+
+        # A daemon thread: a client that is never closed does not keep the interpreter alive
+        # (the finalizer below still closes it at exit).
+        self.thread = threading.Thread(target=run, name="cvekyc-client-loop", daemon=True)
+        self.thread.start()
+        started = ready.get()
+        if isinstance(started, BaseException):
+            raise started
+        self.portal = started
+        self.closed = False
+        self.lock = threading.Lock()
+
+
+def _shut(loop: _Loop, client: AsyncCVClient) -> None:
+    """Close the pool in its loop, then stop the loop (a finalizer: holds no ``CVClient``)."""
+    with loop.lock:
+        if loop.closed:
+            return
+        loop.closed = True
+    try:
+        with contextlib.suppress(RuntimeError):  # the loop is gone already
+            loop.portal.call(client.aclose)
+    finally:
+        with contextlib.suppress(RuntimeError):  # already stopped (interpreter shutdown)
+            loop.portal.call(loop.portal.stop)
+        if threading.current_thread() is not loop.thread:
+            loop.thread.join(timeout=10)
+
+
+class CVClient:
+    """Synchronous client for the Computer Vision Vietnam card OCR / eKYC API.
+
+    The same options, methods, results and errors as ``AsyncCVClient`` (see it for each
+    option), without ``await``::
+
+        with CVClient() as client:  # $CVEKYC_API_KEY / $CVEKYC_API_SECRET
+            result = client.extract_card("front.jpg")
+
+    One client runs one event loop in a thread of its own, holding the connection pool; share it
+    across threads (it is thread-safe: calls from many threads run at once, up to
+    ``max_concurrency`` in flight) and close it with ``with`` or ``close()``. A client that is
+    never closed is closed when it is garbage-collected or at interpreter exit.
+
+    Args:
+        backend: the event loop run in the client's thread: ``"asyncio"`` (default) or
+            ``"trio"``.
+        http_client: an ``httpx.AsyncClient`` to send through; it is used in the client's
+            thread only. The caller keeps ownership.
+
+    Raises:
+        ConfigurationError: as ``AsyncCVClient``.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        total_timeout: float | None = None,
+        queue_timeout: float | None = None,
+        max_per_second: float | None = None,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        trust_env: bool = True,
+        http_client: httpx.AsyncClient | None = None,
+        transport: TransportChoice | None = None,
+        backend: Literal["asyncio", "trio"] = "asyncio",
+    ) -> None:
+        if backend not in ("asyncio", "trio"):
+            raise ConfigurationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
+        # Options are checked before a thread is started.
+        self._async = AsyncCVClient(
+            api_key,
+            api_secret,
+            base_url=base_url,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            retry=retry,
+            total_timeout=total_timeout,
+            queue_timeout=queue_timeout,
+            max_per_second=max_per_second,
+            max_file_size=max_file_size,
+            max_response_size=max_response_size,
+            trust_env=trust_env,
+            http_client=http_client,
+            transport=transport,
+        )
+        self._loop = _Loop(backend)
+        self._owner: CVClient | None = None
+        self._close = weakref.finalize(self, _shut, self._loop, self._async)
+
+    def _view(self, view: AsyncCVClient) -> CVClient:
+        made = object.__new__(CVClient)
+        made._async = view
+        made._loop = self._loop
+        # A view keeps its client alive: the pool is closed only when neither is in use.
+        made._owner = self._owner or self
+        return made
+
+    def _run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._loop.closed:
+            raise ClientStateError("this client is closed; create a new one")
+        if threading.current_thread() is self._loop.thread:
+            raise ClientStateError(
+                "a CVClient cannot be called from its own loop (from a batch's progress "
+                "callback, say): use AsyncCVClient inside async code"
+            )
+        try:
+            return self._loop.portal.call(functools.partial(func, *args, **kwargs))
+        except RuntimeError:
+            if self._loop.closed:
+                raise ClientStateError("this client is closed; create a new one") from None
+            raise
+
+    def __repr__(self) -> str:
+        return "CV" + repr(self._async)[len("AsyncCV") :]
+
+    # -- settings and lifecycle --------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The service root requests go to."""
+        return self._async.base_url
+
+    @property
+    def max_concurrency(self) -> int:
+        """Most HTTP requests this client (and its views) keep in flight at once."""
+        return self._async.max_concurrency
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The timeouts of each attempt."""
+        return self._async.timeout
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy in force."""
+        return self._async.retry_policy
+
+    @property
+    def queue_timeout(self) -> float | None:
+        """Seconds a call may wait for a concurrency slot (``None``: no limit)."""
+        return self._async.queue_timeout
+
+    @property
+    def usage(self) -> Usage:
+        """A snapshot of the counts so far (shared with views)."""
+        if self._loop.closed:
+            return self._async.usage
+        result: Usage = self._run(_usage_of, self._async)
+        return result
+
+    @property
+    def in_flight(self) -> int:
+        """HTTP attempts in flight right now, across the client and its views."""
+        return self._async.in_flight
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the client is closed."""
+        return self._loop.closed
+
+    def __enter__(self) -> CVClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool and stop the client's thread. A view's ``close()`` does
+        nothing: the pool belongs to the client."""
+        if self._owner is None:
+            self._close()
+
+    def with_options(
+        self,
+        *,
+        timeout: float | httpx.Timeout | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | NotGiven = NOT_GIVEN,
+        total_timeout: float | NotGiven | None = NOT_GIVEN,
+        queue_timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> CVClient:
+        """A view with other options, sharing this client's pool, thread and counts (see
+        ``AsyncCVClient.with_options``)."""
+        return self._view(
+            self._async.with_options(
+                timeout=timeout,
+                max_retries=max_retries,
+                retry=retry,
+                total_timeout=total_timeout,
+                queue_timeout=queue_timeout,
+            )
+        )
+
+    @property
+    def with_raw_response(self) -> RawResponses:
+        """The endpoint methods, returning each answer as received (``RawResponse``)."""
+        return RawResponses(self, self._async.with_raw_response)
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def extract_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
+        """Read one side of one document (see ``AsyncCVClient.extract_card``)."""
+        result: ExtractionResult = self._run(self._async.extract_card, image, get_thumb=get_thumb)
+        return result
+
+    def extract_cards(
+        self, front: ImageInput, back: ImageInput, *, get_thumb: bool = False
+    ) -> ExtractionResult:
+        """Read both sides of one ID card (see ``AsyncCVClient.extract_cards``)."""
+        result: ExtractionResult = self._run(
+            self._async.extract_cards, front, back, get_thumb=get_thumb
+        )
+        return result
+
+    def ocr_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
+        """Read every document in an image or a PDF (see ``AsyncCVClient.ocr_card``)."""
+        result: ExtractionResult = self._run(self._async.ocr_card, image, get_thumb=get_thumb)
+        return result
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def extract_many(
+        self,
+        inputs: BatchInputs,
+        *,
+        endpoint: Endpoint = "card",
+        get_thumb: bool = False,
+        concurrency: int | None = None,
+        progress: ProgressCallback | None = None,
+        fatal_errors: tuple[type[CVError], ...] = DEFAULT_FATAL_ERRORS,
+    ) -> list[BatchResult]:
+        """Run many extractions at once; one ``BatchResult`` per input, in input order (see
+        ``AsyncCVClient.extract_many``). ``inputs`` is read, and ``progress`` called, in the
+        client's thread."""
+        results: list[BatchResult] = self._run(
+            self._async.extract_many,
+            inputs,
+            endpoint=endpoint,
+            get_thumb=get_thumb,
+            concurrency=concurrency,
+            progress=progress,
+            fatal_errors=fatal_errors,
+        )
+        return results
+
+    def extract_as_completed(
+        self,
+        inputs: BatchInputs,
+        *,
+        endpoint: Endpoint = "card",
+        get_thumb: bool = False,
+        concurrency: int | None = None,
+        progress: ProgressCallback | None = None,
+        fatal_errors: tuple[type[CVError], ...] = DEFAULT_FATAL_ERRORS,
+    ) -> Iterator[BatchResult]:
+        """Run many extractions at once and yield each ``BatchResult`` as it completes (see
+        ``AsyncCVClient.extract_as_completed``)::
+
+            for r in client.extract_as_completed(paths):
+                print(r.index, r.ok)
+
+        Memory stays bounded by the concurrency. Leaving the loop early (``break``), or
+        closing the iterator, stops the batch.
+        """
+        if self._loop.closed:
+            raise ClientStateError("this client is closed; create a new one")
+        batch = self._run(
+            self._async.extract_as_completed,
+            inputs,
+            endpoint=endpoint,
+            get_thumb=get_thumb,
+            concurrency=concurrency,
+            progress=progress,
+            fatal_errors=fatal_errors,
+        )
+        return self._iterate(batch)
+
+    def _iterate(self, batch: Any) -> Iterator[BatchResult]:
+        context = self._loop.portal.wrap_async_context_manager(batch)
+        results = context.__enter__()
+        try:
+            while True:
+                more, item = self._run(_next, results)
+                if not more:
+                    return
+                yield item
+        finally:
+            # Leaving early (break, close(), an error) stops the batch. Nothing is thrown into
+            # the batch's task group (GeneratorExit would end the client's loop with it).
+            if not self._loop.closed:
+                context.__exit__(None, None, None)
+
+
+async def _next(results: Any) -> tuple[bool, BatchResult | None]:
+    try:
+        return True, await results.__anext__()
+    except StopAsyncIteration:
+        return False, None
+
+
+async def _usage_of(client: AsyncCVClient) -> Usage:
+    return client.usage
+
+
+class RawResponses:
+    """The endpoint methods of a ``CVClient``, returning a ``RawResponse`` instead of the
+    result."""
+
+    __slots__ = ("_client", "_raw")
+
+    def __init__(self, client: CVClient, raw: AsyncRawResponses) -> None:
+        self._client = client
+        self._raw = raw
+
+    def extract_card(self, image: ImageInput, *, get_thumb: bool = False) -> RawResponse:
+        """``CVClient.extract_card``, answered as received."""
+        raw: RawResponse = self._client._run(self._raw.extract_card, image, get_thumb=get_thumb)
+        return raw
+
+    def extract_cards(
+        self, front: ImageInput, back: ImageInput, *, get_thumb: bool = False
+    ) -> RawResponse:
+        """``CVClient.extract_cards``, answered as received."""
+        raw: RawResponse = self._client._run(
+            self._raw.extract_cards, front, back, get_thumb=get_thumb
+        )
+        return raw
+
+    def ocr_card(self, image: ImageInput, *, get_thumb: bool = False) -> RawResponse:
+        """``CVClient.ocr_card``, answered as received."""
+        raw: RawResponse = self._client._run(self._raw.ocr_card, image, get_thumb=get_thumb)
+        return raw
