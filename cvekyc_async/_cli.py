@@ -8,8 +8,11 @@ the output could not be written, 128 + the signal's number when stopped by SIGIN
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
+import math
+import os
 import re
 import shlex
 import signal
@@ -27,11 +30,19 @@ import msgspec
 
 from ._batch import DEFAULT_FATAL_ERRORS, BatchResult
 from ._client import AsyncCVClient
-from ._constants import DEFAULT_MAX_CONCURRENCY, ENV_API_KEY, ENV_API_SECRET
+from ._constants import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_FILE_SIZE, ENV_API_KEY, ENV_API_SECRET
 from ._errors import ConfigurationError, CVError, InvalidInputError
 from ._inputs import ImageSource
-from ._joblog import LockedError, ResultLog, cli_words, error_record, merge, result_record
-from ._jobs import Job, ManifestError, Shard, discover, key_hash
+from ._joblog import (
+    LockedError,
+    ResultLog,
+    cli_words,
+    error_record,
+    make_folders,
+    merge,
+    result_record,
+)
+from ._jobs import Job, ManifestError, Shard, discover, key_hash, shown
 from ._models import Card, ExtractionResult
 from ._progress import ProgressDisplay, format_duration
 from ._usage import Usage
@@ -61,7 +72,7 @@ def _add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
     g.add_argument(
         "--api-secret", help="the API secret itself: visible to other users, prefer the above"
     )
-    g.add_argument("--timeout", type=float, help="read timeout in seconds (default 60)")
+    g.add_argument("--timeout", type=_seconds, help="read timeout in seconds (default 60)")
     g.add_argument("--max-retries", type=int, help="retries of transient failures (default 2)")
     g.add_argument(
         "--max-file-size", type=_size, metavar="SIZE", help="largest upload, e.g. 20M (default 10M)"
@@ -79,7 +90,7 @@ def _add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
             default=DEFAULT_MAX_CONCURRENCY,
             help=f"requests in flight (default {DEFAULT_MAX_CONCURRENCY})",
         )
-        g.add_argument("--max-per-second", type=float, help="most requests started per second")
+        g.add_argument("--max-per-second", type=_seconds, help="most requests started per second")
 
 
 def _client(args: argparse.Namespace, err: TextIO) -> AsyncCVClient:
@@ -108,7 +119,7 @@ def _client(args: argparse.Namespace, err: TextIO) -> AsyncCVClient:
     try:
         return AsyncCVClient(args.api_key, secret, **kwargs)
     except ConfigurationError as exc:
-        raise UsageError(exc.message) from None
+        raise UsageError(cli_words(exc.message)) from None
 
 
 def _size(text: str) -> int:
@@ -118,11 +129,25 @@ def _size(text: str) -> int:
     factor = units.get(text[-1:], 1)
     number = text[:-1] if factor > 1 else text
     try:
-        value = int(float(number) * factor)
+        amount = float(number)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 20M)") from None
+    if not math.isfinite(amount) or amount * factor > 2**40:
+        raise argparse.ArgumentTypeError(f"not a size this command takes: {text!r} (at most 1T)")
+    value = int(amount * factor)
     if value < 1:
         raise argparse.ArgumentTypeError("a size must be positive")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number (seconds, or requests per second)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
     return value
 
 
@@ -172,8 +197,8 @@ async def _extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--endpoint cards needs both IMAGE and BACK")
     thumb_dir: Path | None = args.thumb
     if thumb_dir is not None:
-        # Card images are personal data: a folder of the owner's only.
-        await anyio.Path(thumb_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Card images are personal data: folders of the owner's only.
+        await anyio.to_thread.run_sync(make_folders, thumb_dir)
     async with _client(args, err) as client:
         try:
             if endpoint == "cards":
@@ -195,8 +220,9 @@ async def _extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if thumb_dir is not None:
         stem = "image" if "://" in args.image else _file_part(Path(args.image).stem)
         for n, card in enumerate(result.cards, 1):
-            # The service names the type: it never steers the path.
-            kind = _file_part(card.type.lower(), allowed=r"[^a-z0-9_]") or "card"
+            # The service names the type: it never steers the path, and only a documented
+            # type names the file (any other text could carry a name or a number).
+            kind = card.type if card.type in _DOCUMENTED_TYPES else "card"
             try:
                 if card.info.image_bytes():
                     saved.append(str(card.info.save_image(thumb_dir / f"{stem}-{n}-{kind}.jpg")))
@@ -252,11 +278,33 @@ def _summary(
         out.write(f"  {key:<{width}}  {value}\n")
 
 
+# The card types the API documents (API notes, "type" values).
+_DOCUMENTED_TYPES = frozenset(
+    {
+        "9_id_card_front",
+        "9_id_card_back",
+        "12_id_card_front",
+        "12_id_card_back",
+        "chip_id_card_front",
+        "chip_id_card_back",
+        "chip_id_card_2024_front",
+        "chip_id_card_2024_back",
+        "passport",
+        "driving_license",
+        "vehicle_registration_front",
+        "vehicle_registration_back",
+    }
+)
+
+
 class _Stop:
-    """Set by the first SIGINT or SIGTERM: take no more inputs, finish those in flight."""
+    """Why no more inputs are taken: the first SIGINT or SIGTERM, or a failed write. Those in
+    flight are finished (and recorded when the file allows)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.write_error: OSError | None = None
+        self.unrecorded = 0
 
 
 async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO) -> None:
@@ -274,9 +322,10 @@ async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO) -> No
                 return
 
 
-def _load(job: Job) -> tuple[Any, str | None]:
+def _load(job: Job, max_file_size: int) -> tuple[Any, str | None]:
     """What to send for ``job``, and the SHA-256 of its bytes (``None`` for URLs, or when the
-    file cannot be read: then the path itself is sent, and the client says what is wrong)."""
+    file cannot be read or is over the size limit: then the path itself is sent, and the client
+    says what is wrong without reading it)."""
     values = job.value if isinstance(job.value, tuple) else (job.value,)
     loaded: list[Any] = []
     digests: list[str] = []
@@ -286,11 +335,12 @@ def _load(job: Job) -> tuple[Any, str | None]:
             continue
         try:
             path = Path(value)
-            if not stat.S_ISREG(path.stat().st_mode):
-                raise OSError
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode) or info.st_size > max_file_size:
+                return job.value, None
             data = path.read_bytes()
             source = ImageSource.from_bytes(data, filename=path.name)
-        except (OSError, InvalidInputError):
+        except Exception:
             return job.value, None
         loaded.append(source)
         digests.append(hashlib.sha256(data).hexdigest())
@@ -298,9 +348,81 @@ def _load(job: Job) -> tuple[Any, str | None]:
     return (tuple(loaded) if isinstance(job.value, tuple) else loaded[0]), digest
 
 
+# Options whose values must not be repeated in a message (the resume command is printed).
+_SECRET_OPTIONS = ("--api-secret", "--api-key")
+
+
 def _resume_command(argv: Sequence[str]) -> str:
-    words = [w for w in argv if w not in ("--overwrite", "--resume")]
+    words: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if word in ("--overwrite", "--resume"):
+            continue
+        if word in _SECRET_OPTIONS:
+            skip = True
+            continue
+        if word.startswith(tuple(f"{o}=" for o in _SECRET_OPTIONS)):
+            continue
+        words.append(word)
     return shlex.join(["cvekyc", *words, "--resume"])
+
+
+def _same_file_as_an_input(output: Path, sources: Sequence[str]) -> str | None:
+    """The argument that names the output's own file (a manifest, an image), if any."""
+    try:
+        mine = output.stat()
+    except OSError:
+        return None
+    for source in sources:
+        with contextlib.suppress(OSError, ValueError):
+            theirs = Path(source).expanduser().stat()
+            if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
+                return source
+    return None
+
+
+def _output_of(args: argparse.Namespace) -> Path | None:
+    """The batch's output file (``None`` for standard output), checked before anything."""
+    if args.output == "-":
+        return None
+    if args.output.endswith(("/", os.sep)) or Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output} names a folder: give the file to write")
+    output = Path(args.output)
+    clash = _same_file_as_an_input(output, args.paths)
+    if clash is not None:
+        raise UsageError(f"-o {output} is also an input ({clash}): write to another file")
+    return output
+
+
+def _value_id(value: Any) -> str:
+    """The input a key stands for, to tell two inputs that share a key apart."""
+    values = value if isinstance(value, tuple) else (value,)
+    return "\t".join(v if "://" in v else os.path.abspath(v) for v in values)
+
+
+def _same_as_record(
+    job: Job, digest: str | None, first: str, ok: bool, error: Any
+) -> dict[str, Any]:
+    return {
+        "key": job.key,
+        "input": list(job.value) if isinstance(job.value, tuple) else job.value,
+        "sha256": digest,
+        "ok": ok,
+        "same_as": first,
+        "result": None,
+        "error": error,
+        "attempts": 0,
+        "elapsed": 0.0,
+        "billed": False,
+        "assessment": None,
+    }
+
+
+class _InputsChanged(Exception):
+    """The inputs read differently the second time (a manifest changed during the run)."""
 
 
 async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -311,11 +433,13 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(str(exc)) from None
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    output = None if args.output == "-" else Path(args.output)
+    output = _output_of(args)
     report = err if output is None else out  # with -o -, stdout carries the records
+    client = _client(args, err)
+    max_file_size = args.max_file_size or DEFAULT_MAX_FILE_SIZE
     log = ResultLog(output, retry_failed=args.retry_failed)
     try:
-        log.open(resume=args.resume, overwrite=args.overwrite)
+        torn = log.open(resume=args.resume, overwrite=args.overwrite)
     except LockedError:
         raise UsageError(
             f"{output} is being written by another cvekyc batch: let it finish, or write "
@@ -326,15 +450,20 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     def planned() -> Iterator[tuple[Job, str | None]]:
         """Each input once, with what to do: ``None`` to send it, else why it is skipped."""
-        seen: set[int] = set()
+        seen: dict[int, str] = {}
         for job in discover(args.paths, pairs=pairs):
             if shard is not None and job.key not in shard:
                 continue
             hashed = key_hash(job.key)
             if hashed in seen:
+                if seen[hashed] != _value_id(job.value):
+                    raise ManifestError(
+                        f"two different inputs have the key {shown(job.key)!r}: give them in one "
+                        "manifest, or in folders of different names, so that each has its own"
+                    )
                 yield job, "skipped: listed twice"
                 continue
-            seen.add(hashed)
+            seen[hashed] = _value_id(job.value)
             latest = log.decide(job)
             if latest is None:
                 yield job, None
@@ -347,7 +476,6 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     plan: Counter[str] = Counter()
     try:
-        client = _client(args, err)
         # A first pass reads and checks every input before anything is sent.
         total = skipped = 0
         for _, why in planned():
@@ -359,48 +487,65 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (ManifestError, UsageError):
         log.discard()
         raise
+    if torn:
+        err.write(
+            f"cvekyc batch: the last line of {output} was cut short (a run was killed while "
+            "writing it): that input is sent again\n"
+        )
 
     stop = _Stop()
     pending: dict[int, tuple[Job, str | None]] = {}
+    # Inputs whose bytes are in flight under another key: recorded when that one ends, so
+    # that the same scan is never paid for twice, even at once.
+    in_flight: dict[str, str] = {}
+    waiting: dict[str, list[Job]] = {}
+    problems: list[str] = []
 
     def inputs() -> Iterator[Any]:
         index = 0
-        for job, why in planned():
-            if stop.signal is not None:
-                return
-            if why is not None and not why.startswith("re-sent"):
-                continue
-            value, digest = _load(job)
-            same = log.known_digest(digest)
-            if same is not None and same != job.key:
-                # These bytes were read already under another name: not paid for twice.
-                log.write(
-                    {
-                        "key": job.key,
-                        "input": job.value if not isinstance(job.value, tuple) else list(job.value),
-                        "sha256": digest,
-                        "ok": True,
-                        "same_as": same,
-                        "result": None,
-                        "error": None,
-                        "attempts": 0,
-                        "elapsed": 0.0,
-                        "billed": False,
-                        "assessment": None,
-                    }
-                )
-                plan["not sent: same bytes as another input, already read"] += 1
-                continue
-            pending[index] = (job, digest)
-            index += 1
-            yield value
+        try:
+            for job, why in planned():
+                if stop.signal is not None or stop.write_error is not None:
+                    return
+                if why is not None and not why.startswith("re-sent"):
+                    continue
+                value, digest = _load(job, max_file_size)
+                if digest is not None:
+                    same = log.known_digest(digest)
+                    if same is not None and same != job.key:
+                        # These bytes were read already under another name: not paid again.
+                        if not _write(_same_as_record(job, digest, same, True, None)):
+                            return
+                        plan["not sent: same bytes as another input, already read"] += 1
+                        continue
+                    if digest in in_flight:
+                        waiting.setdefault(digest, []).append(job)
+                        plan["not sent: same bytes as another input, already read"] += 1
+                        continue
+                    in_flight[digest] = job.key
+                pending[index] = (job, digest)
+                index += 1
+                yield value
+        except (ManifestError, OSError) as exc:
+            # The inputs no longer read as they did in the first pass: no more are taken.
+            problems.append(f"the inputs changed during the run: {exc}")
+
+    def _write(record: dict[str, Any]) -> bool:
+        if stop.write_error is not None:
+            stop.unrecorded += bool(record.get("billed"))
+            return False
+        try:
+            log.write(record)
+        except OSError as exc:
+            stop.write_error = exc
+            stop.unrecorded += bool(record.get("billed"))
+            return False
+        return True
 
     display = ProgressDisplay(err, total=total + skipped, offset=skipped)
     outcomes: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
     started = time.perf_counter()
-    write_error: OSError | None = None
-    usage = client.usage
     try:
         with anyio.CancelScope() as at_once:
             async with anyio.create_task_group() as watcher:
@@ -416,40 +561,72 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         fatal_errors=DEFAULT_FATAL_ERRORS,
                     ) as results,
                 ):
+                    # After a failed write, no input is taken, and the answers in flight (they
+                    # are billed) are still read and offered to the file, which may take them.
                     async for result in results:
                         job, digest = pending.pop(result.index)
                         assessment = _assess(result)
-                        try:
-                            log.write(result_record(job, result, assessment, digest))
-                        except OSError as exc:
-                            write_error = exc
-                            break
-                        outcomes[_outcome(result)] += 1
-                        if assessment is not None:
-                            verdicts[assessment.verdict] += 1
-                    usage = client.usage
+                        record = result_record(job, result, assessment, digest)
+                        if _write(record):
+                            outcomes[_outcome(result)] += 1
+                            if assessment is not None:
+                                verdicts[assessment.verdict] += 1
+                        if digest is not None:
+                            in_flight.pop(digest, None)
+                            error = record["error"]
+                            for other in waiting.pop(digest, []):
+                                _write(_same_as_record(other, digest, job.key, result.ok, error))
                 watcher.cancel_scope.cancel()
     finally:
         display.finish()
-        log.close()
+        if log.recorded == 0:
+            log.discard()  # nothing recorded: no empty output left behind
+        else:
+            log.close()
     _summary(
         report,
         outcomes,
-        usage=usage,
+        usage=client.usage,
         wall=time.perf_counter() - started,
         verdicts=verdicts,
         plan=plan,
     )
-    if write_error is not None:
+    resume = f"Resume with: {_resume_command(args.argv)}"
+    if stop.write_error is not None:
+        lost = (
+            f"; {stop.unrecorded} billed answers in flight could not be recorded"
+            if stop.unrecorded
+            else ""
+        )
         err.write(
-            f"cvekyc batch: stopped: cannot write {output}: {write_error.strerror}; what is "
-            f"recorded is intact. Resume with: {_resume_command(args.argv)}\n"
+            f"cvekyc batch: stopped: cannot write {output or 'standard output'}: "
+            f"{stop.write_error.strerror or stop.write_error}{lost}; what is recorded is intact."
+            + (f" {resume}\n" if output is not None else "\n")
         )
         return EXIT_WRITE
+    for problem in problems:
+        err.write(f"cvekyc batch: stopped: {problem}. {resume}\n")
+    if problems:
+        return EXIT_USAGE
     if stop.signal is not None or at_once.cancel_called:
         if output is not None:
-            err.write(f"cvekyc batch: interrupted. Resume with: {_resume_command(args.argv)}\n")
+            err.write(f"cvekyc batch: interrupted. {resume}\n")
         return 128 + (stop.signal or signal.SIGINT)
+    fatal = [
+        name
+        for name in (
+            "QuotaExceededError",
+            "AuthenticationError",
+            "PermissionDeniedError",
+            "NotFoundError",
+        )
+        if outcomes[name]
+    ]
+    if fatal and output is not None:
+        err.write(
+            f"cvekyc batch: stopped sending after {fatal[0]} (see the summary); fix the cause, "
+            f"then {resume[0].lower()}{resume[1:]}\n"
+        )
     return EXIT_FAILED if sum(outcomes.values()) > outcomes["ok"] else EXIT_OK
 
 
@@ -474,8 +651,10 @@ def _merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         expected = list(discover(args.inputs, pairs=args.endpoint == "cards"))
     parts = [Path(p) for p in args.parts]
     for part in parts:
-        if not part.is_file():
+        if not part.exists():
             raise UsageError(f"{part}: no such file")
+        if not part.is_file():
+            raise UsageError(f"{part}: not a regular file (give the JSONL outputs of batches)")
     try:
         report = merge(parts, Path(args.output), expected)
     except LockedError:
@@ -486,7 +665,7 @@ def _merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if report.missing:
         out.write(f"missing {len(report.missing)} inputs:\n")
         for key in report.missing:
-            out.write(f"  {key}\n")
+            out.write(f"  {shown(key)}\n")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -16,7 +16,9 @@ leaves at most one partial last line, which the next run cuts off.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -35,41 +37,88 @@ __all__ = [
     "FINAL_ERRORS",
     "LockedError",
     "MergeReport",
+    "NotRegularError",
     "ResultLog",
     "cli_words",
     "create_private",
     "error_record",
+    "make_folders",
+    "make_private",
     "merge",
     "read_records",
     "result_record",
 ]
 
-#: Failures that sending again cannot change: skipped on resume unless ``--retry-failed``.
-FINAL_ERRORS = frozenset({"InvalidInputError", "NoDocumentError", "InvalidImageError"})
+#: Failures skipped on resume unless ``--retry-failed``: those that sending again cannot change
+#: (bad input, no document, an unreadable image), and answers that arrived but could not be read
+#: (the service may have billed them: sending again may pay twice).
+FINAL_ERRORS = frozenset(
+    {
+        "InvalidInputError",
+        "NoDocumentError",
+        "InvalidImageError",
+        "MalformedResponseError",
+        "ResponseTooLargeError",
+    }
+)
 
 
 class LockedError(Exception):
     """Another process is writing the output."""
 
 
+class NotRegularError(OSError):
+    """The path names something other than a regular file (a folder, a device, a FIFO)."""
+
+
+def make_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each mode 0700."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for made in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            made.mkdir(mode=0o700)
+
+
 def create_private(path: Path, *, truncate: bool = False, append: bool = True) -> int:
-    """Open ``path`` for writing, created mode 0600 and without following a symlink; missing
-    parent folders are created mode 0700. Returns the descriptor."""
-    parent = path.parent
-    if not parent.exists():
-        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    """Open ``path`` for writing: created mode 0600 (missing folders 0700), never through a
+    symlink, never a FIFO, a device or a folder. An existing file keeps its mode: callers make
+    it private (``make_private``) once they have decided to write. Returns the descriptor.
+
+    Raises:
+        NotRegularError: the path is not a regular file.
+        OSError: it cannot be opened (``ELOOP`` for a symlink).
+    """
+    make_folders(path.parent)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     if append:
         flags |= os.O_APPEND
-    if truncate:
-        flags |= os.O_TRUNC
-    fd = os.open(path, flags, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-    except OSError:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularError(errno.ELOOP, "a symlink (not followed)", str(path)) from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO):
+            raise NotRegularError(exc.errno, "not a regular file", str(path)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularError(errno.EINVAL, "not a regular file", str(path))
+        if truncate:
+            os.ftruncate(fd, 0)
+    except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def make_private(fd: int) -> None:
+    """Readable and writable by the owner only."""
+    os.fchmod(fd, 0o600)
 
 
 def _lock(fd: int, path: Path) -> None:
@@ -93,6 +142,11 @@ def _lock(fd: int, path: Path) -> None:
 _CLI_WORDS = {
     "AsyncCVClient(max_file_size=...)": "--max-file-size",
     "AsyncCVClient(max_response_size=...)": "--max-response-size",
+    "pass them to AsyncCVClient(...) or set": "give --api-key and --api-secret-file, or set",
+    "max_per_second": "--max-per-second",
+    "max_retries": "--max-retries",
+    "max_concurrency": "--concurrency",
+    "use ocr_card() or extract_card()": "use --endpoint card or --endpoint ocr",
 }
 
 
@@ -220,6 +274,17 @@ def _heads(path: Path) -> Iterator[tuple[str, _Head, bytes]]:
             yield key, head, line
 
 
+def _holds_records(fd: int) -> bool:
+    """Whether the file's first line is one of our records (a manifest, a photo or any other
+    file given as ``-o`` by mistake is never appended to, nor cut)."""
+    first = os.pread(fd, 65536, 0).split(b"\n", 1)[0]
+    try:
+        head = _HEAD.decode(first)
+    except (msgspec.MsgspecError, RecursionError):
+        return False
+    return _key_of(head) is not None and isinstance(head.ok, bool)
+
+
 class ResultLog:
     """The JSONL output of a batch (``None`` for standard output), one line per finished input.
 
@@ -238,44 +303,59 @@ class ResultLog:
         self._created = False
         self.recorded = 0
 
-    def open(self, *, resume: bool, overwrite: bool) -> None:
+    def open(self, *, resume: bool, overwrite: bool) -> bool:
         """Create or open the output, lock it, and read what it holds when resuming.
+
+        Returns:
+            Whether a last line cut short (by a kill during a write) was dropped: its input is
+            sent again.
 
         Raises:
             LockedError: another process holds the output.
-            ManifestError: the output holds results and neither resume nor overwrite was asked.
+            ManifestError: the output holds something and neither resume nor overwrite was
+                asked, or it holds something other than this command's records.
             OSError: the output cannot be opened (a symlink, a folder, no permission...).
         """
         if self.path is None:
             if resume:
                 raise ManifestError("--resume needs an output file, not -o -")
             self._fd = sys.stdout.fileno()
-            return
+            return False
         self._created = not os.path.lexists(self.path)
         fd = create_private(self.path)
+        torn = False
         try:
             _lock(fd, self.path)
             size = os.fstat(fd).st_size
+            if size and not _holds_records(fd):
+                raise ManifestError(
+                    f"{self.path} holds something other than cvekyc batch records: "
+                    "write to another file"
+                )
             if size and not (resume or overwrite):
                 raise ManifestError(
                     f"{self.path} already holds results: add --resume to continue it, or "
                     "--overwrite to start again"
                 )
+            make_private(fd)
             if overwrite and not resume:
                 os.ftruncate(fd, 0)
             elif size:
-                self._load()
+                torn = self._load(fd)
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
+        return torn
 
-    def _load(self) -> None:
+    def _load(self, fd: int) -> bool:
         assert self.path is not None
-        with self.path.open("r+b") as fh:
+        torn = False
+        with os.fdopen(os.dup(fd), "r+b") as fh:
             end = _end_of_last_line(fh)
             if end < fh.seek(0, os.SEEK_END):  # a line cut short by a kill: its input goes again
                 fh.truncate(end)
+                torn = True
         # Streamed line by line, reading only each record's head: an output of millions of
         # results is resumed without holding it in memory.
         for key, head, _ in _heads(self.path):
@@ -283,6 +363,7 @@ class ResultLog:
             self._latest[key] = latest
             if latest.ok and isinstance(head.sha256, str):
                 self._ok_digests.setdefault(head.sha256, key)
+        return torn
 
     def decide(self, job: Job) -> _Latest | None:
         """What the output says of ``job``: ``None`` when it holds nothing of it."""
@@ -363,6 +444,7 @@ def merge(
     fd = create_private(output, truncate=False)
     try:
         _lock(fd, output)
+        make_private(fd)
         os.ftruncate(fd, 0)
         with contextlib.closing(os.fdopen(os.dup(fd), "ab")) as out:
             for _, line in best.values():

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from ._inputs import sniff_format
+from ._inputs import describe_input, sniff_format
 
 __all__ = [
     "SINGLE_COLUMNS",
@@ -37,6 +37,7 @@ __all__ = [
     "Shard",
     "discover",
     "key_hash",
+    "shown",
 ]
 
 _MANIFEST_SUFFIXES = {".csv", ".jsonl", ".ndjson"}
@@ -45,6 +46,10 @@ SINGLE_COLUMNS = ("path", "url", "image", "img", "input", "file")
 _IMAGE_FORMATS = {"jpeg", "png", "pdf", "webp", "bmp", "tiff"}
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pdf", ".webp", ".bmp", ".tif", ".tiff"}
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+# A scheme without "//" (mailto:, javascript:, file:/x, http:/x); one letter is a drive (C:).
+_BARE_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
+_SHARD_RE = re.compile(r"([1-9][0-9]{0,8})/([1-9][0-9]{0,8})", re.ASCII)
+_NUMBER_RE = re.compile(r"[0-9]{1,9}", re.ASCII)
 _JSON_LINE = msgspec.json.Decoder()
 
 
@@ -79,11 +84,10 @@ class Shard:
         """
         if text == "auto":
             return cls._auto(os.environ if environ is None else environ)
-        try:
-            left, right = text.split("/")
-            shard = cls(int(left), int(right))
-        except ValueError:
-            raise ValueError(f"--shard takes K/N, such as 1/4, or auto, not {text!r}") from None
+        m = _SHARD_RE.fullmatch(text)
+        if m is None:
+            raise ValueError(f"--shard takes K/N, such as 1/4, or auto, not {text!r}")
+        shard = cls(int(m.group(1)), int(m.group(2)))
         if not 1 <= shard.index <= shard.count:
             raise ValueError(f"--shard {text}: K must be from 1 to N")
         return shard
@@ -91,37 +95,59 @@ class Shard:
     @classmethod
     def _auto(cls, env: Mapping[str, str]) -> Shard:
         count = env.get("CVEKYC_SHARD_COUNT")
-        found: tuple[str, str | None] | None = None
         if "JOB_COMPLETION_INDEX" in env:  # Kubernetes Indexed Job: the index is from 0
-            found = (env["JOB_COMPLETION_INDEX"], count or env.get("JOB_COMPLETIONS"))
-            start = 0
+            index = _env_number(env, "JOB_COMPLETION_INDEX")
+            total = count or env.get("JOB_COMPLETIONS")
         elif "SLURM_ARRAY_TASK_ID" in env:
-            found = (env["SLURM_ARRAY_TASK_ID"], count or env.get("SLURM_ARRAY_TASK_COUNT"))
-            start = int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+            # --array=MIN-MAX[:STEP]: part (ID - MIN) / STEP. A list (--array=1,5,9) has no such
+            # rule: it is refused, since parts would be skipped.
+            task = _env_number(env, "SLURM_ARRAY_TASK_ID")
+            first = _env_number(env, "SLURM_ARRAY_TASK_MIN", 0)
+            step = _env_number(env, "SLURM_ARRAY_TASK_STEP", 1)
+            total = count or env.get("SLURM_ARRAY_TASK_COUNT")
+            if step < 1 or (task - first) % step:
+                raise ValueError(
+                    "--shard auto: this Slurm array is not MIN-MAX[:STEP]; give --shard K/N"
+                )
+            if "SLURM_ARRAY_TASK_MAX" in env and total and _NUMBER_RE.fullmatch(total):
+                last = _env_number(env, "SLURM_ARRAY_TASK_MAX")
+                if (last - first) // step + 1 != int(total):
+                    raise ValueError(
+                        "--shard auto: this Slurm array is a list, not MIN-MAX[:STEP] "
+                        "(its count does not match its range); give --shard K/N"
+                    )
+            index = (task - first) // step
         elif "AWS_BATCH_JOB_ARRAY_INDEX" in env:  # from 0
-            found = (env["AWS_BATCH_JOB_ARRAY_INDEX"], count)
-            start = 0
-        if found is None:
+            index = _env_number(env, "AWS_BATCH_JOB_ARRAY_INDEX")
+            total = count
+        else:
             raise ValueError(
                 "--shard auto found no array job: it reads JOB_COMPLETION_INDEX (Kubernetes), "
                 "SLURM_ARRAY_TASK_ID (Slurm) or AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch)"
             )
-        index, total = found
         if not total:
             raise ValueError(
                 "--shard auto needs the number of parts: set CVEKYC_SHARD_COUNT "
                 "(or JOB_COMPLETIONS / SLURM_ARRAY_TASK_COUNT)"
             )
-        try:
-            shard = cls(int(index) - start + 1, int(total))
-        except ValueError:
-            raise ValueError("--shard auto: the array index and count must be numbers") from None
+        if not _NUMBER_RE.fullmatch(total) or int(total) < 1:
+            raise ValueError(f"--shard auto: the number of parts must be a number, not {total!r}")
+        shard = cls(index + 1, int(total))
         if not 1 <= shard.index <= shard.count:
-            raise ValueError(f"--shard auto: index {index} is outside {total} parts")
+            raise ValueError(f"--shard auto: part {shard.index} is outside {total} parts")
         return shard
 
     def __contains__(self, key: str) -> bool:
         return key_hash(key) % self.count == self.index - 1
+
+
+def _env_number(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    if default is not None and name not in env:
+        return default
+    value = env[name].strip()
+    if not _NUMBER_RE.fullmatch(value):
+        raise ValueError(f"--shard auto: {name} must be a number, not {value!r}")
+    return int(value)
 
 
 def key_hash(key: str) -> int:
@@ -129,10 +155,23 @@ def key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
 
+def shown(text: str) -> str:
+    """An input or key as messages show it: a URL without its query (signed URLs carry
+    credentials there), anything else as it is."""
+    return describe_input(text) if "://" in text else text
+
+
 def _check_url(text: str, where: str) -> bool:
     """Whether ``text`` is a URL; one of a scheme the service does not download is refused."""
     m = _SCHEME_RE.match(text)
+    where = shown(where)
     if m is None:
+        bare = _BARE_SCHEME_RE.match(text)
+        if bare is not None and not os.path.lexists(text):
+            raise ManifestError(
+                f"{where}: {bare.group(1)}: inputs are not supported: give a file, or an "
+                "http(s):// URL the service can download"
+            )
         return False
     if m.group(1).lower() not in ("http", "https"):
         raise ManifestError(
@@ -147,6 +186,7 @@ def _posix(text: str) -> str:
 
 def _manifest_entry(text: str, base: Path, where: str) -> tuple[str, str]:
     """(key, value) of a manifest entry: a URL, or a path relative to the manifest's folder."""
+    _check_text(text, where)
     if _check_url(text, where):
         return text, text
     path = Path(text).expanduser()
@@ -156,6 +196,11 @@ def _manifest_entry(text: str, base: Path, where: str) -> tuple[str, str]:
         return path.resolve().relative_to(base.resolve()).as_posix(), str(path)
     except ValueError:
         return _posix(str(path)), str(path)  # outside the manifest's folder: as written
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise ManifestError(f"{where}: a NUL character in the entry")
 
 
 def _is_regular(path: Path) -> bool:
@@ -182,26 +227,45 @@ def _sniffs_as_image(path: Path) -> bool:
 
 
 def _walk(root: Path) -> Iterator[tuple[str, Path]]:
+    """Every regular file under ``root`` that is an image by name or by content. One with an
+    image's name is an input even when it cannot be read (it then ends as an error record, not
+    silently left out); a folder that cannot be listed stops the batch before it starts."""
     name = root.resolve().name or "root"
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def refuse(error: OSError) -> None:
+        raise ManifestError(
+            f"{error.filename}: cannot list this folder ({error.strerror or error})"
+        )
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=refuse):
         dirnames.sort()
         for filename in sorted(filenames):
             path = Path(dirpath) / filename
-            if path.suffix.lower() not in _MANIFEST_SUFFIXES and _sniffs_as_image(path):
+            suffix = path.suffix.lower()
+            if suffix in _MANIFEST_SUFFIXES or suffix == ".txt" or not _is_regular(path):
+                continue
+            if suffix in _IMAGE_SUFFIXES or _sniffs_as_image(path):
                 yield f"{name}/{path.relative_to(root).as_posix()}", path
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """A manifest's lines, decoded as UTF-8 (a BOM allowed), numbered from 1."""
-    with path.open("rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            try:
-                text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise ManifestError(
-                    f"{path}:{n}: not UTF-8 text (save the manifest as UTF-8)"
-                ) from None
-            yield n, text
+    """A manifest's lines, decoded as UTF-8 (a BOM allowed), numbered from 1; lines may end in
+    LF, CRLF or CR."""
+    try:
+        with path.open("rb") as fh:
+            n = 0
+            for raw in fh:
+                for piece in raw.rstrip(b"\r\n").split(b"\r") if b"\r" in raw else [raw]:
+                    n += 1
+                    try:
+                        text = piece.decode("utf-8-sig" if n == 1 else "utf-8")
+                    except UnicodeDecodeError:
+                        raise ManifestError(
+                            f"{path}:{n}: not UTF-8 text (save the manifest as UTF-8)"
+                        ) from None
+                    yield n, text
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _row_job(row: Mapping[str, Any], pairs: bool, base: Path, where: str) -> Job:
@@ -267,8 +331,20 @@ def _numbered_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     for n, text in _lines(path):
         if not text.strip():
             continue
-        cells = next(csv.reader([text]), [])
+        try:
+            cells = next(csv.reader([text]), [])
+        except csv.Error as exc:
+            raise ManifestError(f"{path}:{n}: not a CSV row ({exc})") from None
         yield n, cells
+
+
+def _text_jobs(path: Path, pairs: bool) -> Iterator[Job]:
+    """A ``.txt`` manifest: one input per line, no header, no quoting."""
+    if pairs:
+        raise ManifestError(f"{path}: --endpoint cards takes pairs from a .csv or .jsonl manifest")
+    for n, text in _lines(path):
+        if text.strip():
+            yield _row_job({"path": text.strip()}, pairs, path.parent, f"{path}:{n}")
 
 
 def _jsonl_jobs(path: Path, pairs: bool) -> Iterator[Job]:
@@ -293,8 +369,9 @@ def discover(sources: Iterable[str], *, pairs: bool) -> Iterator[Job]:
     """The jobs named by command-line arguments, lazily, in order.
 
     Args:
-        sources: files, directories (searched recursively for images and PDFs by content),
-            URLs, and manifests (``.csv``, ``.jsonl``).
+        sources: files, directories (searched recursively for images and PDFs by name and by
+            content), URLs, and manifests (``.csv``, ``.jsonl``, ``.txt`` with one input per
+            line).
         pairs: whether inputs are (front, back) pairs (``--endpoint cards``): they can only
             come from manifests.
 
@@ -303,6 +380,7 @@ def discover(sources: Iterable[str], *, pairs: bool) -> Iterator[Job]:
             that cannot be read.
     """
     for source in sources:
+        _check_text(source, source)
         if _check_url(source, source):
             if pairs:
                 raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
@@ -324,6 +402,8 @@ def discover(sources: Iterable[str], *, pairs: bool) -> Iterator[Job]:
             yield from _csv_jobs(path, pairs)
         elif suffix in (".jsonl", ".ndjson"):
             yield from _jsonl_jobs(path, pairs)
+        elif suffix == ".txt":
+            yield from _text_jobs(path, pairs)
         elif pairs:
             raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
         else:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as _dt
+import errno
 import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -162,10 +164,22 @@ class Info(msgspec.Struct, kw_only=True, omit_defaults=True, dict=True):
         if data is None:
             raise ValueError("this answer holds no thumbnail; request it with get_thumb=True")
         out = Path(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(out, flags, 0o600)
+        # Never through a symlink, and never into a FIFO or a device (opened without blocking,
+        # then checked, before anything is cut or written).
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
+            fd = os.open(out, flags | getattr(os, "O_NONBLOCK", 0), 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(exc.errno, "a symlink is there (not followed)", str(out)) from None
+            if exc.errno == errno.ENXIO:
+                raise OSError(exc.errno, "not a regular file", str(out)) from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(out))
             os.fchmod(fd, 0o600)
+            os.ftruncate(fd, 0)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from http import HTTPStatus
 from typing import Any
 
 __all__ = [
@@ -138,6 +139,32 @@ def describe_head(head: bytes, size: int | None = None) -> str:
     return f"{sized}binary data of no image format"
 
 
+# The words of error pages' titles (gateways, proxies, CDNs, web servers): a title made of these,
+# status codes and punctuation only is shown; any other could carry anything (a name, a number).
+_TITLE_WORDS = frozenset(
+    {phrase.lower() for status in HTTPStatus for phrase in status.phrase.replace("-", " ").split()}
+    | {
+        "access", "attention", "cloudflare", "denied", "error", "gateway", "http", "nginx",
+        "openresty", "apache", "iis", "envoy", "haproxy", "varnish", "upstream", "origin",
+        "temporarily", "time", "out", "timeout", "page", "server", "service", "site", "the",
+        "is", "are", "we", "be", "back", "soon", "down", "maintenance", "under", "please", "try",
+        "again", "later", "blocked", "just", "a", "moment", "request", "rejected", "connection",
+        "refused", "reset", "host", "web", "unreachable", "unavailable", "aws", "elb", "cdn",
+    }
+)  # fmt: skip
+_TITLE_WORD_RE = re.compile(r"[A-Za-z]+|[0-9]{3}")
+_TITLE_REST_RE = re.compile(r"[\s.,:;!|()/\-]*")
+
+
+def _is_error_page_title(title: str) -> bool:
+    if len(title) > _TITLE_MAX:
+        return False
+    words = _TITLE_WORD_RE.findall(title)
+    if not all(w.isdigit() or w.lower() in _TITLE_WORDS for w in words):
+        return False
+    return _TITLE_REST_RE.fullmatch(_TITLE_WORD_RE.sub("", title)) is not None
+
+
 def describe_body(body: bytes, content_type: str) -> str:
     """Describe an answer body for an error message: its content type, its length and, for an
     HTML page (a proxy's error page), its title; never its content."""
@@ -149,9 +176,7 @@ def describe_body(body: bytes, content_type: str) -> str:
         if match is not None:
             title = " ".join(match.group(1).decode("utf-8", "replace").split())
             if title:
-                if len(title) > _TITLE_MAX:
-                    title = title[: _TITLE_MAX - 3] + "..."
-                parts.append(f"title {title!r}")
+                parts.append(f"title {title!r}" if _is_error_page_title(title) else "an HTML page")
     return ", ".join(parts)
 
 

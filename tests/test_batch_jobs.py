@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import resource
 import signal
 import stat
@@ -200,7 +201,7 @@ def test_a_second_sigint_stops_at_once(cv_emulator: RunningEmulator, tmp_path: P
     assert proc.returncode == 128 + signal.SIGINT
     assert b"Resume with: cvekyc batch" in rest
     assert b"Traceback" not in first + rest
-    assert lines(out) == []  # nothing was answered, and nothing half-written
+    assert not out.exists()  # nothing was answered: no empty output is left behind
     cv_emulator.set_faults(rate_stall=0.0)
     resumed = run(*args, "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
@@ -257,6 +258,13 @@ def test_a_write_failure_stops_cleanly_and_resume_finishes(
     assert "batch summary" in proc.stdout
     written = lines(out)  # every line whole
     assert 0 < len(written) < 60
+    # The answers in flight when the write failed were read to the end, and any the file could
+    # not take are counted: what the service billed is recorded or reported.
+    assert cv_emulator.wait_idle(30)
+    found = re.search(r"(\d+) billed answers in flight could not be recorded", proc.stderr)
+    unrecorded = int(found.group(1)) if found else 0
+    assert sum(r["billed"] for r in written) + unrecorded == cv_emulator.stats()["billed"]
+    assert re.search(rf"billed\s+{cv_emulator.stats()['billed']}\n", proc.stdout)
     resumed = run("batch", str(manifest), "-o", str(out), "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
     keys = ok_keys(lines(out))
@@ -395,7 +403,7 @@ def test_hostile_card_types_never_steer_a_thumbnail_path(tmp_path: Path) -> None
     [saved] = json.loads(proc.stdout)["thumbnails"]
     path = Path(saved)
     assert path.parent == tmp_path / "thumbs"
-    assert path.name == "scan_one-1-______escape____x_y.jpg"
+    assert path.name == "scan_one-1-card.jpg"  # an undocumented type never names a file
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "thumbs").stat().st_mode) == 0o700
     assert not (tmp_path / "escape").exists()
@@ -438,3 +446,110 @@ def test_the_scheduler_examples_use_commands_that_parse(name: str) -> None:
             rest = rest.rstrip().removesuffix('"')
         words = shlex.split(rest.replace("$(JOB_COMPLETION_INDEX)", "0"))
         build_parser().parse_args([command, *words])  # exits 2 on a flag that does not exist
+
+
+def test_two_inputs_with_one_key_are_refused_before_sending(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    make_images(tmp_path / "2023" / "scans", 3)
+    (tmp_path / "2024" / "scans").mkdir(parents=True)
+    (tmp_path / "2024" / "scans" / "scan-00000.jpg").write_bytes(samples.JPEG + b"other")
+    out = tmp_path / "out.jsonl"
+    args = [str(tmp_path / "2023" / "scans"), str(tmp_path / "2024" / "scans")]
+    proc = run("batch", *args, "-o", str(out), env=env_for(cv_emulator))
+    assert proc.returncode == 2, proc.stderr
+    assert "two different inputs have the key 'scans/scan-00000.jpg'" in proc.stderr
+    assert cv_emulator.stats()["requests"] == 0
+    assert not out.exists()
+
+
+def test_the_same_bytes_in_flight_at_once_are_paid_once(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"copy-{i:02d}.jpg").write_bytes(samples.JPEG)
+    cv_emulator.set_faults(latency=0.2)
+    out = tmp_path / "out.jsonl"
+    proc = run(
+        "batch", str(folder), "-o", str(out), "--concurrency", "10", env=env_for(cv_emulator)
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = lines(out)
+    assert len(ok_keys(records)) == 20
+    assert cv_emulator.stats()["billed"] == 1
+    assert sum(1 for r in records if r.get("same_as")) == 19
+
+
+def test_unreadable_answers_are_not_sent_again_unless_asked(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    paths = make_images(tmp_path / "imgs", 6)
+    manifest = manifest_of(tmp_path, paths)
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator, CVEKYC_MAX_RETRIES="0")
+    cv_emulator.set_faults(rate_malformed=1.0)
+    first = run("batch", str(manifest), "-o", str(out), "--max-retries", "0", env=env)
+    assert first.returncode == 1
+    cv_emulator.set_faults(rate_malformed=0.0)
+    cv_emulator.reset()
+    # A malformed answer may have been billed: resuming does not pay for it again...
+    resumed = run("batch", str(manifest), "-o", str(out), "--resume", env=env)
+    assert cv_emulator.stats()["requests"] == 0
+    assert "skipped: MalformedResponseError (--retry-failed sends it)" in resumed.stdout
+    # ...unless asked to.
+    retried = run("batch", str(manifest), "-o", str(out), "--resume", "--retry-failed", env=env)
+    assert retried.returncode == 0, retried.stderr
+    assert cv_emulator.stats()["requests"] == 6
+
+
+@pytest.mark.parametrize("kind", ["device", "not records", "manifest", "folder"])
+def test_an_output_that_is_not_ours_is_refused_and_left_alone(
+    cv_emulator: RunningEmulator, tmp_path: Path, kind: str
+) -> None:
+    paths = make_images(tmp_path / "imgs", 2)
+    manifest = manifest_of(tmp_path, paths)
+    extra: list[str] = []
+    if kind == "device":
+        target = Path("/dev/null")
+    elif kind == "not records":
+        target = tmp_path / "notes.txt"
+        target.write_text("my notes\n", encoding="utf-8")
+        target.chmod(0o644)
+        extra = ["--resume"]
+    elif kind == "manifest":
+        target = manifest
+        extra = ["--overwrite"]
+    else:
+        target = tmp_path / "newdir"
+    before = target.read_bytes() if target.is_file() else None
+    mode = target.stat().st_mode if target.exists() else None
+    shown = f"{target}/" if kind == "folder" else str(target)
+    proc = run("batch", str(manifest), "-o", shown, *extra, env=env_for(cv_emulator))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert cv_emulator.stats()["requests"] == 0
+    if mode is not None:
+        assert target.stat().st_mode == mode
+    if before is not None:
+        assert target.read_bytes() == before
+    assert not (tmp_path / "newdir").exists()
+
+
+def test_the_resume_command_never_repeats_a_secret(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    paths = make_images(tmp_path / "imgs", 40)
+    manifest = manifest_of(tmp_path, paths)
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator)
+    del env["CVEKYC_API_SECRET"]
+    args = ["--api-secret", cv_emulator.api_secret, "--api-key", cv_emulator.api_key]
+    cv_emulator.set_faults(latency=0.05)
+    with start("batch", str(manifest), "-o", str(out), *args, "--concurrency", "2", env=env) as p:
+        wait_for_lines(out, 2, p)
+        p.send_signal(signal.SIGINT)
+        _, stderr = p.communicate(timeout=60)
+    assert b"Resume with: cvekyc batch" in stderr
+    assert cv_emulator.api_secret.encode() not in stderr.replace(b"--api-secret", b"")

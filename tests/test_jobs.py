@@ -88,7 +88,7 @@ def test_the_output_is_never_opened_through_a_symlink(tmp_path: Path) -> None:
     target = tmp_path / "precious.txt"
     target.write_text("keep", encoding="utf-8")
     (tmp_path / "out.jsonl").symlink_to(target)
-    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+    with pytest.raises(OSError, match="a symlink"):
         ResultLog(tmp_path / "out.jsonl").open(resume=False, overwrite=True)
     assert target.read_text(encoding="utf-8") == "keep"
 
@@ -124,6 +124,19 @@ def test_shards_split_keys_stably() -> None:
             Shard(1, 2),
         ),
         ({"AWS_BATCH_JOB_ARRAY_INDEX": "1", "CVEKYC_SHARD_COUNT": "2"}, Shard(2, 2)),
+        *(  # --array=10-14:2 runs tasks 10, 12 and 14: parts 1, 2 and 3 of 3
+            (
+                {
+                    "SLURM_ARRAY_TASK_ID": str(task),
+                    "SLURM_ARRAY_TASK_MIN": "10",
+                    "SLURM_ARRAY_TASK_MAX": "14",
+                    "SLURM_ARRAY_TASK_STEP": "2",
+                    "SLURM_ARRAY_TASK_COUNT": "3",
+                },
+                Shard(part, 3),
+            )
+            for part, task in ((1, 10), (2, 12), (3, 14))
+        ),
     ],
 )
 def test_shard_auto_reads_each_scheduler(env: dict[str, str], shard: Shard) -> None:
@@ -136,12 +149,80 @@ def test_shard_auto_reads_each_scheduler(env: dict[str, str], shard: Shard) -> N
         ({}, "found no array job"),
         ({"AWS_BATCH_JOB_ARRAY_INDEX": "1"}, "CVEKYC_SHARD_COUNT"),
         ({"JOB_COMPLETION_INDEX": "4", "CVEKYC_SHARD_COUNT": "4"}, "outside 4 parts"),
-        ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"}, "must be numbers"),
+        ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"}, "must be a number"),
+        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "x"}, "must be a number"),
+        ({"JOB_COMPLETION_INDEX": "0", "JOB_COMPLETIONS": "１"}, "must be a number"),
+        (  # --array=1,5,9: a list, whose parts cannot be told from the task id
+            {
+                "SLURM_ARRAY_TASK_ID": "5",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_MAX": "9",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+            },
+            "is a list",
+        ),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "11",
+                "SLURM_ARRAY_TASK_MIN": "10",
+                "SLURM_ARRAY_TASK_STEP": "2",
+            },
+            "not MIN-MAX",
+        ),
     ],
 )
 def test_shard_auto_says_what_is_missing(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Shard.parse("auto", env)
+
+
+@pytest.mark.parametrize(
+    "text", ["0/3", "4/3", "1/0", "-1/3", "1/3.5", " 1/3", "+1/3", "1_0/30", "１/3"]
+)
+def test_shard_refuses_anything_but_plain_k_of_n(text: str) -> None:
+    with pytest.raises(ValueError, match="--shard"):
+        Shard.parse(text, {})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a\x00b.jpg", "NUL"),
+        ("javascript:alert(1)", "javascript: inputs are not supported"),
+        ("mailto:x@example.com", "mailto: inputs"),
+        ("file:/etc/passwd", "file: inputs"),
+        ("ftp://host/a.jpg", "ftp:// URLs are not supported"),
+        ("x" * 200_000, "not a CSV row|no column"),
+    ],
+)
+def test_manifest_entries_that_cannot_be_sent_are_refused_by_line(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\na.jpg\n{line}\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=message):
+        list(discover([str(manifest)], pairs=False))
+
+
+def test_manifests_with_cr_line_endings_and_text_lists(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    (tmp_path / "m.csv").write_bytes(b"path\ra.jpg\rb.jpg\r")
+    (tmp_path / "m.txt").write_text("a.jpg\nb,c.jpg\n", encoding="utf-8")
+    assert [j.key for j in discover([str(tmp_path / "m.csv")], pairs=False)] == ["a.jpg", "b.jpg"]
+    assert [j.key for j in discover([str(tmp_path / "m.txt")], pairs=False)] == ["a.jpg", "b,c.jpg"]
+
+
+def test_a_scanned_folder_keeps_files_it_cannot_read_as_inputs(tmp_path: Path) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "empty.jpg").write_bytes(b"")
+    (scans / "ok.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    (scans / "noext").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    (scans / "notes.md").write_text("hello", encoding="utf-8")
+    keys = [j.key for j in discover([str(scans)], pairs=False)]
+    assert keys == ["scans/empty.jpg", "scans/noext", "scans/ok.jpg"]
 
 
 def test_keys_do_not_depend_on_how_a_path_was_spelled(tmp_path: Path) -> None:
@@ -228,3 +309,34 @@ def test_merge_keeps_an_ok_record_per_key_and_lists_what_is_missing(tmp_path: Pa
     assert [(r["key"], r["ok"]) for r in merged] == [("a.jpg", True), ("b.jpg", True)]
     assert (report.written, report.ok, report.missing) == (2, 2, ["c.jpg"])
     assert os.stat(tmp_path / "all.jsonl").st_mode & 0o777 == 0o600
+
+
+def test_an_oversized_file_is_not_read_to_be_hashed(tmp_path: Path) -> None:
+    from cvekyc_async._cli import _load
+
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as fh:  # sparse: 12 GiB that take no room
+        fh.write(b"\xff\xd8\xff\xe0")
+        fh.truncate(12 * 1024**3)
+    value, digest = _load(Job("huge.jpg", str(huge)), max_file_size=10 * 1024**2)
+    assert (value, digest) == (str(huge), None)  # the client refuses it by its size
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (
+            ["batch", "m.csv", "-o", "o", "--api-secret", "s3cr3t"],
+            "cvekyc batch m.csv -o o --resume",
+        ),
+        (["batch", "m.csv", "--api-secret=s3cr3t", "-o", "o"], "cvekyc batch m.csv -o o --resume"),
+        (
+            ["batch", "m.csv", "--api-key", "k3y", "-o", "o", "--overwrite"],
+            "cvekyc batch m.csv -o o --resume",
+        ),
+    ],
+)
+def test_the_resume_command_drops_credentials(argv: list[str], shown: str) -> None:
+    from cvekyc_async._cli import _resume_command
+
+    assert _resume_command(argv) == shown

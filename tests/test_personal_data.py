@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +251,7 @@ def test_save_image_creates_a_file_for_its_owner_only(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     target.write_bytes(b"keep")
     (tmp_path / "link.jpg").symlink_to(target)
-    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+    with pytest.raises(OSError, match="a symlink is there"):
         info.save_image(tmp_path / "link.jpg")
     assert target.read_bytes() == b"keep"
 
@@ -354,3 +355,31 @@ def test_declared_fields_of_the_wrong_type_are_kept_as_sent() -> None:
     assert info.extra["id_box"] == "1,2,3,4"
     assert info.to_dict()["dob_confidence"] == "high"
     assert info.id == NUMBER
+
+
+@pytest.mark.parametrize(
+    ("title", "shown"),
+    [
+        ("502 Bad Gateway", True),
+        ("503 Service Temporarily Unavailable", True),
+        ("Attention Required! | Cloudflare", True),
+        ("NGUYỄN VĂN AN 001092384515", False),
+        ("NGUYEN VAN AN", False),
+        ("Welcome, Tran Thi B", False),
+    ],
+)
+def test_only_error_page_titles_are_shown(title: str, shown: bool) -> None:
+    from cvekyc_async._redact import describe_body
+
+    text = describe_body(f"<html><title>{title}</title></html>".encode(), "text/html")
+    assert (title in text) is shown
+    if not shown:
+        assert "an HTML page" in text
+
+
+def test_save_image_never_blocks_on_a_fifo(tmp_path: Path) -> None:
+    info = decode(chip_front(image=base64.b64encode(samples.JPEG).decode())).cards[0].info
+    fifo = tmp_path / "thumb.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        info.save_image(fifo)
