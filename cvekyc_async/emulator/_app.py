@@ -190,6 +190,7 @@ class EmulatorApp:
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
         state.count("requests")
+        state.note_peer(scope.get("client"))
         state.count("path:" + scope["path"])
         state.enter()
         try:

@@ -86,6 +86,7 @@ class EmulatorState:
         self._jitter_rng = random.Random(1)
         self.set_faults(faults or Faults())
         self._counts: Counter[str] = Counter()
+        self._peers: set[tuple[str, int]] = set()
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -112,6 +113,12 @@ class EmulatorState:
             if roll < edge:
                 return kind, delay
         return None, delay
+
+    def note_peer(self, peer: Any) -> None:
+        """Remember the client end (host, port) of a connection that sent an API request."""
+        if isinstance(peer, (list, tuple)) and len(peer) == 2:
+            with self._lock:
+                self._peers.add((str(peer[0]), int(peer[1])))
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -160,8 +167,8 @@ class EmulatorState:
 
     def stats(self) -> dict[str, Any]:
         """Counts so far: ``requests``, ``billed``, ``faults`` by kind, ``error_codes`` by code,
-        ``by_path``, ``abandoned`` (clients gone before their body arrived), ``in_flight`` and
-        ``peak_in_flight``."""
+        ``by_path``, ``abandoned`` (clients gone before their body arrived), ``in_flight``,
+        ``peak_in_flight`` and ``connections`` (client connections that sent API requests)."""
         with self._lock:
             c = dict(self._counts)
             return {
@@ -174,10 +181,12 @@ class EmulatorState:
                 "abandoned": c.get("abandoned", 0),
                 "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight,
+                "connections": len(self._peers),
             }
 
     def reset_counts(self) -> None:
         """Zero every count (the quota counts billed answers from here on)."""
         with self._lock:
             self._counts.clear()
+            self._peers.clear()
             self.peak_in_flight = self.in_flight
