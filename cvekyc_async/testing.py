@@ -4,15 +4,24 @@ Enable the fixtures in your ``conftest.py`` (needs the ``emulator`` extra and py
 
     pytest_plugins = ["cvekyc_async.testing"]
 
+    @pytest.mark.asyncio  # pytest-asyncio in strict mode; not needed in auto mode
     async def test_reads_a_card(cv_client):
         res = await cv_client.extract_card(specimen_path("chip_front.jpg"))
+
+    def test_reads_a_card_in_sync_code(cv_sync_client):
+        res = cv_sync_client.extract_card(specimen_path("chip_front.jpg"))
+
+Async tests may run under pytest-asyncio (strict or auto mode) or anyio's pytest plugin
+(``@pytest.mark.anyio``, asyncio or trio): ``cv_client`` is opened in the event loop of the
+test that asks for it, whichever runs it.
 
 Fixtures:
 
 - ``cv_emulator_server`` (session): one emulator on a free loopback port for the whole run.
 - ``cv_emulator``: that emulator with its faults cleared, its settings back to defaults, the
   requests of earlier tests finished and its counts zeroed, before and after each test.
-- ``cv_client``: an ``AsyncCVClient`` pointed at it (closed after the test); async tests only.
+- ``cv_client``: an ``AsyncCVClient`` pointed at it (closed after the test); async tests.
+- ``cv_sync_client``: a ``CVClient`` pointed at it (closed after the test); any test.
 
 For respx routes, ``answer_body`` builds an answer the way the service writes it.
 """
@@ -26,9 +35,10 @@ import msgspec
 import pytest
 
 from ._client import AsyncCVClient
+from ._sync import CVClient
 from .emulator import EmulatorSettings, Faults, RunningEmulator, serve_emulator
 
-__all__ = ["answer_body", "cv_client", "cv_emulator", "cv_emulator_server"]
+__all__ = ["answer_body", "cv_client", "cv_emulator", "cv_emulator_server", "cv_sync_client"]
 
 
 def answer_body(data: Any = None, error_code: int = 0, error_message: str = "") -> bytes:
@@ -74,7 +84,42 @@ def _reset(emulator: RunningEmulator) -> None:
 
 
 @pytest.fixture
-async def cv_client(cv_emulator: RunningEmulator) -> AsyncIterator[AsyncCVClient]:
-    """An ``AsyncCVClient`` for the emulator, closed after the test."""
+def cv_client(request: pytest.FixtureRequest) -> AsyncCVClient:
+    """An ``AsyncCVClient`` for the emulator, opened in the test's event loop and closed after
+    the test: under anyio's plugin when the test uses it, else under pytest-asyncio."""
+    if "anyio_backend" in request.fixturenames:
+        client: AsyncCVClient = request.getfixturevalue("_cv_client_anyio")
+        return client
+    if not _HAS_PYTEST_ASYNCIO:
+        raise pytest.UsageError(
+            "cv_client needs an async test runner: mark the test with @pytest.mark.anyio "
+            "(anyio's plugin), or install pytest-asyncio"
+        )
+    opened: AsyncCVClient = request.getfixturevalue("_cv_client_asyncio")
+    return opened
+
+
+@pytest.fixture
+async def _cv_client_anyio(cv_emulator: RunningEmulator) -> AsyncIterator[AsyncCVClient]:
     async with cv_emulator.client() as client:
+        yield client
+
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - pytest-asyncio is optional
+    _HAS_PYTEST_ASYNCIO = False
+else:
+    _HAS_PYTEST_ASYNCIO = True
+
+    @pytest_asyncio.fixture
+    async def _cv_client_asyncio(cv_emulator: RunningEmulator) -> AsyncIterator[AsyncCVClient]:
+        async with cv_emulator.client() as client:
+            yield client
+
+
+@pytest.fixture
+def cv_sync_client(cv_emulator: RunningEmulator) -> Iterator[CVClient]:
+    """A ``CVClient`` (the synchronous client) for the emulator, closed after the test."""
+    with cv_emulator.sync_client() as client:
         yield client
