@@ -62,7 +62,7 @@ from ._models import (
 )
 from ._raw import AsyncRawResponses, RawResponse
 from ._retry import RetryPolicy
-from ._sync import CVClient, RawResponses
+from ._sync import BatchIterator, CVClient, RawResponses
 from ._usage import Usage
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "AsyncCVClient",
     "AsyncRawResponses",
     "AuthenticationError",
+    "BatchIterator",
     "BatchProgress",
     "BatchResult",
     "Box",

@@ -36,7 +36,7 @@ from ._retry import RetryPolicy
 from ._transport import TransportChoice
 from ._usage import Usage
 
-__all__ = ["CVClient", "RawResponses"]
+__all__ = ["BatchIterator", "CVClient", "RawResponses"]
 
 
 class _Loop:
@@ -323,15 +323,17 @@ class CVClient:
         concurrency: int | None = None,
         progress: ProgressCallback | None = None,
         fatal_errors: tuple[type[CVError], ...] = DEFAULT_FATAL_ERRORS,
-    ) -> Iterator[BatchResult]:
+    ) -> BatchIterator:
         """Run many extractions at once and yield each ``BatchResult`` as it completes (see
         ``AsyncCVClient.extract_as_completed``)::
 
-            for r in client.extract_as_completed(paths):
-                print(r.index, r.ok)
+            with client.extract_as_completed(paths) as results:
+                for r in results:
+                    print(r.index, r.ok)
 
-        Memory stays bounded by the concurrency. Leaving the loop early (``break``), or
-        closing the iterator, stops the batch.
+        A plain iterator, which may also be used in a ``with`` block (as the async form is):
+        leaving the block, or calling ``close()``, stops the batch. Memory stays bounded by the
+        concurrency.
         """
         if self._loop.closed:
             raise ClientStateError("this client is closed; create a new one")
@@ -344,7 +346,7 @@ class CVClient:
             progress=progress,
             fatal_errors=fatal_errors,
         )
-        return self._iterate(batch)
+        return BatchIterator(self._iterate(batch))
 
     def _iterate(self, batch: Any) -> Iterator[BatchResult]:
         context = self._loop.portal.wrap_async_context_manager(batch)
@@ -360,6 +362,39 @@ class CVClient:
             # the batch's task group (GeneratorExit would end the client's loop with it).
             if not self._loop.closed:
                 context.__exit__(None, None, None)
+
+
+class BatchIterator(Iterator[BatchResult]):
+    """The results of a ``CVClient`` batch, as they complete. Iterate it; ``close()`` it, or
+    use it in a ``with`` block, to stop the batch early."""
+
+    __slots__ = ("_results",)
+
+    def __init__(self, results: Iterator[BatchResult]) -> None:
+        self._results = results
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __next__(self) -> BatchResult:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Stop the batch (inputs not yet sent are not sent)."""
+        close = getattr(self._results, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> BatchIterator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 async def _next(results: Any) -> tuple[bool, BatchResult | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -73,9 +74,13 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         parser.error(f"cannot listen on {args.host}:{args.port}: {exc.strerror}")
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    base_url = f"http://{shown}:{port}"
     print(
-        f"cvekyc emulator listening on http://{shown}:{port} "
-        f"(api_key={args.api_key!r}; counts at /_emulator/stats)",
+        f"cvekyc emulator listening on {base_url} (counts at /_emulator/stats)\n"
+        "To point cvekyc, AsyncCVClient() and CVClient() at it, paste in another shell:\n"
+        f"export CVEKYC_BASE_URL={shlex.quote(base_url)}\n"
+        f"export CVEKYC_API_KEY={shlex.quote(args.api_key)}\n"
+        f"export CVEKYC_API_SECRET={shlex.quote(args.api_secret)}",
         file=sys.stderr,
         flush=True,
     )
