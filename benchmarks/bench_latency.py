@@ -31,7 +31,7 @@ IN_FLIGHT = (64, 256)
 
 def main() -> None:
     args = parser(__doc__ or "").parse_args()
-    n = 300 if args.quick else 2000
+    n = 64 if args.quick else 2000
     rounds = args.rounds or (1 if args.quick else 3)
     pin_to_core(0)
     files = make_files(n)
@@ -52,7 +52,7 @@ def main() -> None:
                 for name, run in contenders.items():
                     elapsed = timed(lambda run=run, k=k: anyio.run(run, emu.base_url, files, k))
                     rates[name][k].append(n / elapsed)
-        loop_n = 10 if args.quick else 40
+        loop_n = 4 if args.quick else 40
         loop_rate = loop_n / timed(lambda: c.requests_loop(emu.base_url, files[:loop_n]))
     stats = {name: {k: summary(v) for k, v in per.items()} for name, per in rates.items()}
     header = ["in flight", "ideal", *contenders, "cvekyc % of ideal", "cvekyc / requests loop"]

@@ -60,7 +60,7 @@ def run_batch(base: str, files: list, concurrency: int) -> dict:
 
 def main() -> None:
     args = parser(__doc__ or "").parse_args()
-    sizes = (100, 1000) if args.quick else (1000, 10_000)
+    sizes = (50, 300) if args.quick else (1000, 10_000)
     concurrency = 32
     files = make_files(max(sizes), size=50_000)
     measured = {}

@@ -29,7 +29,7 @@ IN_FLIGHT = (1, 16, 64, 256)
 
 def main() -> None:
     args = parser(__doc__ or "").parse_args()
-    n = 200 if args.quick else 2000
+    n = 64 if args.quick else 2000
     rounds = args.rounds or (1 if args.quick else 3)
     pinned = pin_to_core(0)
     files = make_files(n)
@@ -51,7 +51,7 @@ def main() -> None:
                 for name, run in contenders.items():  # alternate contenders within each round
                     elapsed = timed(lambda run=run, k=k: anyio.run(run, emu.base_url, files, k))
                     rates[name][k].append(n / elapsed)
-        loop_n = 50 if args.quick else 300
+        loop_n = 10 if args.quick else 300
         loop_rate = loop_n / timed(lambda: c.requests_loop(emu.base_url, files[:loop_n]))
     stats = {name: {k: summary(v) for k, v in per.items()} for name, per in rates.items()}
     best_httpx = max(s["median"] for s in stats["raw httpx"].values())

@@ -65,7 +65,7 @@ async def test_a_stall_ends_in_a_read_timeout(cv_emulator: RunningEmulator) -> N
 
 
 async def test_latency_past_the_read_timeout_times_out(cv_emulator: RunningEmulator) -> None:
-    cv_emulator.set_faults(latency=5.0)
+    cv_emulator.set_faults(latency=1.0)
     async with no_retry_client(cv_emulator, timeout=httpx.Timeout(5.0, read=0.2)) as client:
         with pytest.raises(APITimeoutError):
             await client.extract_card(CARD)

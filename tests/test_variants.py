@@ -210,8 +210,8 @@ async def test_errors_keep_the_answer_headers_and_body(
 async def test_a_call_that_waits_too_long_for_a_slot_fails_fast_without_sending(
     cv_emulator: RunningEmulator, flavour: str
 ) -> None:
-    # The first call holds the only slot for 2 s (the emulator then answers 504).
-    cv_emulator.set_faults(rate_stall=1.0, stall_seconds=2)
+    # The first call holds the only slot for 1 s (the emulator then answers 504).
+    cv_emulator.set_faults(rate_stall=1.0, stall_seconds=1)
     front = specimen_path("chip_front.jpg")
     options = {"max_concurrency": 1, "queue_timeout": 0.2, "max_retries": 3}
     made = (

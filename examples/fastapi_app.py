@@ -1,0 +1,122 @@
+"""A FastAPI service that reads ID cards with one shared ``AsyncCVClient``.
+
+Run it (``pip install 'cvekyc-async' fastapi python-multipart uvicorn``)::
+
+    export CVEKYC_API_KEY=... CVEKYC_API_SECRET=...   # or the emulator's, see the README
+    uvicorn examples.fastapi_app:app --port 8080
+    curl -F image=@front.jpg http://127.0.0.1:8080/cards/read
+
+What it shows:
+
+- one client for the whole application, opened and closed in the lifespan, shared by every
+  request (one connection pool, one concurrency limit);
+- limits for a web backend: ``queue_timeout`` fails a request fast when the client is saturated
+  (503 with ``Retry-After``) instead of keeping the user waiting, and ``total_timeout`` bounds a
+  whole call, retries included, below the server's own request timeout;
+- every error of the library mapped to an HTTP answer whose message holds no card data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from cvekyc_async import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncCVClient,
+    CVError,
+    InvalidImageError,
+    InvalidInputError,
+    NoDocumentError,
+    QueueTimeoutError,
+    QuotaExceededError,
+    RateLimitError,
+)
+
+logger = logging.getLogger("fastapi_app")
+
+MAX_UPLOAD = 10 * 1024 * 1024
+
+#: Defaults for a web backend; ``create_app(**options)`` overrides any client option.
+CLIENT_OPTIONS: dict[str, Any] = {
+    "max_concurrency": 32,  # requests to the service in flight at once; the rest queue
+    "queue_timeout": 5.0,  # seconds a request may wait for a slot before a 503
+    "total_timeout": 30.0,  # seconds for a whole call, retries included
+}
+
+
+def create_app(**client_options: Any) -> FastAPI:
+    """The application, with a client built from ``CLIENT_OPTIONS`` and ``client_options``
+    (credentials and base URL from ``CVEKYC_*`` unless given)."""
+    options = {**CLIENT_OPTIONS, **client_options}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncCVClient(**options) as client:
+            app.state.cv = client
+            yield
+
+    app = FastAPI(title="Card reader", lifespan=lifespan)
+
+    @app.post("/cards/read")
+    async def read_card(image: UploadFile, request: Request) -> Any:
+        """Read one side of an ID card or a passport, and say whether to trust it."""
+        data = await image.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            return _error(413, "upload_too_large", f"uploads are limited to {MAX_UPLOAD:,} bytes")
+        client: AsyncCVClient = request.app.state.cv
+        result = await client.extract_card(data)
+        assessment = result.assess()
+        return {
+            "cards": result.to_dict()["cards"],
+            "verdict": assessment.verdict,
+            "findings": [f.code for f in assessment.findings],
+        }
+
+    @app.exception_handler(CVError)
+    async def cv_error(request: Request, exc: CVError) -> JSONResponse:
+        return answer_for(exc)
+
+    return app
+
+
+def _error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def answer_for(exc: CVError) -> JSONResponse:
+    """The HTTP answer for an error of the library. Their messages hold no card data (the
+    library never quotes one), but a misconfiguration is logged, not shown to the caller."""
+    if isinstance(exc, (InvalidInputError, InvalidImageError)):
+        return _error(422, "unreadable_upload", str(exc.message))
+    if isinstance(exc, NoDocumentError):
+        return _error(422, "no_document", "no ID card or passport was found in the image")
+    if isinstance(exc, QueueTimeoutError):
+        return _error(503, "busy", "too many cards are being read; try again shortly", 1)
+    if isinstance(exc, RateLimitError):
+        return _error(503, "busy", "the card reader asks us to slow down", exc.retry_after or 1)
+    if isinstance(exc, APITimeoutError):
+        return _error(504, "timeout", "the card reader did not answer in time")
+    if isinstance(exc, QuotaExceededError):
+        logger.error("card reader quota used up: %s", exc)
+        return _error(503, "unavailable", "card reading is unavailable", 60)
+    if isinstance(exc, (APIConnectionError, APIStatusError)) and not _ours(exc):
+        return _error(502, "upstream", "the card reader failed; try again")
+    # Credentials, a wrong base URL, an answer we cannot read: ours to fix, not the caller's.
+    logger.error("card reader error: %s", exc)
+    return _error(502, "upstream", "the card reader failed")
+
+
+def _ours(exc: CVError) -> bool:
+    return isinstance(exc, APIStatusError) and exc.status_code in (401, 403, 404)
+
+
+app = create_app()
