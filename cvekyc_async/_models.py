@@ -41,6 +41,8 @@ __all__ = [
     "CMNDFrontInfo",
     "Card",
     "CardInfo",
+    "ChipCCCD2024BackInfo",
+    "ChipCCCD2024FrontInfo",
     "ChipCCCDBackInfo",
     "ChipCCCDFrontInfo",
     "ExtractionResult",
@@ -406,6 +408,49 @@ class ChipCCCDBackInfo(Info, kw_only=True, omit_defaults=True):
     """How sure the service is of the machine-readable zone as a whole."""
 
 
+class ChipCCCD2024FrontInfo(Info, kw_only=True, omit_defaults=True):
+    """Front of the identity card issued from 1 July 2024 under the Law on Identification 2023
+    (``chip_id_card_2024_front``, thẻ căn cước). It no longer shows place of origin, residence
+    or expiry on the front."""
+
+    id: str | None = None
+    """Personal identification number, 12 digits (số định danh cá nhân)."""
+    name: str | None = None
+    """Full name (họ, chữ đệm và tên khai sinh)."""
+    dob: str | None = None
+    """Date of birth, dd/mm/yyyy (ngày sinh)."""
+    gender: str | None = None
+    """Sex, as printed: Nam / Nữ (giới tính)."""
+    nationality: str | None = None
+    """Nationality (quốc tịch)."""
+    # How sure the service is of each field above, from 0 to 1.
+    id_confidence: float | None = None
+    name_confidence: float | None = None
+    dob_confidence: float | None = None
+    gender_confidence: float | None = None
+    nationality_confidence: float | None = None
+    # Where each field above lies in the image (see ``Box``).
+    id_box: Box | None = None
+    name_box: Box | None = None
+    dob_box: Box | None = None
+    gender_box: Box | None = None
+    nationality_box: Box | None = None
+
+
+class ChipCCCD2024BackInfo(ChipCCCDBackInfo, kw_only=True, omit_defaults=True):
+    """Back of the 2024 identity card (``chip_id_card_2024_back``): residence, place of birth
+    registration, dates of issue and expiry, and the MRZ (as the chip CCCD's back)."""
+
+    address: str | None = None
+    """Place of residence (nơi cư trú)."""
+    birth_place: str | None = None
+    """Place of birth registration (nơi đăng ký khai sinh)."""
+    address_confidence: float | None = None
+    birth_place_confidence: float | None = None
+    address_box: Box | None = None
+    birth_place_box: Box | None = None
+
+
 class PassportInfo(Info, kw_only=True, omit_defaults=True):
     """Passport data page (``passport``)."""
 
@@ -477,6 +522,8 @@ CardInfo = Union[  # noqa: UP007 - a runtime alias, and 3.10 has no ``type`` sta
     CMNDBackInfo,
     CCCDBackInfo,
     ChipCCCDBackInfo,
+    ChipCCCD2024FrontInfo,
+    ChipCCCD2024BackInfo,
     PassportInfo,
     GenericInfo,
 ]
@@ -612,6 +659,8 @@ _INFO_TYPES: dict[str, type[Info]] = {
     "9_id_card_back": CMNDBackInfo,
     "12_id_card_back": CCCDBackInfo,
     "chip_id_card_back": ChipCCCDBackInfo,
+    "chip_id_card_2024_front": ChipCCCD2024FrontInfo,
+    "chip_id_card_2024_back": ChipCCCD2024BackInfo,
     "passport": PassportInfo,
 }
 

@@ -9,9 +9,26 @@ Pure functions of the fields read; no network. Run them all with ``assess(front,
     verdict.findings           # what was found, each with a code, a severity and the fields
 
 Severities: ``reject`` for what a genuine document cannot show (an ID number that contradicts the
-birth date, a back that belongs to another card, an expired document); ``review`` for what a
-person should look at (a low confidence, a missing field, a service warning, an expiry that does
-not follow the usual rule).
+birth date, a back that belongs to another card, an expired document, a card model issued
+before it existed); ``review`` for what a person should look at (a low confidence, a missing
+field, a service warning, an expiry that does not follow the usual rule, a code that may be a
+country's). Findings that apply a legal rule name it in ``rule``.
+
+The rules (each also cited where it is applied):
+
+- 12-digit personal number: Circular 07/2016/TT-BCA, Art. 7 (as amended by Circular
+  59/2021/TT-BCA): province of birth registration, gender and century, year of birth. A birth
+  registered abroad may carry a country code (Decree 137/2015/ND-CP, Art. 13): review.
+- Citizen identity cards (Law on Citizen Identification 2014, No. 59/2014/QH13): issued from
+  1 January 2016 (Art. 39) to citizens from 14 (Art. 19), renewed at 25, 40 and 60 (Art. 21); the
+  chip card from 2021 (Circular 06/2021/TT-BCA); none issued after 30 June 2024, when the Law on
+  Identification 2023 came into force (No. 26/2023/QH15, Art. 45).
+- Identity cards of 1 July 2024 (Law on Identification 2023, No. 26/2023/QH15): renewed at 14, 25,
+  40 and 60 (Art. 21(1)); a card issued within 2 years before one of these ages is valid until
+  the next (Art. 21(2)); from 58, no expiry.
+- CMND: valid 15 years from issue (Decree 05/1999/ND-CP, Art. 2); every CMND void after
+  31 December 2024 (Law 26/2023/QH15, Art. 46(2)).
+- Passport number: a letter and 7 digits; a lower-case letter is an OCR slip (review).
 """
 
 from __future__ import annotations
@@ -29,7 +46,12 @@ from ._models import WARNING_MESSAGES, Card, Info, parse_date
 from ._redact import safe_name
 
 __all__ = [
+    "CCCD_FIRST_ISSUE",
+    "CHIP_FIRST_ISSUE",
     "CITIZEN_ID_PROVINCES",
+    "CMND_LAST_VALID_DAY",
+    "LAW_2014_LAST_ISSUE",
+    "LAW_2023_FIRST_ISSUE",
     "Assessment",
     "Finding",
     "assess",
@@ -58,7 +80,7 @@ _NINE = re.compile(r"[0-9]{9}")
 _PASSPORT = re.compile(r"[A-Z][0-9]{7}")
 _NO_EXPIRY = ("không thời hạn", "khong thoi han", "không có thời hạn")
 _MALE, _FEMALE = ("nam", "male", "m"), ("nữ", "nu", "female", "f")
-_CITIZEN_CARDS = {"12_id_card_front", "chip_id_card_front"}
+_CITIZEN_CARDS = {"12_id_card_front", "chip_id_card_front", "chip_id_card_2024_front"}
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "9_id_card_front": ("id", "name", "dob"),
     "12_id_card_front": ("id", "name", "dob", "gender", "due_date"),
@@ -66,9 +88,43 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "9_id_card_back": ("issue_date",),
     "12_id_card_back": ("issue_date",),
     "chip_id_card_back": ("issue_date", "person_number", "dob", "gender", "due_date"),
+    "chip_id_card_2024_front": ("id", "name", "dob", "gender"),
+    "chip_id_card_2024_back": ("issue_date", "person_number", "dob", "gender", "due_date"),
     "passport": ("id", "sur_name", "given_name", "dob", "gender", "due_date"),
 }
 _OLDEST = 120
+
+# The rules' sources, as findings and the README cite them.
+RULE_ID_NUMBER = "Circular 07/2016/TT-BCA, Art. 7 (Circular 59/2021/TT-BCA)"
+RULE_ABROAD = "Decree 137/2015/ND-CP, Art. 13"
+RULE_2014_IN_FORCE = "Law 59/2014/QH13, Art. 39"
+RULE_2014_AGE = "Law 59/2014/QH13, Art. 19"
+RULE_2014_RENEWAL = "Law 59/2014/QH13, Art. 21"
+RULE_CHIP_MODEL = "Circular 06/2021/TT-BCA"
+RULE_2023_IN_FORCE = "Law 26/2023/QH15, Art. 45"
+RULE_2023_RENEWAL = "Law 26/2023/QH15, Art. 21"
+RULE_CMND_VALIDITY = "Decree 05/1999/ND-CP, Art. 2"
+RULE_CMND_VOID = "Law 26/2023/QH15, Art. 46(2)"
+
+#: First day a card model could be issued, and the last (``None``: still issued).
+CCCD_FIRST_ISSUE = dt.date(2016, 1, 1)  # Law 59/2014/QH13 in force (Art. 39)
+CHIP_FIRST_ISSUE = dt.date(2021, 1, 1)  # the chip card's form (Circular 06/2021/TT-BCA)
+LAW_2014_LAST_ISSUE = dt.date(2024, 6, 30)  # the 2023 law in force on 1 July 2024 (Art. 45)
+LAW_2023_FIRST_ISSUE = dt.date(2024, 7, 1)
+CMND_LAST_VALID_DAY = dt.date(2024, 12, 31)  # Law 26/2023/QH15, Art. 46(2)
+CMND_YEARS = 15  # Decree 05/1999/ND-CP, Art. 2
+
+_MILESTONES_2014 = (25, 40, 60)
+_MILESTONES_2023 = (14, 25, 40, 60)
+_CARDS_2014 = {"12_id_card_front", "12_id_card_back", "chip_id_card_front", "chip_id_card_back"}
+_CARDS_2023 = {"chip_id_card_2024_front", "chip_id_card_2024_back"}
+_CMND = {"9_id_card_front", "9_id_card_back"}
+# When each model's issue dates begin and end, and the rule that says so.
+_MODEL_DATES: dict[str, tuple[dt.date, dt.date | None, str]] = {
+    "12_id_card": (CCCD_FIRST_ISSUE, LAW_2014_LAST_ISSUE, RULE_2014_IN_FORCE),
+    "chip_id_card": (CHIP_FIRST_ISSUE, LAW_2014_LAST_ISSUE, RULE_CHIP_MODEL),
+    "chip_id_card_2024": (LAW_2023_FIRST_ISSUE, None, RULE_2023_IN_FORCE),
+}
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -82,6 +138,8 @@ class Finding(msgspec.Struct, frozen=True):
     """What is wrong, in words a reviewer can act on."""
     fields: tuple[str, ...] = ()
     """The fields concerned."""
+    rule: str = ""
+    """The legal text the check applies (``Law 26/2023/QH15, Art. 21``), when it applies one."""
 
 
 class Assessment(msgspec.Struct, frozen=True):
@@ -141,14 +199,19 @@ def _birthday(dob: dt.date, age: int) -> tuple[dt.date, ...]:
         return (dt.date(year, 2, 28), dt.date(year, 3, 1))
 
 
-def expected_due_date(dob: dt.date, issued: dt.date) -> dt.date | None:
-    """The expiry a citizen identity card issued on ``issued`` should carry, or ``None`` for none.
+def expected_due_date(dob: dt.date, issued: dt.date, *, law: int = 2014) -> dt.date | None:
+    """The expiry an identity card issued on ``issued`` should carry, or ``None`` for none.
 
-    Law on Citizen Identification 2014, Article 21: the card is renewed at 25, 40 and 60; a
-    card issued within two years before one of those ages stays valid until the next one, and
-    one issued from the age of 58 does not expire.
+    Args:
+        dob: the holder's date of birth.
+        issued: the card's date of issue.
+        law: ``2014`` for a citizen identity card (Law 59/2014/QH13, Art. 21: renewed at 25, 40
+            and 60), ``2023`` for a card issued from 1 July 2024 (Law 26/2023/QH15, Art. 21:
+            renewed at 14, 25, 40 and 60). Under both, a card issued within two years before
+            one of those ages is valid until the next one, and one issued from 58 does not
+            expire.
     """
-    for age in (25, 40, 60):
+    for age in _MILESTONES_2023 if law == 2023 else _MILESTONES_2014:
         if issued < _birthday(dob, age - 2)[0]:
             return _birthday(dob, age)[-1]
     return None
@@ -160,15 +223,20 @@ def _check_citizen_id(number: str, field: str, info: Info, out: list[Finding]) -
     century of birth (20th century: male 0, female 1; 21st: 2, 3; 22nd: 4, 5; 23rd: 6, 7;
     24th: 8, 9), 2 digits the last two of the year of birth, 6 random digits."""
     if not _TWELVE.fullmatch(number):
-        out.append(Finding("id.format", "reject", f"{field} is not 12 digits", (field,)))
+        out.append(
+            Finding("id.format", "reject", f"{field} is not 12 digits", (field,), RULE_ID_NUMBER)
+        )
         return
     if number[:3] not in CITIZEN_ID_PROVINCES:
+        # A birth registered abroad may carry a country's code: a person should look.
         out.append(
             Finding(
                 "id.province",
-                "reject",
-                f"{field} does not start with a province code",
+                "review",
+                f"{field} does not start with a province code (a birth registered abroad may "
+                "carry a country code)",
                 (field,),
+                RULE_ABROAD,
             )
         )
     dob = info.date("dob")
@@ -183,6 +251,7 @@ def _check_citizen_id(number: str, field: str, info: Info, out: list[Finding]) -
                     "reject",
                     f"{field}'s century digit (the 4th) does not match the year of birth",
                     (field, "dob"),
+                    RULE_ID_NUMBER,
                 )
             )
         if number[4:6] != f"{dob.year % 100:02d}":
@@ -192,6 +261,7 @@ def _check_citizen_id(number: str, field: str, info: Info, out: list[Finding]) -
                     "reject",
                     f"{field}'s digits 5-6 do not match the year of birth",
                     (field, "dob"),
+                    RULE_ID_NUMBER,
                 )
             )
     if gender is not None and (gender == "female") != bool(female):
@@ -201,6 +271,7 @@ def _check_citizen_id(number: str, field: str, info: Info, out: list[Finding]) -
                 "reject",
                 f"{field}'s gender digit (the 4th) does not match gender",
                 (field, "gender"),
+                RULE_ID_NUMBER,
             )
         )
 
@@ -268,18 +339,35 @@ def _check_dates(card: Card, today: dt.date, out: list[Finding]) -> None:
                     ("due_date",),
                 )
             )
-    if card.type in _CITIZEN_CARDS or card.type == "chip_id_card_back":
-        _check_expiry_rule(info, dob, issued, due, out)
+    if card.type in _CITIZEN_CARDS or card.type in ("chip_id_card_back", "chip_id_card_2024_back"):
+        _check_expiry_rule(info, dob, issued, due, out, law=_law_of(card.type))
+    _check_model_dates(card.type, dob, issued, due, out)
+    if card.type in _CMND:
+        _check_cmnd(issued, today, out)
+
+
+def _law_of(card_type: str) -> int:
+    return 2023 if card_type in _CARDS_2023 else 2014
 
 
 def _check_expiry_rule(
-    info: Info, dob: dt.date | None, issued: dt.date | None, due: dt.date | None, out: list[Finding]
+    info: Info,
+    dob: dt.date | None,
+    issued: dt.date | None,
+    due: dt.date | None,
+    out: list[Finding],
+    *,
+    law: int = 2014,
 ) -> None:
+    """Law 59/2014/QH13, Art. 21 (renewal at 25, 40, 60) or Law 26/2023/QH15, Art. 21 (at 14,
+    25, 40, 60): the expiry follows from the date of birth and the date of issue."""
     if dob is None:
         return
+    rule = RULE_2023_RENEWAL if law == 2023 else RULE_2014_RENEWAL
+    ages = _MILESTONES_2023 if law == 2023 else _MILESTONES_2014
     no_expiry = _is_no_expiry(info.get("due_date"))
     if issued is not None:
-        expected = expected_due_date(dob, issued)
+        expected = expected_due_date(dob, issued, law=law)
         ok = (
             no_expiry
             if expected is None
@@ -293,15 +381,102 @@ def _check_expiry_rule(
                     "due_date is not what the age milestones give for this dob and "
                     + ("issue_date (no expiry)" if expected is None else "issue_date"),
                     ("due_date", "issue_date", "dob"),
+                    rule,
                 )
             )
-    elif due is not None and due not in {d for age in (25, 40, 60) for d in _birthday(dob, age)}:
+    elif due is not None and due not in {d for age in ages for d in _birthday(dob, age)}:
+        shown = ", ".join(str(a) for a in ages[:-1]) + f" or {ages[-1]}"
         out.append(
             Finding(
                 "date.expiry_rule",
                 "review",
-                "due_date is not the birthday at 25, 40 or 60",
+                f"due_date is not the birthday at {shown}",
                 ("due_date", "dob"),
+                rule,
+            )
+        )
+
+
+def _check_model_dates(
+    card_type: str,
+    dob: dt.date | None,
+    issued: dt.date | None,
+    due: dt.date | None,
+    out: list[Finding],
+) -> None:
+    """A card model is issued from a date (and, under the 2014 law, until 30 June 2024), and a
+    2014-law citizen card from the age of 14."""
+    family = card_type.rsplit("_", 1)[0]
+    dates = _MODEL_DATES.get(family)
+    if dates is None:
+        return
+    first, last, rule = dates
+    if issued is not None:
+        if issued < first:
+            out.append(
+                Finding(
+                    "model.issued_too_early",
+                    "reject",
+                    f"issue_date is before this card model was first issued ({first:%d/%m/%Y})",
+                    ("issue_date",),
+                    rule,
+                )
+            )
+        if last is not None and issued > last:
+            out.append(
+                Finding(
+                    "model.issued_too_late",
+                    "reject",
+                    f"issue_date is after {last:%d/%m/%Y}, when this card model was last issued "
+                    "(the Law on Identification 2023 applies from 1 July 2024)",
+                    ("issue_date",),
+                    RULE_2023_IN_FORCE,
+                )
+            )
+        if card_type in _CARDS_2014 and dob is not None and issued < _birthday(dob, 14)[0]:
+            out.append(
+                Finding(
+                    "model.holder_under_14",
+                    "reject",
+                    "issue_date is before the holder was 14: citizen identity cards are issued "
+                    "from 14",
+                    ("issue_date", "dob"),
+                    RULE_2014_AGE,
+                )
+            )
+    elif due is not None and due <= first:
+        out.append(
+            Finding(
+                "model.due_too_early",
+                "reject",
+                f"due_date is before this card model was first issued ({first:%d/%m/%Y})",
+                ("due_date",),
+                rule,
+            )
+        )
+
+
+def _check_cmnd(issued: dt.date | None, today: dt.date, out: list[Finding]) -> None:
+    """Decree 05/1999/ND-CP, Art. 2: a CMND is valid 15 years from its issue; Law
+    26/2023/QH15, Art. 46(2): every CMND is void after 31 December 2024."""
+    if today > CMND_LAST_VALID_DAY:
+        out.append(
+            Finding(
+                "cmnd.void",
+                "reject",
+                f"a CMND is no longer valid after {CMND_LAST_VALID_DAY:%d/%m/%Y}",
+                (),
+                RULE_CMND_VOID,
+            )
+        )
+    elif issued is not None and today >= _birthday(issued, CMND_YEARS)[-1]:
+        out.append(
+            Finding(
+                "cmnd.expired",
+                "reject",
+                f"the CMND was issued over {CMND_YEARS} years ago (issue_date)",
+                ("issue_date",),
+                RULE_CMND_VALIDITY,
             )
         )
 
@@ -348,7 +523,9 @@ def check_card(
     number = info.get("id")
     if card.type in _CITIZEN_CARDS and isinstance(number, str):
         _check_citizen_id(number.strip(), "id", info, out)
-    elif card.type == "chip_id_card_back" and isinstance(info.get("person_number"), str):
+    elif card.type in ("chip_id_card_back", "chip_id_card_2024_back") and isinstance(
+        info.get("person_number"), str
+    ):
         _check_citizen_id(info.get("person_number").strip(), "person_number", info, out)
     elif (
         card.type == "9_id_card_front"
@@ -358,14 +535,25 @@ def check_card(
         out.append(Finding("id.format", "reject", "CMND number (id) is not 9 digits", ("id",)))
     elif card.type == "passport":
         if isinstance(number, str) and not _PASSPORT.fullmatch(number.strip()):
-            out.append(
-                Finding(
-                    "passport.number",
-                    "reject",
-                    "passport number (id) is not a letter and 7 digits",
-                    ("id",),
+            if _PASSPORT.fullmatch(number.strip().upper()):
+                # "c1234567": the letter read in lower case, an OCR slip rather than a forgery.
+                out.append(
+                    Finding(
+                        "passport.number_case",
+                        "review",
+                        "passport number (id) starts with a lower-case letter",
+                        ("id",),
+                    )
                 )
-            )
+            else:
+                out.append(
+                    Finding(
+                        "passport.number",
+                        "reject",
+                        "passport number (id) is not a letter and 7 digits",
+                        ("id",),
+                    )
+                )
         person = info.get("person_number")
         if isinstance(person, str) and person.strip():
             _check_citizen_id(person.strip(), "person_number", info, out)
@@ -400,13 +588,13 @@ def check_pair(front: Card, back: Card) -> list[Finding]:
             )
         )
         return out
-    if front.type != "chip_id_card_front":
+    if front.type not in ("chip_id_card_front", "chip_id_card_2024_front"):
         return out
     f, b = front.info, back.info
     pairs = (
         ("id", "person_number", "pair.person_number"),
         ("dob", "dob", "pair.dob"),
-        ("due_date", "due_date", "pair.due_date"),
+        ("due_date", "due_date", "pair.due_date"),  # the 2024 front has none: not compared
     )
     for front_field, back_field, code in pairs:
         a, z = f.get(front_field), b.get(back_field)
@@ -469,7 +657,10 @@ def assess(
             merged = _merged_dates(front, back)
             if merged is not None:
                 rule: list[Finding] = []
-                _check_expiry_rule(front.info, *merged, rule)
+                # The 2024 card prints its expiry on the back only.
+                shown = front.info if front.info.get("due_date") is not None else back.info
+                _check_expiry_rule(shown, *merged, rule, law=_law_of(front.type))
+                _check_model_dates(back.type, *merged, rule)
                 findings += [f for f in rule if f not in findings]
     return _verdict(findings)
 
@@ -480,7 +671,8 @@ def _merged_dates(
     issued = back.info.date("issue_date")
     if issued is None:
         return None
-    return front.info.date("dob"), issued, front.info.date("due_date")
+    due = front.info.date("due_date") or back.info.date("due_date")
+    return front.info.date("dob") or back.info.date("dob"), issued, due
 
 
 def assess_cards(

@@ -151,9 +151,14 @@ def test_expiry_rule(dob: dt.date, issued: dt.date) -> None:
         (
             {"dob": "15/04/2030"},
             {"dob": "15/04/2030"},
-            {"date.dob_future", "date.issue_before_birth", "date.expiry_rule"},
+            {
+                "date.dob_future",
+                "date.issue_before_birth",
+                "date.expiry_rule",
+                "model.holder_under_14",
+            },
         ),
-        ({}, {"issue_date": "10/07/2027"}, {"date.issue_future"}),
+        ({}, {"issue_date": "10/07/2027"}, {"date.issue_future", "model.issued_too_late"}),
         ({}, {"issue_date": "31/02/2022"}, {"date.unreadable"}),
         (
             {"dob": "15/04/1899"},
@@ -288,9 +293,16 @@ def specimen_answer(name: str) -> Any:
 
 @pytest.mark.parametrize("name", sorted(set(specimens()) - {"blank.jpg"}))
 def test_every_specimen_passes(name: str) -> None:
-    result = specimen_answer(name).assess(today=TODAY)
+    answer = specimen_answer(name)
+    result = answer.assess(today=TODAY)
+    cmnd = any(c.type.startswith("9_id_card") for c in answer.cards)
     if name == "screen_photo.jpg":  # its one finding is the service's own warning
         assert codes(result.findings) == {"service.warning"}
+    elif cmnd:
+        # Every CMND is void since 1 January 2025 (Law 26/2023/QH15, Art. 46); on the last
+        # day it was valid, the specimen passes.
+        assert codes(result.findings) == {"cmnd.void"}
+        assert answer.assess(today=dt.date(2024, 12, 31)).verdict == "accept"
     else:
         assert result.verdict == "accept", result.reasons
 
@@ -367,3 +379,265 @@ def test_changing_any_one_checked_field_is_caught(
     mutated_back = card("chip_id_card_back", **b)
     result = assess(mutated_front, mutated_back, today=TODAY)
     assert result.verdict != "accept", (person, mutation)
+
+
+# -- the 2023 Law on Identification, card models by date, CMND validity ---------------------------
+
+
+def card_2024(side: str, **changes: Any) -> Card:
+    front = {
+        "id": "001099012345",
+        "name": "NGUYỄN VĂN MẪU",
+        "dob": "15/04/1999",
+        "gender": "Nam",
+        "nationality": "Việt Nam",
+    }
+    back = {
+        "issue_date": "10/07/2024",
+        "person_number": "001099012345",
+        "dob": "15/04/1999",
+        "gender": "Nam",
+        "due_date": "15/04/2039",
+        "sur_name": "NGUYEN",
+        "given_name": "VAN MAU",
+    }
+    info = {**(front if side == "front" else back), **changes}
+    kind = f"chip_id_card_2024_{side}"
+    return card(kind, **{k: v for k, v in info.items() if v is not None})
+
+
+D = dt.date
+
+
+@pytest.mark.parametrize(
+    ("dob", "issued", "due"),
+    [
+        # Law 26/2023/QH15, Art. 21: renewal at 14, 25, 40 and 60; issued within 2 years before
+        # one of those ages, valid until the next.
+        (D(2015, 3, 10), D(2024, 8, 1), D(2029, 3, 10)),  # a child of 9: due at 14
+        (D(2012, 3, 10), D(2024, 3, 9), None),  # before 1 July 2024: not this law (see below)
+        (D(2012, 8, 10), D(2024, 8, 9), D(2026, 8, 10)),  # the day before 12: due at 14
+        (D(2012, 8, 10), D(2024, 8, 10), D(2037, 8, 10)),  # 12 to the day: due at 25
+        (D(2001, 9, 1), D(2024, 8, 31), D(2026, 9, 1)),  # the day before 23: due at 25
+        (D(2001, 9, 1), D(2024, 9, 1), D(2041, 9, 1)),  # 23 to the day: due at 40
+        (D(1966, 7, 20), D(2024, 7, 19), D(2026, 7, 20)),  # 57 years and 364 days: due at 60
+        (D(1966, 7, 20), D(2024, 7, 20), "none"),  # 58 to the day: no expiry
+    ],
+)
+def test_the_2023_law_milestones(dob: dt.date, issued: dt.date, due: Any) -> None:
+    if due is None:
+        return
+    expected = None if due == "none" else due
+    assert expected_due_date(dob, issued, law=2023) == expected
+    back = card_2024(
+        "back",
+        dob=dob.strftime("%d/%m/%Y"),
+        issue_date=issued.strftime("%d/%m/%Y"),
+        due_date="Không thời hạn" if expected is None else expected.strftime("%d/%m/%Y"),
+        person_number=f"001{0 if dob.year < 2000 else 2}{dob.year % 100:02d}012345",
+        gender="Nam",
+    )
+    assert "date.expiry_rule" not in codes(check_card(back, today=D(2024, 12, 1)))
+    if expected is not None:
+        wrong = card_2024(
+            "back",
+            dob=dob.strftime("%d/%m/%Y"),
+            issue_date=issued.strftime("%d/%m/%Y"),
+            due_date=D(expected.year + 1, 1, 1).strftime("%d/%m/%Y"),
+        )
+        found = [f for f in check_card(wrong, today=D(2024, 12, 1)) if f.code == "date.expiry_rule"]
+        assert found
+        assert found[0].rule == "Law 26/2023/QH15, Art. 21"
+
+
+@pytest.mark.parametrize(
+    ("dob", "reading"),
+    [("29/02/2012", "28/02/2037"), ("29/02/2012", "01/03/2037")],
+)
+def test_a_29_february_birthday_is_read_both_ways(dob: str, reading: str) -> None:
+    # Issued at 12: due at 25, in 2037, which has no 29 February.
+    back = card_2024(
+        "back", dob=dob, issue_date="01/08/2024", due_date=reading, person_number="001212012345"
+    )
+    assert "date.expiry_rule" not in codes(check_card(back, today=D(2024, 12, 1)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "issued", "found"),
+    [
+        # Law 59/2014/QH13 in force on 1 January 2016 (Art. 39).
+        ("12_id_card_back", "31/12/2015", {"model.issued_too_early"}),
+        ("12_id_card_back", "01/01/2016", set()),
+        # The chip card from 2021 (Circular 06/2021/TT-BCA).
+        ("chip_id_card_back", "31/12/2020", {"model.issued_too_early"}),
+        ("chip_id_card_back", "01/01/2021", set()),
+        # No 2014-law card after 30 June 2024 (Law 26/2023/QH15, Art. 45).
+        ("chip_id_card_back", "30/06/2024", set()),
+        ("chip_id_card_back", "01/07/2024", {"model.issued_too_late"}),
+        ("12_id_card_back", "01/07/2024", {"model.issued_too_late"}),
+        # The 2024 card from 1 July 2024.
+        ("chip_id_card_2024_back", "30/06/2024", {"model.issued_too_early"}),
+        ("chip_id_card_2024_back", "01/07/2024", set()),
+    ],
+)
+def test_card_models_by_date(kind: str, issued: str, found: set[str]) -> None:
+    info: dict[str, Any] = {"issue_date": issued}
+    if kind != "12_id_card_back":
+        info |= {"person_number": "001099012345", "dob": "15/04/1999", "gender": "Nam"}
+        info["due_date"] = "15/04/2039"
+    got = codes(check_card(card(kind, **info), today=TODAY))
+    assert got & {"model.issued_too_early", "model.issued_too_late"} == found
+
+
+@pytest.mark.parametrize(
+    ("issued", "found"),
+    [("14/04/2013", {"model.holder_under_14"}), ("15/04/2013", set())],
+)
+def test_a_2014_law_card_is_issued_from_14(issued: str, found: set[str]) -> None:
+    # Law 59/2014/QH13, Art. 19: citizens from 14. Born 15/04/1999: 14 on 15/04/2013.
+    back = chip_back(issue_date=issued)
+    got = codes(check_card(back, today=TODAY))
+    assert got & {"model.holder_under_14"} == found
+
+
+def test_a_chip_front_due_before_chip_cards_existed_is_rejected() -> None:
+    front = chip_front(id="001092012345", dob="15/04/1992", due_date="15/04/2017")
+    found = [f for f in check_card(front, today=D(2016, 1, 1)) if f.code == "model.due_too_early"]
+    assert found
+    assert found[0].severity == "reject"
+    assert found[0].rule == "Circular 06/2021/TT-BCA"
+
+
+@pytest.mark.parametrize(
+    ("today", "found"),
+    [
+        # Decree 05/1999/ND-CP, Art. 2: 15 years from issue (issued 10/03/2010).
+        (D(2024, 12, 31), {"cmnd.expired"}),
+        (D(2025, 1, 1), {"cmnd.void"}),
+    ],
+)
+def test_cmnd_validity(today: dt.date, found: set[str]) -> None:
+    back = card("9_id_card_back", issue_date="10/03/2009", ethnicity="Kinh")
+    assert codes(check_card(back, today=today)) & {"cmnd.expired", "cmnd.void"} == found
+
+
+@pytest.mark.parametrize(
+    ("today", "expired"),
+    [(D(2024, 3, 9), False), (D(2024, 3, 10), True)],
+)
+def test_a_cmnd_is_valid_15_years_to_the_day(today: dt.date, expired: bool) -> None:
+    back = card("9_id_card_back", issue_date="10/03/2009")
+    assert ("cmnd.expired" in codes(check_card(back, today=today))) is expired
+
+
+@pytest.mark.parametrize(
+    ("today", "void"),
+    [(D(2024, 12, 31), False), (D(2025, 1, 1), True)],
+)
+def test_every_cmnd_is_void_after_2024(today: dt.date, void: bool) -> None:
+    front = card("9_id_card_front", id="012345678", name="NGUYỄN VĂN MẪU", dob="15/04/1980")
+    found = [f for f in check_card(front, today=today) if f.code == "cmnd.void"]
+    assert bool(found) is void
+    if found:
+        assert found[0].rule == "Law 26/2023/QH15, Art. 46(2)"
+
+
+def test_an_unknown_province_code_asks_for_review() -> None:
+    # Decree 137/2015/ND-CP, Art. 13: a birth registered abroad may carry a country code.
+    found = [
+        f for f in check_card(chip_front(id="703099012345"), today=TODAY) if f.code == "id.province"
+    ]
+    assert [f.severity for f in found] == ["review"]
+
+
+@pytest.mark.parametrize(
+    ("number", "code", "severity"),
+    [("c1234567", "passport.number_case", "review"), ("C123456", "passport.number", "reject")],
+)
+def test_a_lower_case_passport_letter_is_an_ocr_slip(number: str, code: str, severity: str) -> None:
+    passport = card(
+        "passport", id=number, sur_name="NGUYEN", given_name="VAN MAU", dob="15/04/1999",
+        gender="Nam", due_date="01/01/2030",
+    )  # fmt: skip
+    found = [f for f in check_card(passport, today=TODAY) if f.code.startswith("passport.")]
+    assert [(f.code, f.severity) for f in found] == [(code, severity)]
+
+
+def test_a_2024_pair_is_checked_front_against_back() -> None:
+    front, back = card_2024("front"), card_2024("back")
+    assert assess(front, back, today=TODAY).verdict == "accept"
+    for side, changes, code in [
+        ("back", {"person_number": "001099012346"}, "pair.person_number"),
+        ("back", {"dob": "16/04/1999"}, "pair.dob"),
+        ("back", {"gender": "Nữ"}, "pair.gender"),
+        ("back", {"sur_name": "TRAN"}, "pair.name"),
+        ("front", {"id": "001199012345"}, "id.gender"),
+    ]:
+        f = card_2024("front", **changes) if side == "front" else front
+        b = card_2024("back", **changes) if side == "back" else back
+        assert code in codes(assess(f, b, today=TODAY).findings), code
+
+
+consistent_people = st.builds(
+    lambda seed, gender, dob: (seed, gender, dob),
+    st.integers(0, 2**32),
+    st.sampled_from(["Nam", "Nữ"]),
+    st.dates(D(1930, 1, 1), D(2020, 12, 31)),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(consistent_people, st.sampled_from(["chip_id_card", "12_id_card", "chip_id_card_2024"]))
+def test_consistent_people_of_every_birth_year_are_accepted(
+    person: tuple[int, str, dt.date], family: str
+) -> None:
+    from cvekyc_async.emulator._fake import issue_window
+
+    seed, gender, dob = person
+    if issue_window(f"{family}_front", dob) is None:
+        return  # too young for a 2014-law card
+    p = fake_person(seed, gender=gender, dob=dob)
+    front = card(f"{family}_front", **card_truth(f"{family}_front", p))
+    back = card(f"{family}_back", **card_truth(f"{family}_back", p))
+    due = (front.info.date("due_date") or back.info.date("due_date")) if family else None
+    today = D(2026, 1, 1)
+    result = assess(front, back, today=today)
+    if due is not None and due < today:
+        assert codes(result.findings) == {"date.expired"}, result.reasons
+    else:
+        assert result.verdict == "accept", (person, family, result.reasons)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    consistent_people,
+    st.sampled_from(
+        [
+            ("front", "id", lambda v: v[:3] + str((int(v[3]) + 2) % 10) + v[4:]),
+            ("front", "dob", lambda v: v[:6] + str(int(v[6:]) + 1)),
+            ("back", "issue_date", lambda v: "30/06/2024"),
+            (
+                "back",
+                "due_date",
+                lambda v: v[:6] + str(int(v[6:]) + 3) if v[:1].isdigit() else "01/01/2099",
+            ),
+            ("back", "person_number", lambda v: v[:-1] + str((int(v[-1]) + 1) % 10)),
+        ]
+    ),
+)
+def test_single_field_mutations_of_a_2024_pair_are_never_accepted(
+    person: tuple[int, str, dt.date], mutation: tuple[str, str, Any]
+) -> None:
+    seed, gender, dob = person
+    p = fake_person(seed, gender=gender, dob=dob)
+    front = card_truth("chip_id_card_2024_front", p)
+    back = card_truth("chip_id_card_2024_back", p)
+    side, field, change = mutation
+    target = front if side == "front" else back
+    target[field] = change(target[field])
+    result = assess(
+        card("chip_id_card_2024_front", **front),
+        card("chip_id_card_2024_back", **back),
+        today=D(2026, 1, 1),
+    )
+    assert result.verdict != "accept", (person, field)

@@ -429,12 +429,17 @@ def test_batch_reports_verdicts_for_specimens_and_doctored_cards(
     assert verdicts.pop("expired_passport.jpg") == "reject"
     assert verdicts.pop("blurry_name.jpg") == "review"
     assert verdicts.pop("screen_photo.jpg") == "review"  # the service's own warning
-    assert set(verdicts.values()) == {"accept"}
-    assert len(verdicts) == 9
     records = {Path(r["input"]).name: r for r in lines(out)}
+    # Every CMND is void since 1 January 2025 (Law 26/2023/QH15, Art. 46): the CMND specimens
+    # (and the PDF that holds one) are rejected for that alone.
+    for name in ("cmnd_front.jpg", "cmnd_back.jpg", "scan.pdf"):
+        assert verdicts.pop(name) == "reject"
+        assert "cmnd.void" in {f["code"] for f in records[name]["assessment"]["findings"]}
+    assert set(verdicts.values()) == {"accept"}
+    assert len(verdicts) == 6
     codes = {f["code"] for f in records["wrong_gender_digit.jpg"]["assessment"]["findings"]}
     assert codes == {"id.gender"}  # digit 4 is 3: a woman born 2000-2099
-    assert "verdicts           accept 9, review 2, reject 2" in proc.stdout
+    assert "verdicts           accept 6, review 2, reject 5" in proc.stdout
 
 
 def test_extract_prints_the_verdict(cv_emulator: RunningEmulator, tmp_path: Path) -> None:

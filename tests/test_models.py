@@ -11,6 +11,7 @@ import pytest
 from cvekyc_async import (
     CCCDBackInfo,
     CCCDFrontInfo,
+    ChipCCCD2024FrontInfo,
     ChipCCCDBackInfo,
     ChipCCCDFrontInfo,
     CMNDBackInfo,
@@ -35,7 +36,7 @@ from tests import samples
         (samples.CCCD_BACK, CCCDBackInfo),
         (samples.PASSPORT, PassportInfo),
         (samples.DRIVING_LICENSE, GenericInfo),
-        (samples.CHIP_2024_FRONT, GenericInfo),
+        (samples.CHIP_2024_FRONT, ChipCCCD2024FrontInfo),
     ],
 )
 def test_each_document_type_decodes_into_its_struct(doc: dict, cls: type) -> None:

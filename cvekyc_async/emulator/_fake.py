@@ -19,6 +19,8 @@ __all__ = [
     "card_truth",
     "chip_due_date",
     "fake_person",
+    "issue_window",
+    "issued_for",
     "mrz_name",
 ]
 
@@ -91,15 +93,51 @@ def gender_century_digit(gender: str, year: int) -> int:
     return century_index * 2 + (0 if gender == "Nam" else 1)
 
 
-def chip_due_date(dob: dt.date, issued: dt.date) -> dt.date | None:
-    """Expiry of a citizen identity card: the birthday at 25, 40 or 60, whichever comes first
-    more than two years after issue; none when issued at 58 or later (Law on Citizen
-    Identification 2014, Article 21)."""
-    for age in (25, 40, 60):
+def chip_due_date(dob: dt.date, issued: dt.date, *, law: int = 2014) -> dt.date | None:
+    """Expiry of an identity card: the birthday at the first renewal age more than two years
+    after issue; none when issued at 58 or later. Renewal ages: 25, 40, 60 (Law on Citizen
+    Identification 2014, Art. 21); 14, 25, 40, 60 for cards from 1 July 2024 (Law on
+    Identification 2023, Art. 21)."""
+    for age in (14, 25, 40, 60) if law == 2023 else (25, 40, 60):
         milestone = _birthday(dob, age)
         if issued < _birthday(dob, age - 2):
             return milestone
     return None
+
+
+# When each card model is issued (first, last), by the laws: citizen identity cards from
+# 1 January 2016 (Law 59/2014/QH13, Art. 39), the chip card from 2021 (Circular
+# 06/2021/TT-BCA), neither after 30 June 2024 (Law 26/2023/QH15, Art. 45); CMNDs until 2021; the
+# 2024 card from 1 July 2024. Cards under the 2014 law and CMNDs are issued from 14.
+_WINDOWS: dict[str, tuple[dt.date, dt.date, int]] = {
+    "9_id_card": (dt.date(1999, 1, 1), dt.date(2020, 12, 31), 14),
+    "12_id_card": (dt.date(2016, 1, 1), dt.date(2024, 6, 30), 14),
+    "chip_id_card": (dt.date(2021, 1, 1), dt.date(2024, 6, 30), 14),
+    "chip_id_card_2024": (dt.date(2024, 7, 1), TODAY, 0),
+    "passport": (dt.date(2016, 1, 1), TODAY, 0),
+}
+
+
+def issue_window(kind: str, dob: dt.date) -> tuple[dt.date, dt.date] | None:
+    """The days a card of ``kind`` could have been issued to someone born on ``dob`` (``None``:
+    never, such as a 2014-law card for a child born in 2015)."""
+    family = kind if kind == "passport" else kind.rsplit("_", 1)[0]
+    first, last, age = _WINDOWS.get(family, (dt.date(2016, 1, 1), TODAY, 0))
+    first = max(first, _birthday(dob, age) if age else dob + dt.timedelta(days=1))
+    return (first, last) if first <= last else None
+
+
+def issued_for(kind: str, p: Person) -> dt.date:
+    """The person's issue date moved into the window of ``kind`` (the same for the same person
+    and kind), so that every card drawn is one the law allows."""
+    window = issue_window(kind, p.dob)
+    if window is None:
+        return p.issue_date
+    first, last = window
+    if first <= p.issue_date <= last:
+        return p.issue_date
+    span = (last - first).days + 1
+    return first + dt.timedelta(days=(p.issue_date - first).days % span)
 
 
 def _birthday(dob: dt.date, age: int) -> dt.date:
@@ -164,9 +202,13 @@ def _address(p: Person) -> dict[str, str]:
         "address_district_code": p.district[1],
         "address_ward": p.ward[0],
         "address_ward_code": p.ward[1],
-        "hometown": f"{p.ward[0]}, {p.birth_province[1]}",
+        "hometown": f"{p.ward[0]}, {p.district[0]}, {p.birth_province[1]}",
         "hometown_town": p.birth_province[1],
         "hometown_town_code": p.birth_province[2],
+        "hometown_district": p.district[0],
+        "hometown_district_code": p.district[1],
+        "hometown_ward": p.ward[0],
+        "hometown_ward_code": p.ward[1],
     }
 
 
@@ -176,16 +218,44 @@ def card_truth(kind: str, p: Person) -> dict[str, Any]:
     ``kind`` is a service type name: ``chip_id_card_front``, ``12_id_card_back``, ``passport``...
     """
     dob = fmt(p.dob)
+    issued = issued_for(kind, p)
     if kind == "9_id_card_front":
         return {"id": p.cmnd_id, "name": p.name, "dob": dob, **_address(p)}
     if kind == "9_id_card_back":
         return {
             "ethnicity": "Kinh",
             "religious": "Không",
-            "issue_date": fmt(p.issue_date),
+            "issue_date": fmt(issued),
             "issued_at": f"CA {p.home_province[1]}",
         }
-    due = fmt(chip_due_date(p.dob, p.issue_date))
+    mrz = {
+        "country": "VNM",
+        "document_number": p.citizen_id[3:],
+        "person_number": p.citizen_id,
+        "dob": dob,
+        "gender": p.gender,
+        "nationality": "VNM",
+        "sur_name": mrz_name(p.surname),
+        "given_name": mrz_name(f"{p.middle} {p.given}"),
+    }
+    if kind == "chip_id_card_2024_front":
+        return {
+            "id": p.citizen_id,
+            "name": p.name,
+            "dob": dob,
+            "gender": p.gender,
+            "nationality": "Việt Nam",
+        }
+    if kind == "chip_id_card_2024_back":
+        return {
+            "address": _address(p)["address"],
+            "birth_place": f"{p.ward[0]}, {p.district[0]}, {p.birth_province[1]}",
+            "issue_date": fmt(issued),
+            "issued_at": "BỘ CÔNG AN",
+            "due_date": fmt(chip_due_date(p.dob, issued, law=2023)),
+            **mrz,
+        }
+    due = fmt(chip_due_date(p.dob, issued))
     if kind in ("12_id_card_front", "chip_id_card_front"):
         info = {
             "id": p.citizen_id,
@@ -200,21 +270,9 @@ def card_truth(kind: str, p: Person) -> dict[str, Any]:
             info["ethnicity"] = "Kinh"
         return info
     if kind == "12_id_card_back":
-        return {"issue_date": fmt(p.issue_date), "issued_at": CCCD_ISSUER}
+        return {"issue_date": fmt(issued), "issued_at": CCCD_ISSUER}
     if kind == "chip_id_card_back":
-        return {
-            "issue_date": fmt(p.issue_date),
-            "issued_at": CHIP_ISSUER,
-            "country": "VNM",
-            "document_number": p.citizen_id[3:],
-            "person_number": p.citizen_id,
-            "dob": dob,
-            "gender": p.gender,
-            "due_date": due,
-            "nationality": "VNM",
-            "sur_name": mrz_name(p.surname),
-            "given_name": mrz_name(f"{p.middle} {p.given}"),
-        }
+        return {"issue_date": fmt(issued), "issued_at": CHIP_ISSUER, "due_date": due, **mrz}
     if kind == "passport":
         return {
             "id": p.passport_id,
@@ -224,7 +282,7 @@ def card_truth(kind: str, p: Person) -> dict[str, Any]:
             "gender": p.gender,
             "country": "VNM",
             "nationality": "VIỆT NAM",
-            "due_date": fmt(_birthday(p.issue_date, 10)),
+            "due_date": fmt(_birthday(issued, 10)),
             "person_number": p.citizen_id,
         }
     raise ValueError(f"no fake card of type {kind!r}")
