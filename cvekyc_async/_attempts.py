@@ -154,6 +154,16 @@ class Engine:
     async def aclose(self) -> None:
         if self.closed:
             return
+        if self._loop is not None:
+            try:
+                here: object | None = _current_loop()
+            except ImportError:
+                here = None
+            if here is not self._loop:
+                raise ClientStateError(
+                    "close this client on the event loop it was opened on: its connections "
+                    "belong to that loop"
+                )
         self.closed = True
         if self.owns_http:
             await self.http.aclose()
@@ -200,6 +210,28 @@ class Engine:
             for name, src in sources
         ]
 
+    def _headers(self) -> dict[str, str]:
+        # Accept-Encoding is set on every request, so that a caller's http_client does not
+        # announce encodings the body reader does not decode.
+        return {"Authorization": self.auth.reveal(), "Accept-Encoding": ACCEPT_ENCODING}
+
+    def url_for(
+        self, path: str, payloads: Sequence[tuple[str, Payload]], get_thumb: bool
+    ) -> httpx.URL:
+        """The URL of a request whose image is a URL (``format_type=url``, in the query).
+
+        Built apart from the credentials: an input httpx cannot put in a URL (too long, a lone
+        surrogate) is refused before anything is sent, with no secret in any frame.
+        """
+        params = [(name, str(p.data)) for name, p in payloads]
+        params += [("format_type", "url"), ("get_thumb", "true" if get_thumb else "false")]
+        try:
+            return httpx.URL(self.base_url + path, params=params)
+        except Exception:
+            raise InvalidInputError(
+                "an image URL that cannot be sent in a request's query (too long, or not encodable)"
+            ) from None
+
     def build_request(
         self,
         path: str,
@@ -210,17 +242,10 @@ class Engine:
     ) -> httpx.Request:
         format_type = payloads[0][1].format_type
         thumb = "true" if get_thumb else "false"
-        # Accept-Encoding is set on every request, so that a caller's http_client does not
-        # announce encodings the body reader does not decode.
-        headers = {"Authorization": self.auth.reveal(), "Accept-Encoding": ACCEPT_ENCODING}
         url = self.base_url + path
         if body is None:
-            params: list[tuple[str, str | int | float | bool | None]]
-            params = [(name, str(p.data)) for name, p in payloads]
-            params += [("format_type", "url"), ("get_thumb", thumb)]
-            return self.http.build_request(
-                "GET", url, params=params, headers=headers, timeout=timeout
-            )
+            target = self.url_for(path, payloads, get_thumb)
+            return self.http.build_request("GET", target, headers=self._headers(), timeout=timeout)
         # POST URLs repeat: parse each once (httpx's URL handling is a visible share of the
         # client's cost per request at a thousand requests a second).
         key = (path, format_type, get_thumb)
@@ -229,6 +254,7 @@ class Engine:
             cached = httpx.URL(url, params={"format_type": format_type, "get_thumb": thumb})
             self._urls[key] = cached
         content_type, data = body
+        headers = self._headers()
         headers["Content-Type"] = content_type
         request = self.http.build_request(
             "POST", cached, headers=headers, content=data, timeout=timeout
@@ -269,14 +295,19 @@ class Engine:
             raise InvalidInputError(f"get_thumb must be True or False, not {get_thumb!r}")
         payloads = self.prepare(fields, allow_pdf=allow_pdf)
         is_url = payloads[0][1].format_type == "url"
+        if is_url:
+            self.url_for(path, payloads, get_thumb)  # refused here, before anything is sent
         method = "GET" if is_url else "POST"
         body = None if is_url else encode_body(payloads)
         policy = settings.retry
         started = time.perf_counter()
         deadline = policy.total_timeout
         attempt = 0
+        previous: CVError | None = None
         while True:
             attempt += 1
+            if self.closed:
+                raise self._closed_error(method, path, attempt - 1, started)
             try:
                 # Without a deadline no cancel scope is entered: it is a measurable share of
                 # the cost per request at a thousand requests a second.
@@ -290,6 +321,14 @@ class Engine:
                         exchange = await self._attempt(
                             settings, method, path, payloads, get_thumb, body, attempt
                         )
+            except QueueTimeoutError as exc:
+                # Nothing more was sent. After a sent attempt, its failure is the news (it may
+                # have been billed); the wait for a slot only ended the retries.
+                error = previous if previous is not None else exc
+                error.method, error.path = method, path
+                error.attempts, error.elapsed = attempt - 1, time.perf_counter() - started
+                self.usage.count_error(error)
+                raise error from None
             except CVError as exc:
                 error = exc
             except TimeoutError:
@@ -304,9 +343,13 @@ class Engine:
                 self.usage.billed += result.billed
                 self.budget.refund(policy.success_refund)
                 return exchange
+            if self.closed:
+                # The client was closed under this call: nothing more is sent.
+                raise self._closed_error(method, path, attempt, started) from None
             elapsed = time.perf_counter() - started
             error.method, error.path = method, path
             error.attempts, error.elapsed = attempt, elapsed
+            previous = error
             delay = policy.next_delay(error, attempt, elapsed, self.random.random())
             if delay is not None and not self.budget.withdraw(policy.retry_cost_of(error)):
                 self.usage.budget_exhausted += 1
@@ -326,9 +369,24 @@ class Engine:
             )
             await _sleep(delay)
 
+    def _closed_error(self, method: str, path: str, attempts: int, started: float) -> CVError:
+        error = ClientStateError(
+            "the client was closed while this call was in progress; nothing more was sent"
+        )
+        error.method, error.path = method, path
+        error.attempts, error.elapsed = attempts, time.perf_counter() - started
+        self.usage.count_error(error)
+        return error
+
     async def _acquire(self, queue_timeout: float | None) -> anyio.CapacityLimiter:
         limiter = self._limiter
         assert limiter is not None  # made by prepare()
+        try:
+            # A free slot is taken at once: no wait, so no queue_timeout can fire.
+            limiter.acquire_nowait()
+            return limiter
+        except anyio.WouldBlock:
+            pass
         if queue_timeout is None:
             await limiter.acquire()
             return limiter

@@ -9,6 +9,7 @@ Every input pulled ends as exactly one ``BatchResult``: a result, or the error t
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sized
 from contextlib import asynccontextmanager
@@ -16,6 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio installs the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 from ._errors import (
     AuthenticationError,
@@ -38,7 +42,9 @@ __all__ = [
     "BatchResult",
     "Endpoint",
     "ProgressCallback",
+    "check_batch_options",
     "extract_as_completed",
+    "single_error",
 ]
 
 Endpoint = Literal["card", "cards", "ocr"]
@@ -222,7 +228,10 @@ async def _worker(run: _Run, source: _Source, send: MemoryObjectSendStream[Batch
         while (pulled := await source.pull()) is not None:
             result = await run.one(*pulled)
             run.record(result)
-            await send.send(result)
+            try:
+                await send.send(result)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the consumer closed the results: the batch is over
 
 
 async def _produce(
@@ -231,6 +240,18 @@ async def _produce(
     async with send, anyio.create_task_group() as tg:
         for _ in range(workers):
             tg.start_soon(_worker, run, source, send.clone())
+
+
+def check_batch_options(
+    inputs: object, endpoint: object, concurrency: object, fatal_errors: object
+) -> None:
+    """Raise ``InvalidInputError`` for a bad batch option, before anything starts."""
+    _check_options(endpoint, concurrency, fatal_errors)
+    if not isinstance(inputs, (Iterable, AsyncIterable)) or isinstance(inputs, (str, bytes)):
+        raise InvalidInputError(
+            "inputs must be an iterable or async iterable of images (a list of paths, a "
+            f"generator...), not {type(inputs).__name__}"
+        )
 
 
 def _check_options(endpoint: object, concurrency: object, fatal_errors: object) -> None:
@@ -258,20 +279,35 @@ async def extract_as_completed(
     fatal_errors: tuple[type[CVError], ...] = DEFAULT_FATAL_ERRORS,
 ) -> AsyncIterator[MemoryObjectReceiveStream[BatchResult]]:
     """Run a batch and yield its results as they complete (see ``AsyncCVClient``)."""
-    _check_options(endpoint, concurrency, fatal_errors)
-    if not isinstance(inputs, (Iterable, AsyncIterable)) or isinstance(inputs, (str, bytes)):
-        raise InvalidInputError(
-            "inputs must be an iterable or async iterable of images (a list of paths, a "
-            f"generator...), not {type(inputs).__name__}"
-        )
+    check_batch_options(inputs, endpoint, concurrency, fatal_errors)
     workers = concurrency or client.max_concurrency
     total = len(inputs) if isinstance(inputs, Sized) else None
     run = _Run(client, endpoint, get_thumb, total, progress, fatal_errors)
     send, receive = anyio.create_memory_object_stream[BatchResult](max_buffer_size=workers)
-    async with anyio.create_task_group() as tg, receive:
-        tg.start_soon(_produce, run, _Source(inputs), workers, send)
-        try:
-            yield receive
-        finally:
-            # Leaving early (break, an exception, cancellation) stops the batch promptly.
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(_produce, run, _Source(inputs), workers, send)
+            try:
+                yield receive
+            finally:
+                # Leaving early (break, an exception, cancellation) stops the batch promptly.
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # An exception of the caller's own (its inputs, its progress callback, the body of its
+        # ``async with``) arrives as itself, so that ``except TheirError`` catches it.
+        raise single_error(group) from None
+
+
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception a task group's group stands for, else the group itself."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        elif not isinstance(error, anyio.get_cancelled_exc_class()):
+            leaves.append(error)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else group

@@ -104,6 +104,13 @@ def _coerce_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
     if timeout is None:
         return _DEFAULT_TIMEOUT
     if isinstance(timeout, httpx.Timeout):
+        for phase, value in timeout.as_dict().items():
+            if value is not None and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            ):
+                raise ConfigurationError(
+                    f"timeout's {phase} must be a positive number of seconds or None, not {value!r}"
+                )
         return timeout
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
         return httpx.Timeout(float(timeout))
@@ -132,6 +139,8 @@ def _build_policy(
             else _positive_int("max_retries", max_retries, 0)
         )
         if total_timeout is not None:
+            if isinstance(total_timeout, bool):
+                raise ValueError(f"total_timeout must be a number of seconds, not {total_timeout}")
             policy = dataclasses.replace(policy, total_timeout=total_timeout)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(str(exc)) from None
@@ -141,10 +150,10 @@ def _build_policy(
 def _check_queue_timeout(value: float | None) -> float | None:
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return float(value)
     raise ConfigurationError(
-        f"queue_timeout must be a positive number of seconds or None, not {value!r}"
+        f"queue_timeout must be a number of seconds >= 0 (0: never wait) or None, not {value!r}"
     )
 
 
@@ -272,7 +281,9 @@ class AsyncCVClient:
         )
         concurrency = _positive_int("max_concurrency", max_concurrency, 1)
         if max_per_second is not None and not (
-            isinstance(max_per_second, (int, float)) and max_per_second > 0
+            isinstance(max_per_second, (int, float))
+            and not isinstance(max_per_second, bool)
+            and 0 < max_per_second < float("inf")
         ):
             raise ConfigurationError(f"max_per_second must be positive, not {max_per_second!r}")
         file_size = _positive_int("max_file_size", max_file_size, 1)
@@ -410,7 +421,12 @@ class AsyncCVClient:
         if not isinstance(retry, NotGiven):
             if not isinstance(max_retries, NotGiven):
                 raise ConfigurationError("give max_retries or retry=RetryPolicy(...), not both")
+            if not isinstance(retry, RetryPolicy):
+                raise ConfigurationError(f"retry must be a RetryPolicy, not {retry!r}")
             policy = _build_policy(None, retry, None)
+            if policy.total_timeout is None and isinstance(total_timeout, NotGiven):
+                # A policy without a deadline keeps the client's (total_timeout=None drops it).
+                policy = dataclasses.replace(policy, total_timeout=settings.retry.total_timeout)
         elif not isinstance(max_retries, NotGiven):
             count = _positive_int("max_retries", max_retries, 0)
             policy = dataclasses.replace(settings.retry, max_retries=count)

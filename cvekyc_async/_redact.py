@@ -33,6 +33,7 @@ _TITLE_MAX = 60
 _WORD_RE = re.compile(r"[\w\u0300-\u036f]+")
 # A plain name starts with a letter and holds no long run of digits (an ID number is no name).
 _NAME_RE = re.compile(r"(?!.*\d{6})[A-Za-z0-9][A-Za-z0-9_]{0,47}")
+_DIGITS_RE = re.compile(r"[0-9]{6}")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,40}(/[A-Za-z0-9!#$&^_.+-]{1,60})?")
 
 
@@ -43,10 +44,10 @@ def safe_name(text: object, fallback: str) -> str:
 
 
 def safe_token(text: str, fallback: str) -> str:
-    """``text`` when it is an HTTP token or media type (``gzip``, ``text/html``), else
-    ``fallback``."""
+    """``text`` when it is an HTTP token or media type (``gzip``, ``text/html``) with no long
+    run of digits (which could be an ID number), else ``fallback``."""
     text = text.strip()
-    return text if _TOKEN_RE.fullmatch(text) else fallback
+    return text if _TOKEN_RE.fullmatch(text) and not _DIGITS_RE.search(text) else fallback
 
 
 def _mask_number(text: str) -> str:
@@ -152,8 +153,8 @@ _TITLE_WORDS = frozenset(
         "refused", "reset", "host", "web", "unreachable", "unavailable", "aws", "elb", "cdn",
     }
 )  # fmt: skip
-_TITLE_WORD_RE = re.compile(r"[A-Za-z]+|[0-9]{3}")
-_TITLE_REST_RE = re.compile(r"[\s.,:;!|()/\-]*")
+_TITLE_WORD_RE = re.compile(r"[A-Za-z]+|\b[0-9]{3}\b")
+_TITLE_REST_RE = re.compile(r"[\s.,:;!|()/\-]*")  # no digits: a longer number is no status
 
 
 def _is_error_page_title(title: str) -> bool:

@@ -116,15 +116,30 @@ class RetryPolicy:
     success_refund: int = 1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+        def whole(name: str, value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        def seconds(value: object) -> bool:
+            # NaN compares false both ways: it fails "value >= 0".
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+        if not whole("max_retries", self.max_retries):
             raise ValueError(f"max_retries must be an integer >= 0, not {self.max_retries!r}")
         for name in ("backoff_base", "backoff_cap", "max_retry_after"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        if self.total_timeout is not None and self.total_timeout <= 0:
-            raise ValueError("total_timeout must be positive (or None for no deadline)")
-        if self.budget_capacity is not None and self.budget_capacity < 0:
-            raise ValueError("budget_capacity must not be negative (or None for no budget)")
+            if not seconds(getattr(self, name)):
+                raise ValueError(f"{name} must be a number >= 0, not {getattr(self, name)!r}")
+        if self.total_timeout is not None and not (
+            seconds(self.total_timeout) and self.total_timeout > 0
+        ):
+            raise ValueError(
+                f"total_timeout must be positive (or None for no deadline), "
+                f"not {self.total_timeout!r}"
+            )
+        if self.budget_capacity is not None and not whole("budget", self.budget_capacity):
+            raise ValueError("budget_capacity must be an integer >= 0 (or None for no budget)")
+        for name in ("retry_cost", "timeout_retry_cost", "success_refund"):
+            if not whole(name, getattr(self, name)):
+                raise ValueError(f"{name} must be an integer >= 0, not {getattr(self, name)!r}")
 
     def should_retry(self, error: CVError, attempts: int) -> bool:
         """Whether to try again after ``error`` ended attempt number ``attempts`` (from 1).

@@ -8,8 +8,10 @@ that already runs an event loop (a notebook), since its loop is not theirs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
+import os
 import queue
 import threading
 import weakref
@@ -21,7 +23,14 @@ import anyio
 import httpx
 from anyio.from_thread import BlockingPortal
 
-from ._batch import DEFAULT_FATAL_ERRORS, BatchInputs, BatchResult, Endpoint, ProgressCallback
+from ._batch import (
+    DEFAULT_FATAL_ERRORS,
+    BatchInputs,
+    BatchResult,
+    Endpoint,
+    ProgressCallback,
+    check_batch_options,
+)
 from ._client import NOT_GIVEN, AsyncCVClient, NotGiven
 from ._constants import (
     DEFAULT_MAX_CONCURRENCY,
@@ -37,6 +46,20 @@ from ._transport import TransportChoice
 from ._usage import Usage
 
 __all__ = ["BatchIterator", "CVClient", "RawResponses"]
+
+
+_LOOPS: weakref.WeakSet[_Loop] = weakref.WeakSet()
+
+
+def _forget_loops_in_child() -> None:
+    # A forked child has none of its parent's threads: its clients are closed, not waited on.
+    for loop in list(_LOOPS):
+        loop.closed = True
+        loop.forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_loops_in_child)
 
 
 class _Loop:
@@ -66,21 +89,26 @@ class _Loop:
             raise started
         self.portal = started
         self.closed = False
+        self.forked = False
         self.lock = threading.Lock()
+        _LOOPS.add(self)
 
 
 def _shut(loop: _Loop, client: AsyncCVClient) -> None:
-    """Close the pool in its loop, then stop the loop (a finalizer: holds no ``CVClient``)."""
+    """Close the pool in its loop, then stop the loop, cancelling whatever still runs there
+    (calls from other threads, open batches). A finalizer: it holds no ``CVClient``."""
     with loop.lock:
         if loop.closed:
             return
         loop.closed = True
+    if loop.forked:
+        return
     try:
         with contextlib.suppress(RuntimeError):  # the loop is gone already
             loop.portal.call(client.aclose)
     finally:
         with contextlib.suppress(RuntimeError):  # already stopped (interpreter shutdown)
-            loop.portal.call(loop.portal.stop)
+            loop.portal.call(loop.portal.stop, True)
         if threading.current_thread() is not loop.thread:
             loop.thread.join(timeout=10)
 
@@ -131,6 +159,11 @@ class CVClient:
     ) -> None:
         if backend not in ("asyncio", "trio"):
             raise ConfigurationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
+        if backend == "trio" and transport == "aiohttp":
+            raise ConfigurationError(
+                "transport='aiohttp' runs only under asyncio: use backend='asyncio', or the "
+                "default transport under trio"
+            )
         # Options are checked before a thread is started.
         self._async = AsyncCVClient(
             api_key,
@@ -170,10 +203,27 @@ class CVClient:
                 "callback, say): use AsyncCVClient inside async code"
             )
         try:
-            return self._loop.portal.call(functools.partial(func, *args, **kwargs))
+            future = self._loop.portal.start_task_soon(functools.partial(func, *args, **kwargs))
         except RuntimeError:
-            if self._loop.closed:
-                raise ClientStateError("this client is closed; create a new one") from None
+            raise ClientStateError("this client is closed; create a new one") from None
+        try:
+            if threading.current_thread() is not threading.main_thread():
+                return future.result()
+            # The main thread wakes now and then, so that Ctrl-C is seen at once on every
+            # platform (a plain wait is not interruptible everywhere); a result ends it at once.
+            while True:
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    return future.result(timeout=0.25)
+        except concurrent.futures.CancelledError:
+            # Cancelled by close() from another thread.
+            raise ClientStateError(
+                "the client was closed while this call was in progress"
+            ) from None
+        except BaseException:
+            if not future.done():
+                # Ctrl-C (or any exception raised in this thread while waiting): the call is
+                # cancelled in the loop too, so that it sends nothing more and frees its slot.
+                future.cancel()
             raise
 
     def __repr__(self) -> str:
@@ -337,8 +387,8 @@ class CVClient:
         """
         if self._loop.closed:
             raise ClientStateError("this client is closed; create a new one")
-        batch = self._run(
-            self._async.extract_as_completed,
+        check_batch_options(inputs, endpoint, concurrency, fatal_errors)
+        batch = self._async.extract_as_completed(
             inputs,
             endpoint=endpoint,
             get_thumb=get_thumb,
@@ -346,44 +396,65 @@ class CVClient:
             progress=progress,
             fatal_errors=fatal_errors,
         )
-        return BatchIterator(self._iterate(batch))
-
-    def _iterate(self, batch: Any) -> Iterator[BatchResult]:
-        context = self._loop.portal.wrap_async_context_manager(batch)
-        results = context.__enter__()
-        try:
-            while True:
-                more, item = self._run(_next, results)
-                if not more:
-                    return
-                yield item
-        finally:
-            # Leaving early (break, close(), an error) stops the batch. Nothing is thrown into
-            # the batch's task group (GeneratorExit would end the client's loop with it).
-            if not self._loop.closed:
-                context.__exit__(None, None, None)
+        return BatchIterator(self, batch)
 
 
 class BatchIterator(Iterator[BatchResult]):
-    """The results of a ``CVClient`` batch, as they complete. Iterate it; ``close()`` it, or
-    use it in a ``with`` block, to stop the batch early."""
+    """The results of a ``CVClient`` batch, as they complete. Iterate it; ``close()`` it (from
+    any thread), or use it in a ``with`` block, to stop the batch early."""
 
-    __slots__ = ("_results",)
-
-    def __init__(self, results: Iterator[BatchResult]) -> None:
-        self._results = results
+    def __init__(self, client: CVClient, batch: Any) -> None:
+        self._client = client
+        self._batch = batch
+        self._context: Any = None
+        self._results: Any = None
+        self._done = False
+        self._lock = threading.Lock()
 
     def __iter__(self) -> BatchIterator:
         return self
 
     def __next__(self) -> BatchResult:
-        return next(self._results)
+        with self._lock:
+            if self._done:
+                raise StopIteration
+            if self._context is None:
+                if self._client._loop.closed:
+                    raise ClientStateError("this client is closed; create a new one")
+                portal = self._client._loop.portal
+                context = portal.wrap_async_context_manager(self._batch)
+                self._results = context.__enter__()
+                self._context = context
+        try:
+            more, item = self._client._run(_next, self._results)
+        except BaseException:
+            self.close()
+            raise
+        if not more or item is None:
+            self.close()
+            raise StopIteration
+        result: BatchResult = item
+        return result
 
     def close(self) -> None:
-        """Stop the batch (inputs not yet sent are not sent)."""
-        close = getattr(self._results, "close", None)
-        if close is not None:
-            close()
+        """Stop the batch: inputs not yet sent are not sent. Safe from any thread, and twice."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            context, results = self._context, self._results
+        loop = self._client._loop
+        if context is None or loop.closed:
+            return
+        with contextlib.suppress(RuntimeError):
+            # Closing the stream ends a wait for the next result in another thread at once;
+            # leaving the batch's context then stops its workers.
+            loop.portal.call(results.aclose)
+            context.__exit__(None, None, None)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     def __enter__(self) -> BatchIterator:
         return self
@@ -400,7 +471,7 @@ class BatchIterator(Iterator[BatchResult]):
 async def _next(results: Any) -> tuple[bool, BatchResult | None]:
     try:
         return True, await results.__anext__()
-    except StopAsyncIteration:
+    except (StopAsyncIteration, anyio.ClosedResourceError, anyio.EndOfStream):
         return False, None
 
 

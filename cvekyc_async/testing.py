@@ -28,6 +28,7 @@ For respx routes, ``answer_body`` builds an answer the way the service writes it
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -87,13 +88,19 @@ def _reset(emulator: RunningEmulator) -> None:
 def cv_client(request: pytest.FixtureRequest) -> AsyncCVClient:
     """An ``AsyncCVClient`` for the emulator, opened in the test's event loop and closed after
     the test: under anyio's plugin when the test uses it, else under pytest-asyncio."""
+    test = getattr(request, "function", None)
+    if test is not None and not inspect.iscoroutinefunction(test):
+        raise pytest.UsageError(
+            f"{request.node.name} is not an async test: cv_client is an AsyncCVClient for "
+            "async tests; a synchronous test takes cv_sync_client"
+        )
     if "anyio_backend" in request.fixturenames:
         client: AsyncCVClient = request.getfixturevalue("_cv_client_anyio")
         return client
-    if not _HAS_PYTEST_ASYNCIO:
+    if not (_HAS_PYTEST_ASYNCIO and request.config.pluginmanager.hasplugin("asyncio")):
         raise pytest.UsageError(
             "cv_client needs an async test runner: mark the test with @pytest.mark.anyio "
-            "(anyio's plugin), or install pytest-asyncio"
+            "(anyio's plugin), or install and enable pytest-asyncio"
         )
     opened: AsyncCVClient = request.getfixturevalue("_cv_client_asyncio")
     return opened

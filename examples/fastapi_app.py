@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cvekyc_async import (
@@ -64,6 +65,25 @@ def create_app(**client_options: Any) -> FastAPI:
             yield
 
     app = FastAPI(title="Card reader", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def refuse_large_uploads(request: Request, call_next: Any) -> Any:
+        # Refused on the announced size, before the body is received and spooled to disk.
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_UPLOAD + 64 * 1024:
+            return _error(413, "upload_too_large", f"uploads are limited to {MAX_UPLOAD:,} bytes")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default answer echoes what was sent (an image, as text): name the fields only.
+        fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()})
+        return _error(
+            422,
+            "bad_request",
+            f"send the image as a file in the form field 'image' "
+            f"(problems with: {', '.join(fields) or 'the request'})",
+        )
 
     @app.post("/cards/read")
     async def read_card(image: UploadFile, request: Request) -> Any:

@@ -55,11 +55,13 @@ def test_a_second_writer_of_the_same_output_is_refused(
     paths = make_images(tmp_path / "imgs", 200)
     manifest = manifest_of(tmp_path, paths)
     out = tmp_path / "out.jsonl"
-    cv_emulator.set_faults(latency=0.01)
+    # Slow answers keep the first batch running however long the second takes to start.
+    cv_emulator.set_faults(latency=0.3)
     env = env_for(cv_emulator)
     with start("batch", str(manifest), "-o", str(out), "--concurrency", "4", env=env) as first:
         wait_for_lines(out, 5, first)
         second = run("batch", str(manifest), "-o", str(out), "--resume", env=env)
+        cv_emulator.set_faults(latency=0.0)
         assert second.returncode == 2
         assert f"{out} is being written by another cvekyc batch" in second.stderr
         first.communicate(timeout=120)

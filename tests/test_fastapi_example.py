@@ -187,3 +187,18 @@ async def test_concurrent_requests_through_a_real_server_all_succeed(
     )
     assert statuses == {200: n}
     assert cv_emulator.stats()["billed"] == n
+
+
+async def test_bad_requests_are_answered_without_echoing_what_was_sent(
+    example: ModuleType,
+) -> None:
+    secret_text = "NGUYEN VAN AN 001099012345"
+    async with served(example.create_app()) as http:
+        as_text = await http.post("/cards/read", data={"image": secret_text})
+        too_big = await http.post(
+            "/cards/read", files={"image": ("big.jpg", b"\xff" * (11 * 1024 * 1024), "image/jpeg")}
+        )
+    assert as_text.status_code == 422
+    assert as_text.json()["error"]["code"] == "bad_request"
+    assert secret_text not in as_text.text
+    assert too_big.status_code == 413

@@ -4,12 +4,16 @@ clients elsewhere (see tests/_flavours.py)."""
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import gc
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -139,3 +143,101 @@ def test_a_progress_callback_cannot_call_its_own_client(cv_emulator: RunningEmul
         client.extract_many([FRONT], progress=progress)
     assert errors
     assert "own loop" in str(errors[0])
+
+
+def test_closing_with_a_batch_still_open_is_prompt_and_leaves_no_thread(
+    cv_emulator: RunningEmulator,
+) -> None:
+    before = len(loop_threads())
+    client = cv_emulator.sync_client()
+    results = client.extract_as_completed([FRONT] * 50, concurrency=2)
+    next(results)
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 5  # no wait for the batch's task
+    assert len(loop_threads()) == before
+    with pytest.raises(ClientStateError, match="closed"):
+        next(results)
+
+
+def test_a_batch_can_be_stopped_from_another_thread(cv_emulator: RunningEmulator) -> None:
+    cv_emulator.set_faults(latency=0.05)
+    with cv_emulator.sync_client() as client:
+        results = client.extract_as_completed([FRONT] * 400, concurrency=2)
+        seen: list[BatchResult] = []
+
+        def consume() -> None:
+            seen.extend(results)
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        while not seen:
+            time.sleep(0.01)
+        results.close()
+        consumer.join(10)
+        assert not consumer.is_alive()
+        assert cv_emulator.wait_idle(10)
+        assert cv_emulator.stats()["requests"] < 400  # the rest was never sent
+        assert client.extract_card(FRONT).cards[0].type == "chip_id_card_front"
+
+
+def test_an_interrupted_call_is_cancelled_in_the_loop(cv_emulator: RunningEmulator) -> None:
+    # KeyboardInterrupt in the waiting thread: the call stops sending and frees its slot.
+    cv_emulator.set_faults(latency=0.05)
+    with cv_emulator.sync_client(max_concurrency=2) as client:
+        interrupt = threading.Timer(0.3, _thread.interrupt_main)
+        interrupt.start()
+        with pytest.raises(KeyboardInterrupt):
+            client.extract_many([FRONT] * 200)
+        assert cv_emulator.wait_idle(10)
+        sent = cv_emulator.stats()["requests"]
+        time.sleep(0.3)  # nothing more goes out once the call is cancelled
+        assert cv_emulator.stats()["requests"] == sent < 200
+        assert client.in_flight == 0
+        assert client.extract_card(FRONT).cards[0].type == "chip_id_card_front"
+
+
+def test_a_callers_own_error_in_a_batch_arrives_as_itself(cv_emulator: RunningEmulator) -> None:
+    class Boom(Exception):
+        pass
+
+    def inputs() -> Iterator[str]:
+        yield str(FRONT)
+        raise Boom
+
+    with cv_emulator.sync_client() as client:
+        with pytest.raises(Boom):
+            client.extract_many(inputs())
+        with pytest.raises(Boom):
+            client.extract_many([FRONT], progress=lambda _: (_ for _ in ()).throw(Boom()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_neither_hangs_nor_uses_the_parents_loop(
+    cv_emulator: RunningEmulator,
+) -> None:
+    script = (
+        "import os, sys\n"
+        "from cvekyc_async import CVClient, ClientStateError\n"
+        f"c = CVClient('{cv_emulator.api_key}', '{cv_emulator.api_secret}', "
+        f"base_url='{cv_emulator.base_url}', trust_env=False)\n"
+        f"c.extract_card({str(FRONT)!r})\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        f"        c.extract_card({str(FRONT)!r})\n"
+        "    except ClientStateError:\n"
+        "        os._exit(7)\n"
+        "    os._exit(1)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "7"

@@ -91,3 +91,26 @@ def test_fixtures_work_in_a_users_project(tmp_path: Path, mode: str) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{expected} passed" in proc.stdout, proc.stdout
+
+
+def test_a_sync_test_asking_for_the_async_client_is_told_which_to_use(tmp_path: Path) -> None:
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n", encoding="utf-8"
+    )
+    (tmp_path / "conftest.py").write_text(
+        'pytest_plugins = ["cvekyc_async.testing"]\n', encoding="utf-8"
+    )
+    (tmp_path / "test_user.py").write_text(
+        "def test_by_mistake(cv_client):\n    pass\n", encoding="utf-8"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "not an async test" in proc.stdout
+    assert "cv_sync_client" in proc.stdout

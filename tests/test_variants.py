@@ -119,7 +119,10 @@ async def test_a_view_shares_the_pool_and_closing_it_keeps_the_pool(
         ({"timeout": 0}, "timeout"),
         ({"total_timeout": -1}, "total_timeout"),
         ({"total_timeout": True}, "total_timeout"),
-        ({"queue_timeout": 0}, "queue_timeout"),
+        ({"queue_timeout": -1}, "queue_timeout"),
+        ({"timeout": httpx.Timeout(float("nan"))}, "timeout"),
+        ({"timeout": httpx.Timeout(-1)}, "timeout"),
+        ({"retry": None}, "RetryPolicy"),
         ({"queue_timeout": float("nan")}, "queue_timeout"),
         ({"retry": 3}, "RetryPolicy"),
     ],
@@ -236,7 +239,7 @@ async def test_a_call_that_waits_too_long_for_a_slot_fails_fast_without_sending(
         with pytest.raises(QueueTimeoutError) as info:
             await c.extract_card(front)
         assert info.value.kind == "queue"
-        assert info.value.attempts == 1
+        assert info.value.attempts == 0  # nothing was sent
         assert "nothing was sent" in str(info.value)
         assert cv_emulator.stats()["requests"] == 1  # not sent, and not retried
         assert c.usage.errors == {"QueueTimeoutError": 1}
@@ -267,3 +270,89 @@ def test_a_client_made_outside_any_loop_works_under_trio(cv_emulator: RunningEmu
             return (await c.extract_card(specimen_path("chip_front.jpg"))).cards[0].type
 
     assert anyio.run(read, backend="trio") == "chip_id_card_front"
+
+
+def test_a_view_with_a_new_policy_keeps_the_clients_deadline() -> None:
+    c = AsyncCVClient("k", "s", total_timeout=5)
+    assert c.with_options(retry=RetryPolicy(max_retries=1)).retry_policy.total_timeout == 5
+    no_deadline = c.with_options(retry=RetryPolicy(max_retries=1), total_timeout=None)
+    assert no_deadline.retry_policy.total_timeout is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"total_timeout": float("nan")},
+        {"total_timeout": True},
+        {"max_per_second": True},
+    ],
+)
+def test_the_constructor_refuses_what_would_fail_every_call(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        AsyncCVClient("k", "s", **options)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"max_retries": True}, {"retry_cost": -5}, {"total_timeout": float("nan")}],
+)
+def test_a_policy_refuses_bools_negatives_and_nan(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(fields))):
+        RetryPolicy(**fields)
+
+
+async def test_an_idle_client_never_times_out_in_its_queue(
+    cv_emulator: RunningEmulator,
+) -> None:
+    async with cv_emulator.client(queue_timeout=0) as c:
+        for _ in range(20):
+            await c.extract_card(specimen_path("chip_front.jpg"))
+
+
+async def test_closing_a_client_ends_its_calls_and_sends_nothing_more(
+    cv_emulator: RunningEmulator,
+) -> None:
+    cv_emulator.set_faults(rate_stall=1.0, stall_seconds=5)
+    front = specimen_path("chip_front.jpg")
+    async with anyio.create_task_group() as tg:
+        c = cv_emulator.client(max_retries=3)
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await c.extract_card(front)
+            except ClientStateError as exc:
+                errors.append(exc)
+
+        tg.start_soon(call)
+        assert await anyio.to_thread.run_sync(cv_emulator.state.wait_for_count, "requests", 1, 10)
+        await c.aclose()
+    assert len(errors) == 1
+    assert "closed" in str(errors[0])
+    assert cv_emulator.stats()["requests"] == 1  # no retry went out after the close
+
+
+def test_closing_on_another_loop_says_so(cv_emulator: RunningEmulator) -> None:
+    c = cv_emulator.client()
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        first.run_until_complete(c.extract_card(specimen_path("chip_front.jpg")))
+        with pytest.raises(ClientStateError, match="loop it was opened on"):
+            second.run_until_complete(c.aclose())
+        assert not c.is_closed
+        first.run_until_complete(c.aclose())
+        assert c.is_closed
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("url", ["https://a.example/" + "x" * 70_000, "http://a.example/\ud800"])
+async def test_urls_that_cannot_be_sent_are_refused_before_sending(url: str) -> None:
+    from cvekyc_async import InvalidInputError
+
+    async with AsyncCVClient("k", "s3cr3t", base_url="http://127.0.0.1:9") as c:
+        with pytest.raises(InvalidInputError) as info:
+            await c.extract_card(url)
+    assert info.value.attempts == 0
+    assert c.usage.requests == 0
