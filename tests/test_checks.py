@@ -641,3 +641,29 @@ def test_single_field_mutations_of_a_2024_pair_are_never_accepted(
         today=D(2026, 1, 1),
     )
     assert result.verdict != "accept", (person, field)
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        ("chip_id_card_front", "chip_id_card_back"),
+        ("12_id_card_front", "12_id_card_back"),
+        ("chip_id_card_2024_front", "chip_id_card_2024_back"),
+        ("9_id_card_front", "9_id_card_back"),
+        ("passport",),
+    ],
+)
+def test_every_synthetic_card_the_emulator_draws_passes(kinds: tuple[str, ...]) -> None:
+    from cvekyc_async.emulator._fake import TODAY as GENERATOR_TODAY
+    from cvekyc_async.emulator._truth import synthetic_documents
+
+    # The emulator's people are born 1950-2005: old enough for every card model.
+    for seed in range(300):
+        docs = synthetic_documents(seed.to_bytes(4, "big"), kinds)
+        answer = decode_answer(json.dumps({"data": docs, "errorCode": "0"}).encode())
+        result = answer.assess(today=GENERATOR_TODAY)
+        if kinds[0].startswith("9_id_card"):
+            # Every CMND is void since 1 January 2025: meant to be rejected for that alone.
+            assert codes(result.findings) == {"cmnd.void"}, (seed, result.reasons)
+        else:
+            assert result.verdict == "accept", (seed, kinds, result.reasons)

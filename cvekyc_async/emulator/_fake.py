@@ -135,9 +135,18 @@ def issued_for(kind: str, p: Person) -> dt.date:
         return p.issue_date
     first, last = window
     if first <= p.issue_date <= last:
-        return p.issue_date
-    span = (last - first).days + 1
-    return first + dt.timedelta(days=(p.issue_date - first).days % span)
+        issued = p.issue_date
+    else:
+        span = (last - first).days + 1
+        issued = first + dt.timedelta(days=(p.issue_date - first).days % span)
+    # A citizen card drawn is one still valid on TODAY: one that would have expired by then
+    # is taken as issued on the window's last day (its holder renewed it as late as allowed).
+    law = 2023 if kind.startswith("chip_id_card_2024") else 2014
+    if kind.split("_")[0] in ("12", "chip"):
+        due = chip_due_date(p.dob, issued, law=law)
+        if due is not None and due <= TODAY:
+            issued = last
+    return issued
 
 
 def _birthday(dob: dt.date, age: int) -> dt.date:
