@@ -56,6 +56,7 @@ LABELS = {
     "given_name": "Tên / Given names:",
     "country": "Mã nước / Code:",
     "person_number": "Số định danh / Personal No.:",
+    "birth_place": "Nơi đăng ký khai sinh / Place of birth:",
 }
 TITLES = {
     "9_id_card_front": "GIẤY CHỨNG MINH NHÂN DÂN",
@@ -64,12 +65,15 @@ TITLES = {
     "12_id_card_back": "CĂN CƯỚC CÔNG DÂN - MẶT SAU",
     "chip_id_card_front": "CĂN CƯỚC CÔNG DÂN (GẮN CHIP)",
     "chip_id_card_back": "CĂN CƯỚC CÔNG DÂN (GẮN CHIP) - MẶT SAU",
+    "chip_id_card_2024_front": "CĂN CƯỚC / IDENTITY CARD",
+    "chip_id_card_2024_back": "CĂN CƯỚC - MẶT SAU",
     "passport": "HỘ CHIẾU / PASSPORT",
 }
 COLOURS = {
     "9_id_card": (205, 226, 240),
     "12_id_card": (222, 236, 214),
     "chip_id_card": (232, 226, 246),
+    "chip_id_card_2024": (214, 230, 240),
     "passport": (236, 222, 214),
 }
 # Fields drawn on each side, in order; the rest of the truth (codes, parts) is not printed.
@@ -99,6 +103,10 @@ DRAWN = {
         "due_date",
     ),
     "chip_id_card_back": ("issue_date", "issued_at"),
+    # The 2024 card (Law on Identification 2023): fewer fields on the front, residence, place
+    # of birth registration and both dates on the back.
+    "chip_id_card_2024_front": ("id", "name", "dob", "gender", "nationality"),
+    "chip_id_card_2024_back": ("address", "birth_place", "issue_date", "due_date"),
     "passport": (
         "id",
         "sur_name",
@@ -204,7 +212,7 @@ def draw_card(
         info[f"{field}_box"] = list(box)
         info[f"{field}_confidence"] = round(rng.uniform(0.9, 0.995), 4)
         y = box[3] + 5
-    if kind == "chip_id_card_back":
+    if kind in ("chip_id_card_back", "chip_id_card_2024_back"):
         info["mrz_confidence"] = round(rng.uniform(0.9, 0.99), 4)
         mrz = chip_mrz(info)
     elif kind == "passport":
@@ -255,6 +263,10 @@ def main() -> None:
         44, gender="Nam", dob=dt.date(1990, 11, 2), issue_date=dt.date(2019, 6, 20)
     )
     screen = fake_person(55, gender="Nữ", dob=dt.date(1999, 1, 15), issue_date=dt.date(2022, 6, 1))
+    # A 2024 card issued at 29: due at 40 (Law 26/2023/QH15, Art. 21).
+    card2024 = fake_person(
+        66, gender="Nữ", dob=dt.date(1995, 3, 12), issue_date=dt.date(2024, 10, 1)
+    )
 
     sides: dict[str, tuple[Image.Image, dict[str, Any]]] = {}
     for name, kind, person in (
@@ -265,6 +277,8 @@ def main() -> None:
         ("chip_front", "chip_id_card_front", chip),
         ("chip_back", "chip_id_card_back", chip),
         ("passport", "passport", passport),
+        ("card2024_front", "chip_id_card_2024_front", card2024),
+        ("card2024_back", "chip_id_card_2024_back", card2024),
     ):
         sides[name] = draw_card(kind, person, rng)
     for name, (img, doc) in sides.items():

@@ -667,3 +667,22 @@ def test_every_synthetic_card_the_emulator_draws_passes(kinds: tuple[str, ...]) 
             assert codes(result.findings) == {"cmnd.void"}, (seed, result.reasons)
         else:
             assert result.verdict == "accept", (seed, kinds, result.reasons)
+
+
+@pytest.mark.parametrize(
+    ("dob", "issued", "due"),
+    [
+        # Law 59/2014/QH13, Art. 21: renewal at 25, 40, 60; issued within 2 years before one of
+        # those ages, valid until the next. The day before and the day of each boundary.
+        (D(1999, 4, 15), D(2022, 4, 14), D(2024, 4, 15)),  # the day before 23: due at 25
+        (D(1999, 4, 15), D(2022, 4, 15), D(2039, 4, 15)),  # 23 to the day: due at 40
+        (D(1983, 4, 15), D(2021, 4, 14), D(2023, 4, 15)),  # the day before 38: due at 40
+        (D(1983, 4, 15), D(2021, 4, 15), D(2043, 4, 15)),  # 38 to the day: due at 60
+        (D(1963, 4, 15), D(2021, 4, 14), D(2023, 4, 15)),  # the day before 58: due at 60
+        (D(1963, 4, 15), D(2021, 4, 15), None),  # 58 to the day: no expiry
+    ],
+)
+def test_the_2014_law_milestones_to_the_day(
+    dob: dt.date, issued: dt.date, due: dt.date | None
+) -> None:
+    assert expected_due_date(dob, issued) == due

@@ -44,7 +44,7 @@ _cache_lock = threading.Lock()
 def _is_pdf(data: bytes) -> bool:
     # A PDF starts with its header (after at most 1 KB of junk, as readers allow) and has an
     # end-of-file marker near its end.
-    return b"%PDF-" in data[:1024] and b"%%EOF" in data[-2048:]
+    return b"%PDF-" in data[:1024] and b"%%EOF" in data[-8192:]
 
 
 def _probe(data: bytes) -> tuple[str, int] | None:
