@@ -113,6 +113,8 @@ LAW_2014_LAST_ISSUE = dt.date(2024, 6, 30)  # the 2023 law in force on 1 July 20
 LAW_2023_FIRST_ISSUE = dt.date(2024, 7, 1)
 CMND_LAST_VALID_DAY = dt.date(2024, 12, 31)  # Law 26/2023/QH15, Art. 46(2)
 CMND_YEARS = 15  # Decree 05/1999/ND-CP, Art. 2
+GRACE_FROM = dt.date(2024, 1, 15)  # Law 26/2023/QH15, Art. 46(3): valid to 30 June 2024
+CMND_MIN_AGE = 14  # Decree 05/1999/ND-CP, Art. 1
 
 _MILESTONES_2014 = (25, 40, 60)
 _MILESTONES_2023 = (14, 25, 40, 60)
@@ -215,6 +217,16 @@ def expected_due_date(dob: dt.date, issued: dt.date, *, law: int = 2014) -> dt.d
         if issued < _birthday(dob, age - 2)[0]:
             return _birthday(dob, age)[-1]
     return None
+
+
+def _expected_readings(dob: dt.date, issued: dt.date, law: int) -> list[dt.date | None]:
+    """The expiries a card may carry: for a 29 February birth, the 2-year threshold falls on 28
+    February or 1 March, and each reading gives its own answer."""
+    out = [expected_due_date(dob, issued, law=law)]
+    if dob.month == 2 and dob.day == 29 and issued.month in (2, 3):
+        later = issued - dt.timedelta(days=1)  # as if the threshold were a day later
+        out.append(expected_due_date(dob, later, law=law))
+    return out
 
 
 def _check_citizen_id(number: str, field: str, info: Info, out: list[Finding]) -> None:
@@ -330,7 +342,7 @@ def _check_dates(card: Card, today: dt.date, out: list[Finding]) -> None:
                     ("due_date", "issue_date"),
                 )
             )
-        if due < today:
+        if due < today and not _in_grace(due, today):
             out.append(
                 Finding(
                     "date.expired",
@@ -344,6 +356,12 @@ def _check_dates(card: Card, today: dt.date, out: list[Finding]) -> None:
     _check_model_dates(card.type, dob, issued, due, out)
     if card.type in _CMND:
         _check_cmnd(issued, today, out)
+
+
+def _in_grace(due: dt.date, today: dt.date) -> bool:
+    """Law 26/2023/QH15, Art. 46(3): a CMND or citizen card whose validity ended from 15
+    January to 30 June 2024 stays valid until 30 June 2024."""
+    return GRACE_FROM <= due <= LAW_2014_LAST_ISSUE and today <= LAW_2014_LAST_ISSUE
 
 
 def _law_of(card_type: str) -> int:
@@ -367,11 +385,12 @@ def _check_expiry_rule(
     ages = _MILESTONES_2023 if law == 2023 else _MILESTONES_2014
     no_expiry = _is_no_expiry(info.get("due_date"))
     if issued is not None:
-        expected = expected_due_date(dob, issued, law=law)
-        ok = (
+        expectations = _expected_readings(dob, issued, law)
+        ok = any(
             no_expiry
             if expected is None
             else due is not None and due in _due_readings(dob, expected)
+            for expected in expectations
         )
         if not ok:
             out.append(
@@ -379,7 +398,7 @@ def _check_expiry_rule(
                     "date.expiry_rule",
                     "review",
                     "due_date is not what the age milestones give for this dob and "
-                    + ("issue_date (no expiry)" if expected is None else "issue_date"),
+                    + ("issue_date (no expiry)" if expectations[0] is None else "issue_date"),
                     ("due_date", "issue_date", "dob"),
                     rule,
                 )
@@ -469,7 +488,11 @@ def _check_cmnd(issued: dt.date | None, today: dt.date, out: list[Finding]) -> N
                 RULE_CMND_VOID,
             )
         )
-    elif issued is not None and today >= _birthday(issued, CMND_YEARS)[-1]:
+    elif (
+        issued is not None
+        and today >= _birthday(issued, CMND_YEARS)[-1]
+        and not _in_grace(_birthday(issued, CMND_YEARS)[-1], today)
+    ):
         out.append(
             Finding(
                 "cmnd.expired",
@@ -511,7 +534,7 @@ def check_card(
         if confidence is not None and confidence < min_confidence:
             field = name.removesuffix("_confidence")
             # A field name comes from the service: shown only when it is a plain name.
-            shown = safe_name(field, "a field")
+            shown = safe_name(field, "a field") if field == field.lower() else "a field"
             out.append(
                 Finding(
                     "confidence.low",
@@ -598,7 +621,7 @@ def check_pair(front: Card, back: Card) -> list[Finding]:
     )
     for front_field, back_field, code in pairs:
         a, z = f.get(front_field), b.get(back_field)
-        if a is not None and z is not None and str(a).strip() != str(z).strip():
+        if a is not None and z is not None and not _same_value(front_field, a, z):
             out.append(
                 Finding(
                     code,
@@ -623,6 +646,19 @@ def check_pair(front: Card, back: Card) -> list[Finding]:
                 )
             )
     return out
+
+
+def _same_value(field: str, a: object, z: object) -> bool:
+    """Whether two sides show the same value: dates as dates (``5/4/1999`` = ``05-04-1999``),
+    no-expiry texts in any case, numbers as written."""
+    if field in ("dob", "due_date"):
+        if _is_no_expiry(str(a).lower()) or _is_no_expiry(str(z).lower()):
+            return _is_no_expiry(str(a).lower()) and _is_no_expiry(str(z).lower())
+        da = parse_date(a) if isinstance(a, str) else None
+        dz = parse_date(z) if isinstance(z, str) else None
+        if da is not None and dz is not None:
+            return da == dz
+    return str(a).strip() == str(z).strip()
 
 
 def _verdict(findings: Iterable[Finding]) -> Assessment:
@@ -652,6 +688,8 @@ def assess(
         back_findings = check_card(back, today=today, min_confidence=min_confidence)
         findings += [f for f in back_findings if f not in findings]
         findings += check_pair(front, back)
+        if front.type == "9_id_card_front" and back.type == "9_id_card_back":
+            findings += [f for f in _cmnd_pair(front, back) if f not in findings]
         if front.type in _CITIZEN_CARDS:
             # The front shows dob and expiry, the back the issue date: the rule needs all three.
             merged = _merged_dates(front, back)
@@ -663,6 +701,23 @@ def assess(
                 _check_model_dates(back.type, *merged, rule)
                 findings += [f for f in rule if f not in findings]
     return _verdict(findings)
+
+
+def _cmnd_pair(front: Card, back: Card) -> list[Finding]:
+    """A CMND's front shows the birth date, its back the issue date: issued from 14 (Decree
+    05/1999/ND-CP, Art. 1)."""
+    dob, issued = front.info.date("dob"), back.info.date("issue_date")
+    if dob is None or issued is None or issued >= _birthday(dob, CMND_MIN_AGE)[0]:
+        return []
+    return [
+        Finding(
+            "model.holder_under_14",
+            "reject",
+            "issue_date is before the holder was 14: a CMND is issued from 14",
+            ("issue_date", "dob"),
+            "Decree 05/1999/ND-CP, Art. 1",
+        )
+    ]
 
 
 def _merged_dates(
