@@ -311,7 +311,7 @@ async def test_2000_calls_with_20_percent_faults_all_end_typed(
     # What the server billed beyond what the client saw came from answers lost in transit.
     lost = stats["faults"].get("drop", 0) + stats["faults"].get("malformed", 0)
     assert stats["billed"] == usage.billed + lost
-    assert outcomes["ok"] > 1900
+    assert outcomes["ok"] > n * 0.95
 
 
 # -- the raw edge of the network ---------------------------------------------------------------
