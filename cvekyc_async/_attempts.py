@@ -237,15 +237,16 @@ class Engine:
         path: str,
         payloads: Sequence[tuple[str, Payload]],
         get_thumb: bool,
-        body: tuple[str, bytes] | None,
+        body: tuple[str, bytes] | httpx.URL,
         timeout: httpx.Timeout,
     ) -> httpx.Request:
+        """The request for one attempt: a GET of ``body`` when it is the URL (an image given
+        by URL, see ``url_for``), else a POST of the ``(content type, bytes)`` body."""
+        if isinstance(body, httpx.URL):
+            return self.http.build_request("GET", body, headers=self._headers(), timeout=timeout)
         format_type = payloads[0][1].format_type
         thumb = "true" if get_thumb else "false"
         url = self.base_url + path
-        if body is None:
-            target = self.url_for(path, payloads, get_thumb)
-            return self.http.build_request("GET", target, headers=self._headers(), timeout=timeout)
         # POST URLs repeat: parse each once (httpx's URL handling is a visible share of the
         # client's cost per request at a thousand requests a second).
         key = (path, format_type, get_thumb)
@@ -295,10 +296,9 @@ class Engine:
             raise InvalidInputError(f"get_thumb must be True or False, not {get_thumb!r}")
         payloads = self.prepare(fields, allow_pdf=allow_pdf)
         is_url = payloads[0][1].format_type == "url"
-        if is_url:
-            self.url_for(path, payloads, get_thumb)  # refused here, before anything is sent
         method = "GET" if is_url else "POST"
-        body = None if is_url else encode_body(payloads)
+        # Built once for every attempt; a URL httpx cannot send is refused here, unsent.
+        body = self.url_for(path, payloads, get_thumb) if is_url else encode_body(payloads)
         policy = settings.retry
         started = time.perf_counter()
         deadline = policy.total_timeout
@@ -403,7 +403,7 @@ class Engine:
         path: str,
         payloads: Sequence[tuple[str, Payload]],
         get_thumb: bool,
-        body: tuple[str, bytes] | None,
+        body: tuple[str, bytes] | httpx.URL,
         attempt: int,
     ) -> Exchange:
         """One HTTP attempt, holding a concurrency slot only while it is in flight."""

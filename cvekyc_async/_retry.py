@@ -116,14 +116,14 @@ class RetryPolicy:
     success_refund: int = 1
 
     def __post_init__(self) -> None:
-        def whole(name: str, value: object) -> bool:
+        def whole(value: object) -> bool:
             return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
         def seconds(value: object) -> bool:
             # NaN compares false both ways: it fails "value >= 0".
             return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
-        if not whole("max_retries", self.max_retries):
+        if not whole(self.max_retries):
             raise ValueError(f"max_retries must be an integer >= 0, not {self.max_retries!r}")
         for name in ("backoff_base", "backoff_cap", "max_retry_after"):
             if not seconds(getattr(self, name)):
@@ -135,10 +135,10 @@ class RetryPolicy:
                 f"total_timeout must be positive (or None for no deadline), "
                 f"not {self.total_timeout!r}"
             )
-        if self.budget_capacity is not None and not whole("budget", self.budget_capacity):
+        if self.budget_capacity is not None and not whole(self.budget_capacity):
             raise ValueError("budget_capacity must be an integer >= 0 (or None for no budget)")
         for name in ("retry_cost", "timeout_retry_cost", "success_refund"):
-            if not whole(name, getattr(self, name)):
+            if not whole(getattr(self, name)):
                 raise ValueError(f"{name} must be an integer >= 0, not {getattr(self, name)!r}")
 
     def should_retry(self, error: CVError, attempts: int) -> bool:
