@@ -39,6 +39,7 @@ from ._models import AnswerFormatError, ExtractionResult, decode_answer
 from ._pacing import Pacer
 from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, read_body
 from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
+from ._transport import AutoTransport
 from ._usage import Usage
 
 __all__ = ["Engine", "Exchange", "Secret", "Settings"]
@@ -185,6 +186,9 @@ class Engine:
                 )
             self._loop = loop
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+            if isinstance(self.direct, AutoTransport):
+                # Chosen now that the event loop is known; requests then go to it directly.
+                self.direct = self.direct.resolve()
         elif loop is not self._loop:
             raise ClientStateError(
                 "this client was opened on another event loop, and its connections belong to "

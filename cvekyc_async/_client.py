@@ -174,7 +174,7 @@ def _build_transport(
             ) from None
     try:
         return build_transport(
-            transport or "sharded",
+            transport or "auto",
             max_connections=max_connections,
             proxy=proxy,
             trust_env=trust_env,
@@ -183,7 +183,7 @@ def _build_transport(
         raise ConfigurationError(str(exc)) from None
     except ImportError:
         needed = (
-            "transport='aiohttp' needs the aiohttp extra: pip install 'cvekyc-async[aiohttp]'"
+            "transport='aiohttp' needs aiohttp: pip install aiohttp"
             if transport == "aiohttp"
             else "a SOCKS proxy needs socksio: pip install 'httpx[socks]'"
         )
@@ -232,9 +232,11 @@ class AsyncCVClient:
             in tests). The caller keeps ownership: this client does not close it. ``timeout``
             still applies to every request sent through it (its own timeout does not).
         transport: how requests reach the network when this client builds its own pool:
-            ``"sharded"`` (default: several small httpx pools, whose speed holds up as
-            concurrency rises), ``"pool"`` (one httpx pool), or ``"aiohttp"`` (the
-            ``httpx-aiohttp`` transport, asyncio only, extra ``aiohttp``).
+            ``"auto"`` (default: ``"aiohttp"`` on asyncio, ``"sharded"`` under trio, chosen at
+            the first request), ``"aiohttp"`` (aiohttp's HTTP stack, about half the CPU per
+            request; asyncio only), ``"sharded"`` (several small httpx pools, whose speed
+            holds up as concurrency rises) or ``"pool"`` (one httpx pool). All four fail and
+            time out alike (see the README's "Transports").
 
     Raises:
         ConfigurationError: credentials are missing, the base URL is unsafe, or an option is out

@@ -10,23 +10,26 @@ the pool with the fewest in flight; its cost per request then stays flat as conc
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 
 __all__ = [
     "DEFAULT_CONNECTIONS_PER_POOL",
+    "AutoTransport",
     "ShardedTransport",
     "TransportChoice",
     "build_transport",
     "environment_proxy",
 ]
 
-TransportChoice = Literal["sharded", "pool", "aiohttp"]
+TransportChoice = Literal["auto", "sharded", "pool", "aiohttp"]
 
 #: Connections per small pool. Throughput was flat from 2 to 8 per pool and fell past 16.
 DEFAULT_CONNECTIONS_PER_POOL = 4
@@ -151,6 +154,90 @@ def environment_proxy(url: str) -> httpx.Proxy | None:
     return httpx.Proxy(chosen)
 
 
+def _aiohttp_installed() -> bool:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _respx_mocking() -> bool:
+    """Whether respx is mocking httpx's pools right now (a test's routes expect the requests)."""
+    respx = sys.modules.get("respx")
+    if respx is None:
+        return False
+    try:
+        return any(m.routers for m in respx.mocks.Mocker.registry.values())
+    except AttributeError:
+        return False
+
+
+class AutoTransport(httpx.AsyncBaseTransport):
+    """The transport ``"auto"`` stands for: aiohttp on asyncio when it is installed (and no
+    SOCKS proxy is named), else the sharded httpx pools (always under trio). The choice is made
+    at the first request, in its event loop.
+
+    respx, which tests use to mock httpx, intercepts httpx's pools only: while it mocks, requests
+    go to the sharded pools, so that tests written for httpx keep working.
+
+    Args: as ``build_transport``'s.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        keepalive_expiry: float = 30.0,
+        proxy: httpx.Proxy | None = None,
+        trust_env: bool = True,
+    ) -> None:
+        self._options: dict[str, Any] = {
+            "max_connections": max_connections,
+            "keepalive_expiry": keepalive_expiry,
+            "proxy": proxy,
+            "trust_env": trust_env,
+        }
+        self._proxy = proxy
+        self._built: dict[str, httpx.AsyncBaseTransport] = {}
+        #: The transport chosen for this event loop, once a request has been made.
+        self.choice: TransportChoice | None = None
+
+    def _get(self, choice: TransportChoice) -> httpx.AsyncBaseTransport:
+        found = self._built.get(choice)
+        if found is None:
+            found = self._built[choice] = build_transport(choice, **self._options)
+        return found
+
+    def resolve(self) -> httpx.AsyncBaseTransport:
+        """The transport requests go to from now on: the one chosen for this event loop, or
+        this one while respx is imported (it decides per request)."""
+        if self.choice is None:
+            try:
+                asyncio.get_running_loop()
+                on_asyncio = True
+            except RuntimeError:
+                on_asyncio = False
+            socks = self._proxy is not None and self._proxy.url.scheme not in ("http", "https")
+            self.choice = (
+                "aiohttp" if on_asyncio and not socks and _aiohttp_installed() else "sharded"
+            )
+        if "respx" in sys.modules:
+            return self
+        return self._get(self.choice)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.choice is None:
+            self.resolve()
+        assert self.choice is not None
+        choice: TransportChoice = "sharded" if _respx_mocking() else self.choice
+        return await self._get(choice).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for transport in self._built.values():
+            await transport.aclose()
+
+
 def build_transport(
     choice: TransportChoice,
     *,
@@ -162,29 +249,29 @@ def build_transport(
     """The transport for a ``transport=`` choice of ``AsyncCVClient``.
 
     Raises:
-        ImportError: ``"aiohttp"`` without the ``aiohttp`` extra installed, or a SOCKS proxy
-            without ``socksio``.
-        ValueError: an unknown choice.
+        ImportError: ``"aiohttp"`` without aiohttp installed, or a SOCKS proxy without
+            ``socksio``.
+        ValueError: an unknown choice, or a SOCKS proxy for ``"aiohttp"``.
     """
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "keepalive_expiry": keepalive_expiry,
+        "proxy": proxy,
+        "trust_env": trust_env,
+    }
+    if choice == "auto":
+        return AutoTransport(**options)
     if choice == "sharded":
-        return ShardedTransport(
-            max_connections=max_connections,
-            keepalive_expiry=keepalive_expiry,
-            proxy=proxy,
-            trust_env=trust_env,
-        )
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=keepalive_expiry,
-    )
-    if choice == "pool":
-        return httpx.AsyncHTTPTransport(limits=limits, proxy=proxy, trust_env=trust_env)
+        return ShardedTransport(**options)
     if choice == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport  # optional extra: cvekyc-async[aiohttp]
+        from ._aiohttp import AiohttpTransport
 
-        transport: httpx.AsyncBaseTransport = AiohttpTransport(
-            limits=limits, proxy=proxy, trust_env=trust_env
+        return AiohttpTransport(**options)
+    if choice == "pool":
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
         )
-        return transport
-    raise ValueError(f"transport must be 'sharded', 'pool' or 'aiohttp', not {choice!r}")
+        return httpx.AsyncHTTPTransport(limits=limits, proxy=proxy, trust_env=trust_env)
+    raise ValueError(f"transport must be 'auto', 'sharded', 'pool' or 'aiohttp', not {choice!r}")

@@ -23,10 +23,33 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
+class _SaysClose:
+    """A writer that adds ``Connection: close`` to an answer's head (unless it names a
+    ``Connection`` itself): the server closes each connection after one answer, and says so,
+    as HTTP/1.1 asks. Otherwise a client may send its next request into the closing connection."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        if self._first and data.startswith(b"HTTP/1."):
+            line, sep, rest = data.partition(b"\r\n")
+            head = rest.split(b"\r\n\r\n", 1)[0].lower()
+            if sep and b"\nconnection:" not in b"\n" + head:
+                data = line + b"\r\nConnection: close\r\n" + rest
+        self._first = False
+        self._writer.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._writer, name)
+
+
 class RawServer:
     """``with RawServer(handler) as server:`` serves on ``server.port`` until the block ends.
 
-    The handler gets each request's head and the writer; the connection is closed after it.
+    The handler gets each request's head and the writer; the connection is closed after it
+    (the answer's head says so).
     """
 
     def __init__(self, handler: Handler) -> None:
@@ -50,7 +73,7 @@ class RawServer:
         try:
             head = await read_request(reader)
             self.requests += 1
-            await self.handler(head, writer)
+            await self.handler(head, _SaysClose(writer))  # type: ignore[arg-type]
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

@@ -42,7 +42,7 @@ def test_transport_choices() -> None:
 @pytest.mark.anyio
 async def test_requests_spread_over_pools_and_are_released(cv_emulator: RunningEmulator) -> None:
     cv_emulator.set_faults(latency=0.05)
-    async with cv_emulator.client(max_concurrency=12) as client:
+    async with cv_emulator.client(max_concurrency=12, transport="sharded") as client:
         transport = client._engine.http._transport
         assert isinstance(transport, ShardedTransport)
         peak: list[int] = []
@@ -62,7 +62,9 @@ async def test_requests_spread_over_pools_and_are_released(cv_emulator: RunningE
 async def test_cancelled_requests_release_their_pool(cv_emulator: RunningEmulator) -> None:
     rng = random.Random(7)
     cv_emulator.set_faults(latency=0.01, jitter=0.03, seed=7)
-    async with cv_emulator.client(max_concurrency=8, retry=RetryPolicy(backoff_base=0)) as client:
+    async with cv_emulator.client(
+        max_concurrency=8, retry=RetryPolicy(backoff_base=0), transport="sharded"
+    ) as client:
         transport = client._engine.http._transport
         assert isinstance(transport, ShardedTransport)
 

@@ -1,0 +1,396 @@
+"""One behaviour suite, run on every transport over real sockets.
+
+Which failures are retried, and whether a retry may bill twice, depends on how the transport
+reports them; so does each kind of timeout, what cancellation leaves behind and the bound on
+requests in flight. Every case here runs on ``sharded``, ``pool`` and ``aiohttp`` (asyncio only)
+and must end the same way on each. The proxy cases run on every transport in test_proxy.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import random
+import socket
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import httpx
+import pytest
+
+from cvekyc_async import (
+    APIConnectionError,
+    APITimeoutError,
+    AsyncCVClient,
+    CVError,
+    ExtractionResult,
+    InternalServerError,
+    MalformedResponseError,
+    QueueTimeoutError,
+    RateLimitError,
+    ResponseTooLargeError,
+    RetryPolicy,
+)
+from cvekyc_async.emulator import RunningEmulator, specimen_path
+from tests import samples
+from tests._raw import RawServer
+
+pytestmark = pytest.mark.anyio
+CARD = specimen_path("chip_front.jpg")
+SAFE = RetryPolicy(max_retries=1, backoff_base=0.0, retry_ambiguous=False)
+NO_WAIT = RetryPolicy(backoff_base=0.0)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["sharded", "pool", "aiohttp"])
+def transport(request: pytest.FixtureRequest, anyio_backend: str) -> str:
+    if request.param == "aiohttp" and anyio_backend == "trio":
+        pytest.skip("the aiohttp transport runs under asyncio only")
+    return str(request.param)
+
+
+def raw_client(base_url: str, transport: str, **kwargs: object) -> AsyncCVClient:
+    return AsyncCVClient(
+        "k",
+        "s",
+        base_url=base_url,
+        transport=transport,  # type: ignore[arg-type]
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# -- what each failure is, and whether it is retried -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "cls", "sent"),
+    [
+        # Billing-safe retries resend only what provably did not reach the service: 429 and
+        # 503 say the work was not done; 500/502/504 and a dropped answer may have been.
+        ("429", RateLimitError, 2),
+        ("503", InternalServerError, 2),
+        ("500", InternalServerError, 1),
+        ("502", InternalServerError, 1),
+        ("504", InternalServerError, 1),
+        ("drop", APIConnectionError, 1),
+        ("malformed", MalformedResponseError, 1),
+    ],
+)
+async def test_each_fault_ends_as_its_error_and_billing_class(
+    cv_emulator: RunningEmulator, transport: str, fault: str, cls: type[CVError], sent: int
+) -> None:
+    cv_emulator.set_faults(**{f"rate_{fault}": 1.0}, retry_after="0")
+    async with cv_emulator.client(retry=SAFE, transport=transport) as client:
+        with pytest.raises(CVError) as info:
+            await client.extract_card(CARD)
+    assert type(info.value) is cls
+    assert info.value.attempts == sent
+    assert cv_emulator.stats()["requests"] == sent
+    if fault == "drop":
+        assert info.value.kind == "transport"  # type: ignore[attr-defined]
+
+
+async def test_faults_are_retried_to_success(cv_emulator: RunningEmulator, transport: str) -> None:
+    cv_emulator.set_faults(rate_503=0.3, rate_drop=0.1, rate_429=0.1, retry_after="0", seed=3)
+    async with cv_emulator.client(
+        retry=RetryPolicy(max_retries=8, backoff_base=0.0), transport=transport
+    ) as client:
+        results = [await client.extract_card(CARD) for _ in range(20)]
+        usage = client.usage
+    assert all(r.billed for r in results)
+    stats = cv_emulator.stats()
+    assert usage.requests == stats["requests"] == 20 + usage.retries
+    assert usage.retries > 0
+    # Each dropped answer was billed by the service and retried: the client says so.
+    assert usage.ambiguous_retries == stats["faults"].get("drop", 0)
+
+
+async def test_a_refused_connection_is_retried_even_in_billing_safe_mode(transport: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with raw_client(f"http://127.0.0.1:{port}", transport, retry=SAFE) as client:
+        with pytest.raises(APIConnectionError) as info:
+            await client.extract_card(CARD)
+        assert client.usage.requests == 2
+        assert client.usage.ambiguous_retries == 0
+    assert info.value.kind == "connect"
+    assert not isinstance(info.value, APITimeoutError)
+    assert "http://" not in str(info.value)  # messages quote no URL
+
+
+async def test_a_server_that_closes_after_the_request_is_ambiguous(transport: str) -> None:
+    async def close_at_once(head: bytes, writer: asyncio.StreamWriter) -> None:
+        pass
+
+    with RawServer(close_at_once) as server:
+        async with raw_client(server.base_url, transport, retry=SAFE) as client:
+            with pytest.raises(APIConnectionError) as info:
+                await client.extract_card(CARD)
+    assert not isinstance(info.value, APITimeoutError)
+    assert info.value.kind == "transport"
+    assert server.requests == 1
+
+
+async def test_connections_the_server_closed_while_idle_are_not_reused(transport: str) -> None:
+    # The server closes each connection after its answer without saying so: a transport that
+    # sent the next request into it would fail it (ambiguously). Each checks first.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests._closing"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().split()[-1]
+        async with raw_client(f"http://127.0.0.1:{port}", transport, max_retries=0) as client:
+            for _ in range(60):
+                assert (await client.extract_card(CARD)).billed
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+# -- each kind of timeout --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[int]:
+    """A port whose accept queue is full: a new connection hangs in the handshake."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(3):
+                s = socket.socket()
+                s.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    s.connect(("127.0.0.1", port))
+                fillers.append(s)
+            yield port
+        finally:
+            for s in fillers:
+                s.close()
+
+
+async def test_a_connection_not_made_in_time_is_a_connect_timeout(transport: str) -> None:
+    timeout = httpx.Timeout(5.0, connect=0.2)
+    with full_backlog() as port:
+        async with raw_client(
+            f"http://127.0.0.1:{port}", transport, retry=SAFE, timeout=timeout
+        ) as client:
+            with pytest.raises(APITimeoutError) as info:
+                await client.extract_card(CARD)
+            # Nothing reached the service: retried even in billing-safe mode.
+            assert client.usage.requests == 2
+    assert info.value.kind == "connect"
+
+
+async def test_a_stalled_answer_is_a_read_timeout(
+    cv_emulator: RunningEmulator, transport: str
+) -> None:
+    cv_emulator.set_faults(rate_stall=1.0, stall_seconds=30)
+    timeout = httpx.Timeout(5.0, read=0.2)
+    async with cv_emulator.client(retry=SAFE, timeout=timeout, transport=transport) as client:
+        with pytest.raises(APITimeoutError) as info:
+            await client.extract_card(CARD)
+    assert info.value.kind == "read"
+    assert info.value.attempts == 1  # ambiguous: not resent in billing-safe mode
+
+
+@contextlib.contextmanager
+def never_reading() -> Iterator[int]:
+    """A server that accepts connections and never reads from them, with a tiny receive
+    buffer: an upload to it stalls once the socket buffers are full."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for s in accepted:
+            s.close()
+        server.close()
+
+
+async def test_an_upload_that_stops_moving_is_a_write_timeout(transport: str) -> None:
+    big = samples.JPEG + bytes(24 * 1024 * 1024)  # far more than the socket buffers hold
+    timeout = httpx.Timeout(10.0, write=0.3)
+    with never_reading() as port:
+        async with raw_client(
+            f"http://127.0.0.1:{port}",
+            transport,
+            retry=SAFE,
+            timeout=timeout,
+            max_file_size=len(big),
+        ) as client:
+            with pytest.raises(APITimeoutError) as info:
+                await client.extract_card(big)
+    assert info.value.kind == "write"
+    assert info.value.attempts == 1  # part of it was sent: ambiguous
+
+
+async def test_total_timeout_bounds_the_call(cv_emulator: RunningEmulator, transport: str) -> None:
+    cv_emulator.set_faults(latency=5.0)
+    async with cv_emulator.client(total_timeout=0.3, transport=transport) as client:
+        with pytest.raises(APITimeoutError) as info:
+            await client.extract_card(CARD)
+        assert client.in_flight == 0
+    assert info.value.kind == "total"
+
+
+async def test_a_full_client_fails_fast_with_queue_timeout(
+    cv_emulator: RunningEmulator, transport: str
+) -> None:
+    cv_emulator.set_faults(rate_stall=1.0, stall_seconds=30)
+    timeout = httpx.Timeout(5.0, read=2.0)
+    async with cv_emulator.client(
+        max_concurrency=1, queue_timeout=0.05, timeout=timeout, retry=SAFE, transport=transport
+    ) as client:
+        busy = anyio.Event()
+
+        async def hold() -> None:
+            with contextlib.suppress(CVError):
+                await client.extract_card(CARD)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold)
+            while client.in_flight == 0:
+                await anyio.sleep(0.005)
+            busy.set()
+            with pytest.raises(QueueTimeoutError) as info:
+                await client.extract_card(CARD)
+            tg.cancel_scope.cancel()
+    assert info.value.attempts == 0
+    assert cv_emulator.stats()["requests"] == 1
+
+
+async def test_the_pool_never_times_out_behind_the_limiter(
+    cv_emulator: RunningEmulator, transport: str
+) -> None:
+    cv_emulator.set_faults(latency=0.03)
+    timeout = httpx.Timeout(5.0, pool=0.001)
+    async with cv_emulator.client(
+        max_concurrency=4, timeout=timeout, max_retries=0, transport=transport
+    ) as client:
+        async with anyio.create_task_group() as tg:
+            for _ in range(32):
+                tg.start_soon(client.extract_card, CARD)
+        assert client.usage.answers == 32
+        assert client.usage.errors == {}
+
+
+# -- the bound on requests in flight, and cancellation ----------------------------------------
+
+
+async def test_requests_in_flight_and_connections_stay_within_max_concurrency(
+    cv_emulator: RunningEmulator, transport: str
+) -> None:
+    cv_emulator.set_faults(latency=0.02, jitter=0.02, rate_503=0.2, retry_after="0", seed=5)
+    async with (
+        cv_emulator.client(max_concurrency=5, retry=NO_WAIT, transport=transport) as client,
+        anyio.create_task_group() as tg,
+    ):
+        for _ in range(60):
+            tg.start_soon(client.extract_card, CARD)
+    stats = cv_emulator.stats()
+    assert stats["peak_in_flight"] == 5
+    assert stats["connections"] <= 5  # connections are kept and reused, never more than slots
+
+
+async def test_cancellations_leave_the_transport_whole(
+    cv_emulator: RunningEmulator, transport: str
+) -> None:
+    seed = 20261126
+    rng = random.Random(seed)
+    cv_emulator.set_faults(latency=0.01, jitter=0.03, seed=seed)
+    concurrency = 6
+    timeout = httpx.Timeout(5.0, pool=1.0)
+    async with cv_emulator.client(
+        max_concurrency=concurrency, retry=NO_WAIT, timeout=timeout, transport=transport
+    ) as client:
+        finished = Counter[str]()
+
+        async def call(after: float) -> None:
+            with anyio.move_on_after(after) as scope:
+                await client.extract_card(CARD)
+            finished["cancelled" if scope.cancelled_caught else "done"] += 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(120):
+                tg.start_soon(call, rng.choice([0.0, rng.uniform(0.0, 0.08), float("inf")]))
+        assert sum(finished.values()) == 120, f"seed {seed}"
+        assert client.in_flight == 0
+        # No connection was left half-used: the client then runs at full concurrency.
+        assert await anyio.to_thread.run_sync(cv_emulator.wait_idle, 30.0)
+        cv_emulator.set_faults(latency=0.1)
+        cv_emulator.reset()
+        results: list[ExtractionResult] = []
+
+        async def one() -> None:
+            results.append(await client.extract_card(CARD))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(concurrency * 2):
+                tg.start_soon(one)
+        assert len(results) == concurrency * 2
+        assert cv_emulator.stats()["peak_in_flight"] == concurrency
+
+
+# -- reading answers ---------------------------------------------------------------------------
+
+
+async def test_answers_are_decoded_and_capped_alike(transport: str) -> None:
+    body = samples.answer(samples.CHIP_FRONT)
+    packed = gzip.compress(body)
+    huge = b"x" * 300_000
+
+    # The server closes each connection after its answer, and says so.
+    async def answer(head: bytes, writer: asyncio.StreamWriter) -> None:
+        if b"get_thumb=true" in head:  # over the cap, in chunks with no length announced
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            for _ in range(4):
+                writer.write(b"%x\r\n%s\r\n" % (len(huge), huge))
+            writer.write(b"0\r\n\r\n")
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(packed) + packed
+        )
+
+    with RawServer(answer) as server:
+        async with raw_client(
+            server.base_url, transport, max_retries=0, max_response_size=1_000_000
+        ) as client:
+            result = await client.extract_card(CARD)
+            assert result.cards[0].info.id == samples.CHIP_FRONT["info"]["id"]
+            with pytest.raises(ResponseTooLargeError):
+                await client.extract_card(CARD, get_thumb=True)
+            raw = await client.with_raw_response.extract_card(CARD)
+            assert raw.http_version == "HTTP/1.1"
+            assert raw.content == body
