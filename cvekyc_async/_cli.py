@@ -45,6 +45,7 @@ from ._joblog import (
 from ._jobs import Job, ManifestError, Shard, discover, key_hash, shown
 from ._models import Card, ExtractionResult
 from ._progress import ProgressDisplay, format_duration
+from ._runner import run as run_loop
 from ._usage import Usage
 from .checks import Assessment
 
@@ -830,9 +831,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _needs_emulator()
             if args.concurrency < 1:
                 raise UsageError("--concurrency must be at least 1")
-            return anyio.run(functools.partial(run_demo, out, err, concurrency=args.concurrency))
+            return run_loop(functools.partial(run_demo, out, err, concurrency=args.concurrency))
         command = _extract if args.command == "extract" else _batch
-        return anyio.run(command, args, out, err)
+        return run_loop(command, args, out, err)
     except (UsageError, ManifestError) as exc:
         err.write(f"cvekyc {args.command}: {exc}\n")
         return EXIT_USAGE

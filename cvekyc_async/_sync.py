@@ -42,6 +42,7 @@ from ._inputs import ImageInput
 from ._models import ExtractionResult
 from ._raw import AsyncRawResponses, RawResponse
 from ._retry import RetryPolicy
+from ._runner import run as run_loop
 from ._transport import TransportChoice
 from ._usage import Usage
 
@@ -75,7 +76,7 @@ class _Loop:
 
         def run() -> None:
             try:
-                anyio.run(serve, backend=backend)
+                run_loop(serve, backend=backend)
             except BaseException as exc:
                 if ready.empty():
                     ready.put(exc)

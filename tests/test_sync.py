@@ -130,6 +130,19 @@ def test_trio_runs_the_loop_when_asked(cv_emulator: RunningEmulator) -> None:
     assert "CVClient(" in repr(client)
 
 
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_the_loop_is_uvloop_when_installed_unless_told_not(
+    cv_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch, setting: str | None
+) -> None:
+    pytest.importorskip("uvloop")
+    if setting is not None:
+        monkeypatch.setenv("CVEKYC_UVLOOP", setting)
+    with cv_emulator.sync_client() as client:
+        loop = client._loop.portal.call(asyncio.get_running_loop)
+        assert client.extract_card(FRONT).billed
+    assert type(loop).__module__.startswith("uvloop") is (setting is None)
+
+
 def test_a_progress_callback_cannot_call_its_own_client(cv_emulator: RunningEmulator) -> None:
     errors: list[BaseException] = []
     with cv_emulator.sync_client() as client:
