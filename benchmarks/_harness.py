@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ def environment() -> dict[str, Any]:
         "msgspec": msgspec.__version__,
         "uvicorn": _version("uvicorn"),
         "httpcore": _version("httpcore"),
+        "loop": loop_name(),
     }
 
 
@@ -170,3 +172,51 @@ def write_json(name: str, data: dict[str, Any], path: Path | None) -> Path:
     data = {"benchmark": name, "environment": environment(), **data}
     target.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return target
+
+
+# -- timing contenders: requests/s and CPU per request ------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One timed run: requests sent, wall seconds, this process's CPU seconds."""
+
+    requests: int
+    wall: float
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.wall
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu / self.requests * 1e6
+
+
+async def _measure(
+    contender: Any, base_url: str, files: list[Path], in_flight: int, warm: bool
+) -> Sample:
+    # Cold: the clock runs from opening the client (connections are made during the run).
+    # Warm: the client has sent one request per slot first, so its connections are open.
+    wall, cpu = time.perf_counter(), time.process_time()
+    async with contender(base_url, in_flight) as send:
+        if warm:
+            await send(files[:in_flight])
+            wall, cpu = time.perf_counter(), time.process_time()
+        n = await send(files)
+        return Sample(n, time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def loop_name() -> str:
+    from cvekyc_async._runner import backend_options
+
+    return "uvloop" if backend_options("asyncio") else "asyncio"
+
+
+def measure(contender: Any, base_url: str, files: list[Path], in_flight: int, warm: bool) -> Sample:
+    """Time one run of ``contender`` in a fresh event loop (uvloop when installed, as the
+    ``cvekyc`` command and uvicorn pick it; ``CVEKYC_UVLOOP=0`` for asyncio's own)."""
+    from cvekyc_async._runner import run
+
+    return run(_measure, contender, base_url, files, in_flight, warm)

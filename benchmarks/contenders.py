@@ -1,12 +1,17 @@
 """The contenders: the same uploads to the same server, each the way its users would write it.
 
 Every contender reads each file from disk when it sends it, uploads it as multipart
-``format_type=file`` to ``/api/v2/ekyc/card``, and reads the answer's ``errorCode``.
+``format_type=file`` to ``/api/v2/ekyc/card``, and reads the answer's ``errorCode``. Each is an
+async context manager that opens the contender's client and yields a function sending a list of
+files with ``in_flight`` requests at once, so a run can be timed with its connections already
+open (warm) or including opening them (cold).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -20,16 +25,18 @@ from cvekyc_async import AsyncCVClient
 PATH = "/api/v2/ekyc/card"
 QUERY = {"format_type": "file", "get_thumb": "false"}
 
+Send = Callable[[list[Path]], Awaitable[int]]
+Contender = Callable[[str, int], AbstractAsyncContextManager[Send]]
+
 
 def _check(code: object) -> None:
     if code != "0":
         raise RuntimeError(f"the server answered errorCode {code!r}")
 
 
-async def cvekyc(
-    base_url: str, files: list[Path], in_flight: int, transport: str = "sharded"
-) -> int:
-    """``AsyncCVClient.extract_many``, the library's batch helper."""
+@asynccontextmanager
+async def cvekyc(base_url: str, in_flight: int, transport: str = "auto") -> AsyncIterator[Send]:
+    """``AsyncCVClient(max_concurrency=N)`` and its batch helper ``extract_many``."""
     async with AsyncCVClient(
         API_KEY,
         API_SECRET,
@@ -37,58 +44,74 @@ async def cvekyc(
         max_concurrency=in_flight,
         transport=transport,  # type: ignore[arg-type]
     ) as client:
-        results = await client.extract_many(files, concurrency=in_flight)
-    failed = [r.error for r in results if not r.ok]
-    if failed:
-        raise RuntimeError(f"{len(failed)} failed, first: {failed[0]}")
-    return len(results)
+
+        async def send(files: list[Path]) -> int:
+            results = await client.extract_many(files, concurrency=in_flight)
+            failed = [r.error for r in results if not r.ok]
+            if failed:
+                raise RuntimeError(f"{len(failed)} failed, first: {failed[0]}")
+            return len(results)
+
+        yield send
 
 
-async def raw_httpx(base_url: str, files: list[Path], in_flight: int) -> int:
+async def _workers(
+    files: list[Path], in_flight: int, one: Callable[[Path], Awaitable[None]]
+) -> int:
+    inputs: Iterator[Path] = iter(files)
+
+    async def worker() -> None:
+        for path in inputs:
+            await one(path)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(in_flight):
+            tg.start_soon(worker)
+    return len(files)
+
+
+@asynccontextmanager
+async def raw_httpx(base_url: str, in_flight: int) -> AsyncIterator[Send]:
     """One ``httpx.AsyncClient`` with a pool as large as the requests in flight."""
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    inputs: Iterator[Path] = iter(files)
     async with httpx.AsyncClient(
         base_url=base_url, auth=(API_KEY, API_SECRET), limits=limits, timeout=120
     ) as client:
 
-        async def worker() -> None:
-            for path in inputs:
-                data = path.read_bytes()
-                r = await client.post(
-                    PATH, params=QUERY, files={"img": (path.name, data, "image/jpeg")}
-                )
-                _check(r.json()["errorCode"])
+        async def one(path: Path) -> None:
+            data = path.read_bytes()
+            r = await client.post(
+                PATH, params=QUERY, files={"img": (path.name, data, "image/jpeg")}
+            )
+            _check(r.json()["errorCode"])
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(in_flight):
-                tg.start_soon(worker)
-    return len(files)
+        async def send(files: list[Path]) -> int:
+            return await _workers(files, in_flight, one)
+
+        yield send
 
 
-async def raw_aiohttp(base_url: str, files: list[Path], in_flight: int) -> int:
+@asynccontextmanager
+async def raw_aiohttp(base_url: str, in_flight: int) -> AsyncIterator[Send]:
     """One ``aiohttp.ClientSession`` with a connector as large as the requests in flight."""
-    inputs: Iterator[Path] = iter(files)
     connector = aiohttp.TCPConnector(limit=in_flight)
-    auth = aiohttp.BasicAuth(API_KEY, API_SECRET)
+    token = base64.b64encode(f"{API_KEY}:{API_SECRET}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}"}
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(
-        base_url, connector=connector, auth=auth, timeout=timeout
+        base_url, connector=connector, headers=headers, timeout=timeout
     ) as s:
 
-        async def worker() -> None:
-            for path in inputs:
-                form = aiohttp.FormData()
-                form.add_field(
-                    "img", path.read_bytes(), filename=path.name, content_type="image/jpeg"
-                )
-                async with s.post(PATH, params=QUERY, data=form) as r:
-                    _check((await r.json())["errorCode"])
+        async def one(path: Path) -> None:
+            form = aiohttp.FormData()
+            form.add_field("img", path.read_bytes(), filename=path.name, content_type="image/jpeg")
+            async with s.post(PATH, params=QUERY, data=form) as r:
+                _check((await r.json())["errorCode"])
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(in_flight):
-                tg.start_soon(worker)
-    return len(files)
+        async def send(files: list[Path]) -> int:
+            return await _workers(files, in_flight, one)
+
+        yield send
 
 
 def requests_loop(base_url: str, files: list[Path]) -> int:

@@ -137,6 +137,15 @@ class _Body(httpx.AsyncByteStream):
         self._response.release()
 
 
+async def _body_of(request: httpx.Request) -> bytes | None:
+    """The request's body as bytes (``None`` for none): the client hands its bodies over whole
+    (``data``), other requests as httpx built them."""
+    data = getattr(request.stream, "data", None)
+    if not isinstance(data, bytes):
+        data = await request.aread()
+    return data or None
+
+
 def _closed_by_peer(connection: aiohttp.connector.Connection) -> bool:
     """Whether an idle kept-alive connection reads as ready: the server has closed it (or
     spoken out of turn), and a request sent into it would fail. httpcore checks the same."""
@@ -277,7 +286,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             "timeout": self._timeout(phases),
             **self._proxy,
         }
-        data = request.content or None
+        data = await _body_of(request)
         write = phases.get("write")
         if data is None or write is None or len(data) <= _PIECE:
             return await session.request(request.method, str(request.url), data=data, **options)

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
         ("bench_wire", {"results"}),
         ("bench_memory", {"batches", "ratio"}),
         ("bench_big_answers", {"results", "calls"}),
-        ("bench_throughput", {"rates", "summary", "requests_loop"}),
-        ("bench_latency", {"rates", "summary", "requests_loop"}),
+        ("bench_throughput", {"samples", "summary", "requests_loop"}),
+        ("bench_latency", {"samples", "summary", "requests_loop"}),
     ],
 )
 def test_benchmark_runs_in_quick_mode(name: str, keys: set[str], tmp_path: Path) -> None:
