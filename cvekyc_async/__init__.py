@@ -16,6 +16,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0.dev0"
 
+from ._adaptive import AdaptiveConcurrency
 from ._batch import BatchProgress, BatchResult
 from ._client import NOT_GIVEN, AsyncCVClient, NotGiven
 from ._errors import (
@@ -74,6 +75,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AdaptiveConcurrency",
     "AsyncCVClient",
     "AsyncRawResponses",
     "AuthenticationError",

@@ -19,6 +19,7 @@ from typing import NoReturn
 import anyio
 import httpx
 
+from ._adaptive import AdaptiveConcurrency, AdaptiveLimit, is_overload
 from ._body import BodyStream, encode_body
 from ._constants import PATH_CARD, PATH_CARDS, PATH_OCR
 from ._errors import (
@@ -85,6 +86,7 @@ class Exchange:
     http_version: str
     method: str
     path: str
+    latency: float  # seconds from sending to the whole answer read
 
 
 def _timeout_kind(exc: httpx.TimeoutException) -> str:
@@ -119,6 +121,7 @@ class Engine:
         direct: httpx.AsyncBaseTransport | None,
         owns_http: bool,
         max_concurrency: int,
+        adaptive: AdaptiveConcurrency | None,
         max_per_second: float | None,
         max_file_size: int,
         max_response_size: int,
@@ -133,6 +136,9 @@ class Engine:
         self.direct = direct
         self.owns_http = owns_http
         self.max_concurrency = max_concurrency
+        # With adaptive concurrency, the limiter's tokens follow ``adaptive.current`` (and
+        # ``max_concurrency`` is its ceiling, which sizes the pool).
+        self.adaptive = AdaptiveLimit(adaptive) if adaptive is not None else None
         # Made on first use, in the event loop that will use it (anyio builds a limiter for
         # the async library running where it is made).
         self._limiter: anyio.CapacityLimiter | None = None
@@ -148,6 +154,17 @@ class Engine:
         self._urls: dict[tuple[str, str, bool], httpx.URL] = {}
         self._fixed: list[tuple[str, str]] | None = None
         self._loop: object | None = None
+
+    @property
+    def concurrency(self) -> int:
+        """Attempts that may be in flight now."""
+        return self.adaptive.current if self.adaptive is not None else self.max_concurrency
+
+    def _observe(self, token: int, latency: float | None, overloaded: bool) -> None:
+        assert self.adaptive is not None
+        changed = self.adaptive.finished(token, latency, overloaded)
+        if changed is not None and self._limiter is not None:
+            self._limiter.total_tokens = changed
 
     @property
     def in_flight(self) -> int:
@@ -186,7 +203,7 @@ class Engine:
                     "under trio"
                 )
             self._loop = loop
-            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+            self._limiter = anyio.CapacityLimiter(self.concurrency)
             if isinstance(self.direct, AutoTransport):
                 # Chosen now that the event loop is known; requests then go to it directly.
                 self.direct = self.direct.resolve()
@@ -438,6 +455,36 @@ class Engine:
     ) -> Exchange:
         """One HTTP attempt, holding a concurrency slot only while it is in flight."""
         limiter = await self._acquire(settings.queue_timeout)
+        adaptive = self.adaptive
+        if adaptive is None:
+            return await self._exchange(
+                limiter, settings, method, path, payloads, get_thumb, body, attempt
+            )
+        # Adaptive concurrency learns from every attempt that ends (a cancelled one says
+        # nothing about the service).
+        token = adaptive.started(int(limiter.borrowed_tokens))
+        try:
+            exchange = await self._exchange(
+                limiter, settings, method, path, payloads, get_thumb, body, attempt
+            )
+        except CVError as exc:
+            self._observe(token, None, is_overload(exc))
+            raise
+        self._observe(token, exchange.latency, False)
+        return exchange
+
+    async def _exchange(
+        self,
+        limiter: anyio.CapacityLimiter,
+        settings: Settings,
+        method: str,
+        path: str,
+        payloads: Sequence[tuple[str, Payload]],
+        get_thumb: bool,
+        body: tuple[str, bytes] | httpx.URL,
+        attempt: int,
+    ) -> Exchange:
+        """Send and read one attempt on a slot taken; the slot is given back when it ends."""
         try:
             if self.pacer is not None:
                 await self.pacer.wait()
@@ -482,6 +529,7 @@ class Engine:
                 ) from None
         finally:
             limiter.release()
+        latency = time.perf_counter() - sent
         _log_attempt(method, path, attempt, str(response.status_code), sent)
         return Exchange(
             result=_interpret(response, answer),
@@ -491,6 +539,7 @@ class Engine:
             http_version=response.http_version,
             method=method,
             path=path,
+            latency=latency,
         )
 
     async def _read(self, response: httpx.Response) -> bytes:

@@ -13,12 +13,13 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 import httpx
 
 from . import __version__, _batch
+from ._adaptive import AdaptiveConcurrency
 from ._attempts import Engine, Secret, Settings
 from ._batch import (
     DEFAULT_FATAL_ERRORS,
@@ -147,6 +148,19 @@ def _build_policy(
     return policy
 
 
+def _adaptive_of(value: object) -> AdaptiveConcurrency | None:
+    if value == "auto":
+        return AdaptiveConcurrency()
+    if isinstance(value, AdaptiveConcurrency):
+        return value
+    if isinstance(value, str):
+        raise ConfigurationError(
+            f"max_concurrency must be an integer >= 1, 'auto' or an AdaptiveConcurrency, "
+            f"not {value!r}"
+        )
+    return None
+
+
 def _check_queue_timeout(value: float | None) -> float | None:
     if value is None:
         return None
@@ -208,7 +222,10 @@ class AsyncCVClient:
         timeout: seconds for every phase, or an ``httpx.Timeout``; the default is connect 5 s,
             write 30 s, read 60 s, pool 10 s.
         max_concurrency: most HTTP requests in flight at once from this client (default 10).
-            Callers beyond it wait in the client, not in the connection pool.
+            Callers beyond it wait in the client, not in the connection pool. ``"auto"`` (or
+            an ``AdaptiveConcurrency``) lets the client find the level itself, from 4 up to a
+            ceiling of 64: it rises while answers come as fast, and falls when they slow down
+            or the service answers 429 / 503 (see the README's "Adaptive concurrency").
         max_retries: how many times a transient failure is retried (default 2); a shorthand
             for ``retry=RetryPolicy(max_retries=...)``.
         retry: the full retry policy (backoff, ``Retry-After``, billing-safe mode, budget,
@@ -250,7 +267,7 @@ class AsyncCVClient:
         *,
         base_url: str | None = None,
         timeout: float | httpx.Timeout | None = None,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int | Literal["auto"] | AdaptiveConcurrency = DEFAULT_MAX_CONCURRENCY,
         max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         total_timeout: float | None = None,
@@ -281,7 +298,12 @@ class AsyncCVClient:
             retry=_build_policy(max_retries, retry, total_timeout),
             queue_timeout=_check_queue_timeout(queue_timeout),
         )
-        concurrency = _positive_int("max_concurrency", max_concurrency, 1)
+        adaptive = _adaptive_of(max_concurrency)
+        concurrency = (
+            adaptive.ceiling
+            if adaptive is not None
+            else _positive_int("max_concurrency", max_concurrency, 1)  # type: ignore[arg-type]
+        )
         if max_per_second is not None and not (
             isinstance(max_per_second, (int, float))
             and not isinstance(max_per_second, bool)
@@ -311,6 +333,7 @@ class AsyncCVClient:
             direct=direct,
             owns_http=direct is not None,
             max_concurrency=concurrency,
+            adaptive=adaptive,
             max_per_second=max_per_second,
             max_file_size=file_size,
             max_response_size=response_size,
@@ -335,8 +358,15 @@ class AsyncCVClient:
 
     @property
     def max_concurrency(self) -> int:
-        """Most HTTP requests this client (and its views) keep in flight at once."""
+        """Most HTTP requests this client (and its views) keep in flight at once (with
+        adaptive concurrency, its ceiling)."""
         return self._engine.max_concurrency
+
+    @property
+    def concurrency(self) -> int:
+        """HTTP requests that may be in flight now: ``max_concurrency``, or with adaptive
+        concurrency the level it has found so far."""
+        return self._engine.concurrency
 
     @property
     def timeout(self) -> httpx.Timeout:

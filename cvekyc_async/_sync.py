@@ -23,6 +23,7 @@ import anyio
 import httpx
 from anyio.from_thread import BlockingPortal
 
+from ._adaptive import AdaptiveConcurrency
 from ._batch import (
     DEFAULT_FATAL_ERRORS,
     BatchInputs,
@@ -145,7 +146,7 @@ class CVClient:
         *,
         base_url: str | None = None,
         timeout: float | httpx.Timeout | None = None,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_concurrency: int | Literal["auto"] | AdaptiveConcurrency = DEFAULT_MAX_CONCURRENCY,
         max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         total_timeout: float | None = None,
@@ -236,6 +237,11 @@ class CVClient:
     def base_url(self) -> str:
         """The service root requests go to."""
         return self._async.base_url
+
+    @property
+    def concurrency(self) -> int:
+        """HTTP requests that may be in flight now (see ``AsyncCVClient.concurrency``)."""
+        return self._async.concurrency
 
     @property
     def max_concurrency(self) -> int:

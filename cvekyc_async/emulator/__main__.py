@@ -38,6 +38,15 @@ def build_parser(prog: str = "python -m cvekyc_async.emulator") -> argparse.Argu
         )
     p.add_argument("--retry-after", default="1", help="Retry-After sent with 429 and 503")
     p.add_argument("--stall-seconds", type=float, default=120.0, help="how long a stall lasts")
+    p.add_argument(
+        "--capacity", type=int, default=0, help="requests served at once (default 0: no limit)"
+    )
+    p.add_argument(
+        "--queue", type=int, default=0, help="requests that may wait for a slot; then 429"
+    )
+    p.add_argument(
+        "--slowdown", type=float, default=0.0, help="latency growth with slots in use (0-...)"
+    )
     p.add_argument("--workers-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     return p
 
@@ -53,6 +62,9 @@ def app_from_args(args: argparse.Namespace) -> EmulatorApp:
         jitter=args.jitter,
         retry_after=args.retry_after,
         stall_seconds=args.stall_seconds,
+        capacity=args.capacity,
+        queue=args.queue,
+        slowdown=args.slowdown,
         **rates,
     )
     return EmulatorApp(EmulatorState(settings, faults))

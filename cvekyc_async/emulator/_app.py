@@ -152,6 +152,10 @@ class EmulatorApp:
     def __init__(self, state: EmulatorState | None = None) -> None:
         self.state = state or EmulatorState()
         self._http: httpx.AsyncClient | None = None
+        # The capacity model: slots for requests in service, and how many hold or wait for one.
+        self._slots: anyio.Semaphore | None = None
+        self._slots_for = 0
+        self._admitted = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -205,34 +209,63 @@ class EmulatorApp:
             fault, delay = state.draw()
             if fault is not None:
                 state.count("fault:" + fault)
-            if delay:
-                await anyio.sleep(delay)
-            if fault in ("429", "500", "502", "503", "504"):
-                await self._status_fault(fault, send)
+            faults = state.faults
+            if not faults.capacity:
+                await self._serve(scope, receive, send, body, fault, delay)
                 return
-            if fault == "stall":
-                await self._stall(receive, send)
+            if self._admitted >= faults.capacity + faults.queue:
+                # Beyond the service's slots and its queue: turned away, not billed.
+                state.count("busy")
+                await self._status_fault("429", send)
                 return
+            if self._slots is None or self._slots_for != faults.capacity:
+                self._slots = anyio.Semaphore(faults.capacity)
+                self._slots_for = faults.capacity
+            slots = self._slots
+            self._admitted += 1
             try:
-                code, data = await self._answer(scope, body)
-            except Exception:
-                # Whatever an upload provokes is an unreadable image, never a server error.
-                logger.debug("an upload could not be handled", exc_info=True)
-                code, data = 3, []
-            payload = {"data": data, "errorCode": str(code), "errorMessage": ""}
-            if code:
-                payload["errorMessage"] = ERROR_MESSAGES[code]
-            encoded = _encoder.encode(payload)
-            if fault == "drop":
-                await self._drop(send, encoded)
-            elif fault == "malformed":
-                await _send_bytes(
-                    send, 200, encoded[: max(1, len(encoded) // 2)], "application/json"
-                )
-            else:
-                await _send_bytes(send, 200, encoded, "application/json")
+                async with slots:
+                    in_service = faults.capacity - slots.value
+                    delay *= 1 + faults.slowdown * in_service / faults.capacity
+                    await self._serve(scope, receive, send, body, fault, delay)
+            finally:
+                self._admitted -= 1
         finally:
             state.leave()
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        fault: str | None,
+        delay: float,
+    ) -> None:
+        if delay:
+            await anyio.sleep(delay)
+        if fault in ("429", "500", "502", "503", "504"):
+            await self._status_fault(fault, send)
+            return
+        if fault == "stall":
+            await self._stall(receive, send)
+            return
+        try:
+            code, data = await self._answer(scope, body)
+        except Exception:
+            # Whatever an upload provokes is an unreadable image, never a server error.
+            logger.debug("an upload could not be handled", exc_info=True)
+            code, data = 3, []
+        payload = {"data": data, "errorCode": str(code), "errorMessage": ""}
+        if code:
+            payload["errorMessage"] = ERROR_MESSAGES[code]
+        encoded = _encoder.encode(payload)
+        if fault == "drop":
+            await self._drop(send, encoded)
+        elif fault == "malformed":
+            await _send_bytes(send, 200, encoded[: max(1, len(encoded) // 2)], "application/json")
+        else:
+            await _send_bytes(send, 200, encoded, "application/json")
 
     async def _status_fault(self, fault: str, send: Send) -> None:
         status = int(fault)

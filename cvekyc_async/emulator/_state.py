@@ -49,6 +49,14 @@ class Faults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How long a stalled request is held."""
     rate_malformed: float = 0.0
     """HTTP 200 with a truncated JSON body."""
+    capacity: int = 0
+    """Requests the service works on at once (0: no limit). Others wait for a slot, in a queue
+    of ``queue``; beyond it they are answered 429 with ``Retry-After`` (counted as ``busy``)."""
+    queue: int = 0
+    """Requests that may wait for a slot when all ``capacity`` are taken."""
+    slowdown: float = 0.0
+    """Latency grows with load: a request starting with ``n`` of ``capacity`` slots in use
+    (itself included) takes ``latency * (1 + slowdown * n / capacity)``."""
 
     def validate(self) -> None:
         rates = [getattr(self, f"rate_{k}") for k in FAULT_KINDS]
@@ -56,6 +64,8 @@ class Faults(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("fault rates must each be in [0, 1] and sum to at most 1")
         if self.latency < 0 or self.jitter < 0 or self.stall_seconds < 0:
             raise ValueError("latency, jitter and stall_seconds must not be negative")
+        if self.capacity < 0 or self.queue < 0 or self.slowdown < 0:
+            raise ValueError("capacity, queue and slowdown must not be negative")
 
 
 class EmulatorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -167,7 +177,8 @@ class EmulatorState:
 
     def stats(self) -> dict[str, Any]:
         """Counts so far: ``requests``, ``billed``, ``faults`` by kind, ``error_codes`` by code,
-        ``by_path``, ``abandoned`` (clients gone before their body arrived), ``in_flight``,
+        ``by_path``, ``abandoned`` (clients gone before their body arrived), ``busy`` (turned
+        away with 429 by the capacity model), ``in_flight``,
         ``peak_in_flight`` and ``connections`` (client connections that sent API requests)."""
         with self._lock:
             c = dict(self._counts)
@@ -179,6 +190,7 @@ class EmulatorState:
                 "error_codes": {k[5:]: v for k, v in c.items() if k.startswith("code:")},
                 "by_path": {k[5:]: v for k, v in c.items() if k.startswith("path:")},
                 "abandoned": c.get("abandoned", 0),
+                "busy": c.get("busy", 0),
                 "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight,
                 "connections": len(self._peers),
