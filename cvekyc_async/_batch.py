@@ -111,6 +111,8 @@ class BatchProgress:
         billed: answers the service billed.
         total: the number of inputs when it is known (a sized collection), else ``None``.
         elapsed: seconds since the batch started.
+        concurrency: HTTP requests the client may have in flight now (with
+            ``max_concurrency="auto"``, the level it has found so far).
     """
 
     done: int
@@ -118,6 +120,7 @@ class BatchProgress:
     billed: int
     total: int | None
     elapsed: float
+    concurrency: int = 0
 
 
 ProgressCallback = Callable[[BatchProgress], None]
@@ -219,6 +222,7 @@ class _Run:
                     billed=self.billed,
                     total=self.total,
                     elapsed=time.perf_counter() - self.started,
+                    concurrency=self.client.concurrency,
                 )
             )
 

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import anyio
 import msgspec
 
+from ._adaptive import AdaptiveConcurrency
 from ._batch import DEFAULT_FATAL_ERRORS, BatchResult
 from ._client import AsyncCVClient
 from ._constants import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_FILE_SIZE, ENV_API_KEY, ENV_API_SECRET
@@ -87,9 +88,11 @@ def _add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
     if batch:
         g.add_argument(
             "--concurrency",
-            type=int,
+            type=_concurrency,
             default=DEFAULT_MAX_CONCURRENCY,
-            help=f"requests in flight (default {DEFAULT_MAX_CONCURRENCY})",
+            metavar="N|auto",
+            help=f"requests in flight (default {DEFAULT_MAX_CONCURRENCY}); auto (or auto:N, "
+            "at most N, default 64) finds the level the service takes",
         )
         g.add_argument("--max-per-second", type=_seconds, help="most requests started per second")
 
@@ -139,6 +142,26 @@ def _size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("a size must be positive")
     return value
+
+
+def _concurrency(text: str) -> int | AdaptiveConcurrency:
+    """``N`` requests in flight, or ``auto`` (``auto:N``: at most N) to let the client find
+    the level the service takes."""
+    word, _, ceiling = text.strip().lower().partition(":")
+    if word == "auto":
+        if not ceiling:
+            return AdaptiveConcurrency()
+        if not ceiling.isdigit() or not 1 <= int(ceiling) <= 10_000:
+            raise argparse.ArgumentTypeError(
+                f"auto:N takes a ceiling from 1 to 10000, not {ceiling!r}"
+            )
+        top = int(ceiling)
+        return AdaptiveConcurrency(initial=min(4, top), ceiling=top)
+    if not word.isdigit() or not 1 <= int(word) <= 10_000:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of requests from 1 to 10000, or auto, not {text.strip()!r}"
+        )
+    return int(word)
 
 
 def _seconds(text: str) -> float:
@@ -432,8 +455,6 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
     output = _output_of(args)
     report = err if output is None else out  # with -o -, stdout carries the records
     client = _client(args, err)
@@ -557,7 +578,7 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     client.extract_as_completed(
                         inputs(),
                         endpoint=args.endpoint,
-                        concurrency=args.concurrency,
+                        concurrency=client.max_concurrency,
                         progress=display.update,
                         fatal_errors=DEFAULT_FATAL_ERRORS,
                     ) as results,

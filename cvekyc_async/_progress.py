@@ -66,6 +66,8 @@ class ProgressDisplay:
             parts.append(f"{done} done, {rate:.0f}/s")
         parts.append(f"failed {p.failed}")
         parts.append(f"billed {p.billed}")
+        if p.concurrency:
+            parts.append(f"in flight <= {p.concurrency}")
         return "  ".join(parts)
 
     def update(self, progress: BatchProgress) -> None:
@@ -78,6 +80,7 @@ class ProgressDisplay:
                 completed=progress.done + self.offset,
                 failed=progress.failed,
                 billed=progress.billed,
+                concurrency=progress.concurrency,
             )
             return
         now = time.monotonic()
@@ -136,11 +139,14 @@ def _rich_progress(stream: TextIO, total: int | None, offset: int) -> tuple[Any,
         Rate(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        TextColumn("failed {task.fields[failed]}  billed {task.fields[billed]}"),
+        TextColumn(
+            "failed {task.fields[failed]}  billed {task.fields[billed]}"
+            "  in flight <= {task.fields[concurrency]}"
+        ),
         console=Console(file=stream, force_terminal=True),
         refresh_per_second=8,
         speed_estimate_period=10.0,
     )
-    task = bar.add_task("batch", total=total, completed=offset, failed=0, billed=0)
+    task = bar.add_task("batch", total=total, completed=offset, failed=0, billed=0, concurrency="?")
     bar.start()
     return bar, task

@@ -106,7 +106,9 @@ def test_extract_reports_an_api_error_with_status_1(cv_emulator: RunningEmulator
         (["batch", ".", "-o", "out.jsonl", "--shard", "3/2"], "K must be from 1 to N"),
         (["batch", ".", "-o", "out.jsonl", "--shard", "x"], "takes K/N"),
         (["batch", ".", "-o", "out.jsonl", "--endpoint", "cards"], "pairs from a manifest"),
-        (["batch", ".", "-o", "out.jsonl", "--concurrency", "0"], "at least 1"),
+        (["batch", ".", "-o", "out.jsonl", "--concurrency", "0"], "from 1 to 10000, or auto"),
+        (["batch", ".", "-o", "out.jsonl", "--concurrency", "fast"], "from 1 to 10000, or auto"),
+        (["batch", ".", "-o", "out.jsonl", "--concurrency", "auto:x"], "auto:N takes a ceiling"),
         (["demo", "--concurrency", "0"], "at least 1"),
     ],
 )
@@ -320,7 +322,27 @@ def test_progress_is_plain_lines_when_not_a_terminal(
     assert last.startswith("20/20 100%")
     assert "failed 0" in last
     assert "billed 20" in last
+    assert "in flight <= 10" in last  # the default --concurrency
     assert "\r" not in proc.stderr
+
+
+def test_batch_with_concurrency_auto_finds_the_services_level(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    cv_emulator.set_faults(capacity=5, queue=2, latency=0.02, retry_after="0")
+    make_images(tmp_path / "imgs", 150)
+    out = tmp_path / "o.jsonl"
+    proc = run(
+        "batch", str(tmp_path / "imgs"), "-o", str(out), "--concurrency", "auto:16",
+        env=env_for(cv_emulator),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(lines(out)) == 150
+    shown = re.search(r"in flight <= (\d+)", proc.stderr.strip().splitlines()[-1])
+    assert shown is not None
+    assert 1 <= int(shown.group(1)) <= 5 + 2  # where the service turns nothing away
+    stats = cv_emulator.stats()
+    assert stats["busy"] <= 0.05 * stats["requests"], stats
 
 
 def test_progress_is_a_live_bar_on_a_terminal(cv_emulator: RunningEmulator, tmp_path: Path) -> None:

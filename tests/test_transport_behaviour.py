@@ -254,8 +254,8 @@ async def test_an_upload_that_stops_moving_is_a_write_timeout(transport: str) ->
 
 
 async def test_total_timeout_bounds_the_call(cv_emulator: RunningEmulator, transport: str) -> None:
-    cv_emulator.set_faults(latency=5.0)
-    async with cv_emulator.client(total_timeout=0.3, transport=transport) as client:
+    cv_emulator.set_faults(latency=1.0)
+    async with cv_emulator.client(total_timeout=0.2, transport=transport) as client:
         with pytest.raises(APITimeoutError) as info:
             await client.extract_card(CARD)
         assert client.in_flight == 0
