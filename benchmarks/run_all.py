@@ -1,0 +1,200 @@
+"""Run every benchmark once, then refresh every figure from that run: the tables in
+``benchmarks/README.md`` (each script's printed output, between ``<!-- run:NAME -->`` markers),
+the summary in the top-level ``README.md`` (between ``<!-- bench:summary -->`` markers), and the
+plots in ``benchmarks/results/*.png`` (matplotlib, the ``bench`` extra).
+
+    python -m benchmarks.run_all [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks._harness import RESULTS_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = (
+    "bench_throughput",
+    "bench_latency",
+    "bench_adaptive",
+    "bench_memory",
+    "bench_wire",
+    "bench_decode",
+    "bench_big_answers",
+)
+
+
+def _replace(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {re.escape(name)} -->\n).*?(\n<!-- /{re.escape(name)} -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"no <!-- {name} --> markers to refresh")
+    return pattern.sub(lambda m: m.group(1) + body.strip("\n") + m.group(2), text)
+
+
+def _load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((RESULTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    return data
+
+
+def summary() -> str:
+    """The README's summary, from the results of the run."""
+    thr, lat, ada, mem = _load("throughput"), _load("latency"), _load("adaptive"), _load("memory")
+
+    def fig(data: dict[str, Any], mode: str, who: str, k: int, what: str) -> float:
+        value: float = data["summary"][mode][who][str(k)][what]["median"]
+        return value
+
+    env = thr["environment"]
+    lines = [
+        f"Measured on {env['cores']} cores, Python {env['python']}, {env['loop']}, against the "
+        "emulator in its own process, every contender in the same run (zero latency, 100 KB "
+        "uploads, warm connections; `benchmarks/README.md` has every table):",
+        "",
+        "| in flight | latency | contender | requests/s | CPU us/request | rate / raw aiohttp | CPU / raw aiohttp |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for data, latency in ((thr, "0"), (lat, "100 ms")):
+        for k in (16, 256):
+            if str(k) not in data["summary"]["warm"]["raw aiohttp"]:
+                continue
+            base_rate = fig(data, "warm", "raw aiohttp", k, "rate")
+            base_cpu = fig(data, "warm", "raw aiohttp", k, "cpu_us")
+            for who, shown in (
+                ("cvekyc", "`AsyncCVClient()` (auto: aiohttp)"),
+                ("cvekyc sharded", '`transport="sharded"` (httpx, trio)'),
+                ("raw httpx", "raw httpx"),
+                ("raw aiohttp", "raw aiohttp"),
+            ):
+                rate, cpu = fig(data, "warm", who, k, "rate"), fig(data, "warm", who, k, "cpu_us")
+                lines.append(
+                    f"| {k} | {latency} | {shown} | {rate:,.0f} | {cpu:,.0f} | "
+                    f"{rate / base_rate:.2f} | {cpu / base_cpu:.2f} |"
+                )
+    best = ada["best_fixed"]
+    auto = ada["auto"]
+    lines += [
+        "",
+        f"- Adaptive concurrency, against a service that takes 32 at once and queues 16: the best "
+        f"fixed setting of a sweep ({best['in_flight']} in flight) gave {best['rate']:,.0f} "
+        f'answers/s; `max_concurrency="auto"` gave {auto["rate"]:,.0f}/s over '
+        f"{auto['elapsed']:.0f} s ({ada['auto_over_best']:.0%}), with "
+        f"{auto['busy'] / max(1, auto['requests']):.2%} of requests answered 429, every second at "
+        f"90 % of the best fixed or more from t = {ada['converged_after_s']} s.",
+    ]
+    most = max(b["inputs"] for b in mem["batches"])
+    peak = {b["helper"]: b["peak_rss_mb"] for b in mem["batches"] if b["inputs"] == most}
+    lines.append(
+        f"- Memory: `extract_as_completed` is bounded by the concurrency ({most:,} inputs peak at "
+        f"{peak['extract_as_completed']:.0f} MB, {mem['ratio']:.2f} x a tenth of them). "
+        f"`extract_many` returns a list, so it keeps every result until the batch ends "
+        f"({peak['extract_many']:.0f} MB): use `extract_as_completed` (or `cvekyc batch`) for "
+        "big batches."
+    )
+    lines.append(
+        f"- Figures from the run of {datetime.date.today().isoformat()}; refresh them all with "
+        "`python -m benchmarks.run_all` (extra `bench` for the plots)."
+    )
+    return "\n".join(lines)
+
+
+def plots() -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plots", file=sys.stderr)
+        return []
+    made = []
+    for name, title in (("throughput", "zero latency"), ("latency", "100 ms server latency")):
+        data = _load(name)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        for ax, mode in zip(axes, ("warm", "cold"), strict=True):
+            for who in data["contenders"]:
+                ks = data["in_flight"]
+                rates = [data["summary"][mode][who][str(k)]["rate"]["median"] for k in ks]
+                ax.plot(ks, rates, marker="o", label=who)
+            if data["latency"]:
+                ks = data["in_flight"]
+                ax.plot(ks, [k / data["latency"] for k in ks], "k:", label="ideal")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(data["in_flight"], [str(k) for k in data["in_flight"]])
+            ax.set_xlabel("requests in flight")
+            ax.set_title(f"{title}, {mode} connections")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("requests/s")
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        path = RESULTS_DIR / f"{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        made.append(path)
+    ada = _load("adaptive")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    per_second = ada["auto"]["per_second"]
+    ax.plot(range(len(per_second)), per_second, label="auto: answers/s")
+    ax.axhline(ada["best_fixed"]["rate"], color="k", linestyle=":", label="best fixed")
+    ax2 = ax.twinx()
+    levels = ada["auto"]["levels"][: len(per_second)]
+    ax2.plot(range(len(levels)), levels, color="tab:orange", label="auto: concurrency")
+    ax2.set_ylabel("concurrency")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("answers/s")
+    ax.set_title("max_concurrency='auto' on a service taking 32 at once")
+    fig.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = RESULTS_DIR / "adaptive.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    made.append(path)
+    return made
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="each script's smoke run")
+    p.add_argument("--no-write", action="store_true", help="leave the READMEs as they are")
+    args = p.parse_args()
+    bench_readme = ROOT / "benchmarks" / "README.md"
+    text = bench_readme.read_text(encoding="utf-8")
+    for name in SCRIPTS:
+        cmd = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else [])]
+        print(f"$ {' '.join(cmd[1:])}", flush=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
+        shown = "\n".join(
+            line for line in proc.stdout.splitlines() if not line.startswith("raw numbers:")
+        )
+        print(shown, flush=True)
+        text = _replace(text, f"run:{name}", shown)
+    env = _load("throughput")["environment"]
+    text = _replace(
+        text,
+        "run:environment",
+        f"Run of {datetime.date.today().isoformat()}: {env['cores']} cores ({env['machine']}), "
+        f"Python {env['python']}, {env['loop']}, httpx {env['httpx']}, httpcore "
+        f"{env['httpcore']}, aiohttp {env['aiohttp']}, anyio {env['anyio']}, msgspec "
+        f"{env['msgspec']}, uvicorn {env['uvicorn']}.",
+    )
+    made = plots()
+    if args.no_write:
+        return
+    bench_readme.write_text(text, encoding="utf-8")
+    readme = ROOT / "README.md"
+    readme.write_text(
+        _replace(readme.read_text(encoding="utf-8"), "bench:summary", summary()), encoding="utf-8"
+    )
+    print(f"refreshed {bench_readme}, {readme}" + "".join(f", {m}" for m in made))
+
+
+if __name__ == "__main__":
+    main()
