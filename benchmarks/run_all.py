@@ -54,8 +54,8 @@ def summary() -> str:
     env = thr["environment"]
     lines = [
         f"Measured on {env['cores']} cores, Python {env['python']}, {env['loop']}, against the "
-        "emulator in its own process, every contender in the same run (zero latency, 100 KB "
-        "uploads, warm connections; `benchmarks/README.md` has every table):",
+        "emulator in its own process, every contender in the same run (100 KB uploads, warm "
+        "connections; `benchmarks/README.md` has every table, cold connections too):",
         "",
         "| in flight | latency | contender | requests/s | CPU us/request | rate / raw aiohttp | CPU / raw aiohttp |",
         "|---|---|---|---|---|---|---|",
@@ -89,10 +89,11 @@ def summary() -> str:
         f"90 % of the best fixed or more from t = {ada['converged_after_s']} s.",
     ]
     most = max(b["inputs"] for b in mem["batches"])
+    least = min(b["inputs"] for b in mem["batches"])
     peak = {b["helper"]: b["peak_rss_mb"] for b in mem["batches"] if b["inputs"] == most}
     lines.append(
         f"- Memory: `extract_as_completed` is bounded by the concurrency ({most:,} inputs peak at "
-        f"{peak['extract_as_completed']:.0f} MB, {mem['ratio']:.2f} x a tenth of them). "
+        f"{peak['extract_as_completed']:.0f} MB, {mem['ratio']:.2f} x the peak of {least:,}). "
         f"`extract_many` returns a list, so it keeps every result until the batch ends "
         f"({peak['extract_many']:.0f} MB): use `extract_as_completed` (or `cvekyc batch`) for "
         "big batches."
