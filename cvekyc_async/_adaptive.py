@@ -5,8 +5,10 @@ of a big batch, too many queue at the service until it answers 429. The limit he
 what the answers say, in the way of TCP Vegas and Netflix's concurrency-limits (Gradient2):
 
 - a *window* is one limit's worth of finished attempts (at least ``_MIN_WINDOW``);
-- the no-load latency is the lowest window median seen, drifting up slowly (doubling in five
-  minutes) so that it can follow a service that became slower for good;
+- the no-load latency is the lowest window median seen (at least 1 ms); when the limit has
+  shrunk for latency ``_STALE_AFTER`` windows running and latency has not fallen with it, the
+  latency is not the client's doing (a run of quick answers set the mark too low, or the
+  service became slower for good), and the no-load latency is taken afresh;
 - while the window's latency stays near the no-load latency and the limit was used in full,
   the limit doubles (slow start, until latency first rises) and then grows by one a window;
 - when latency passes ``tolerance`` times the no-load latency (requests are queueing at the
@@ -32,9 +34,12 @@ from ._errors import APIStatusError, APITimeoutError, CVError
 __all__ = ["AdaptiveConcurrency", "AdaptiveLimit", "is_overload"]
 
 _MIN_WINDOW = 10
-# The no-load latency doubles in this many seconds while no window is as quick: a service that
-# became slower for good is followed, but slowly, so that queueing is not taken for the norm.
-_DRIFT_DOUBLING = 300.0
+# The no-load latency is never taken as less than this (a window of instant answers).
+_FLOOR = 0.001
+# Shrinking for latency this many windows running without latency falling by _FALLEN means the
+# no-load latency is stale: it is taken afresh.
+_STALE_AFTER = 5
+_FALLEN = 0.85
 # Slow start stops once a window's latency passes this multiple of the no-load latency.
 _SLOW_START_EXIT = 1.25
 _BACKOFF_LATENCY = 0.9
@@ -109,7 +114,8 @@ class AdaptiveLimit:
         "_overloaded",
         "_peak",
         "_seen",
-        "_since",
+        "_shrinks",
+        "_shrunk_at",
         "_slow_start",
         "_started",
         "limit",
@@ -120,7 +126,8 @@ class AdaptiveLimit:
     ) -> None:
         self._config = config
         self._clock = clock
-        self._since = clock()
+        self._shrinks = 0  # windows running that shrank the limit for latency
+        self._shrunk_at = 0.0  # the window median when that run began
         #: The limit now, as a float (it moves in fractions; ``current`` is what applies).
         self.limit = float(config.initial)
         self._slow_start = True
@@ -187,24 +194,33 @@ class AdaptiveLimit:
         self._peak = 0
         median = latencies[len(latencies) // 2] if latencies else None
         now = self._clock()
-        if median is not None:
-            if self._base is None or median < self._base:
-                self._base = median
-            else:
-                self._base *= 2 ** ((now - self._since) / _DRIFT_DOUBLING)
-        self._since = now
+        if median is not None and (self._base is None or median < self._base):
+            self._base = max(median, _FLOOR)
         base = self._base
         ceiling = self._cap if now < self._cap_until else config.ceiling
         if median is None or base is None:
             pass
         elif median > base * config.tolerance:
+            if self._shrinks == 0:
+                self._shrunk_at = median
+            self._shrinks += 1
+            if self._shrinks > _STALE_AFTER and median > self._shrunk_at * _FALLEN:
+                # Shrinking did not bring latency down: it is the service's, not a queue of
+                # ours. Take it as the no-load latency from here.
+                self._base = max(median, _FLOOR)
+                self._shrinks = 0
+                return None
+            if self._shrinks > _STALE_AFTER:
+                self._shrinks, self._shrunk_at = 1, median  # falling: a queue; go on
             self._slow_start = False
             self.limit = max(config.minimum, self.limit * _BACKOFF_LATENCY)
-        elif saturated and self.limit < ceiling:
-            if self._slow_start and median <= base * _SLOW_START_EXIT:
-                self.limit = min(ceiling, self.limit * 2)
-            else:
-                self._slow_start = False
-                self.limit = min(ceiling, self.limit + 1)
+        else:
+            self._shrinks = 0
+            if saturated and self.limit < ceiling:
+                if self._slow_start and median <= base * _SLOW_START_EXIT:
+                    self.limit = min(ceiling, self.limit * 2)
+                else:
+                    self._slow_start = False
+                    self.limit = min(ceiling, self.limit + 1)
         after = self.current
         return after if after != before else None

@@ -33,8 +33,6 @@ __all__ = ["AiohttpTransport"]
 # Uploads larger than this are handed to aiohttp in pieces of this size, each piece moving the
 # write deadline on; a smaller body goes in one write, which the socket's buffer takes at once.
 _PIECE = 256 * 1024
-# Times a request is sent again after finding its kept-alive connection closed under it.
-_RESENDS = 2
 
 
 def _mapped(exc: BaseException) -> type[httpx.TransportError]:
@@ -72,17 +70,6 @@ def _translated() -> Iterator[None]:
         # aiohttp's messages quote the URL (a query may hold an image URL) and what the server
         # sent: the error keeps only the failure's type and the operating system's error.
         raise _mapped(exc)(type(exc).__name__) from _os_error(exc)
-
-
-def _body_cut_short(exc: BaseException) -> bool:
-    """Whether aiohttp failed to write the request because its connection was already closed:
-    the service never got the whole request, so cannot have acted on it."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, aiohttp.ClientConnectionResetError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 class _Upload:
@@ -231,6 +218,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             trust_env=False,  # the client reads the environment itself
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # aiohttp sends a GET again, unasked, when its connection breaks: a GET of an image by
+        # URL may have been read and billed, and whether to resend is the retry policy's call.
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
         return self._session
 
     def _timeout(self, phases: dict[str, float | None]) -> aiohttp.ClientTimeout:
@@ -238,7 +229,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         found = self._timeouts.get(key)
         if found is None:
             # The pool phase is the client's limiter's business: its slots match the connector.
-            found = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+            # ``connect`` bounds making a connection whole, as httpcore's timeouts do: its TCP
+            # and TLS steps (``connect`` each) and, through a proxy, the answer to CONNECT
+            # (a read).
+            making = None
+            if key[0] is not None:
+                making = key[0] + (key[1] or 0.0) if self._proxy else key[0] * 2
+            found = aiohttp.ClientTimeout(
+                total=None, connect=making, sock_connect=key[0], sock_read=key[1]
+            )
             if len(self._timeouts) < 64:
                 self._timeouts[key] = found
         return found
@@ -246,19 +245,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         phases: dict[str, float | None] = request.extensions.get("timeout", {})
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                response = await self._send(session, request, phases)
-                break
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                if tries <= _RESENDS and _body_cut_short(exc):
-                    # A kept-alive connection the server had closed (httpcore checks for that
-                    # before it reuses one; aiohttp finds out when it writes): the request did
-                    # not get through whole, so it goes again, on another connection.
-                    continue
-                raise _mapped(exc)(type(exc).__name__) from _os_error(exc)
+        try:
+            response = await self._send(session, request, phases)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise _mapped(exc)(type(exc).__name__) from _os_error(exc)
         version = response.version
         return httpx.Response(
             response.status,

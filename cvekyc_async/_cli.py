@@ -147,17 +147,17 @@ def _size(text: str) -> int:
 def _concurrency(text: str) -> int | AdaptiveConcurrency:
     """``N`` requests in flight, or ``auto`` (``auto:N``: at most N) to let the client find
     the level the service takes."""
-    word, _, ceiling = text.strip().lower().partition(":")
+    word, colon, ceiling = text.strip().lower().partition(":")
     if word == "auto":
-        if not ceiling:
+        if not colon:
             return AdaptiveConcurrency()
-        if not ceiling.isdigit() or not 1 <= int(ceiling) <= 10_000:
+        if not (ceiling.isascii() and ceiling.isdigit()) or not 1 <= int(ceiling) <= 10_000:
             raise argparse.ArgumentTypeError(
                 f"auto:N takes a ceiling from 1 to 10000, not {ceiling!r}"
             )
         top = int(ceiling)
         return AdaptiveConcurrency(initial=min(4, top), ceiling=top)
-    if not word.isdigit() or not 1 <= int(word) <= 10_000:
+    if colon or not (word.isascii() and word.isdigit()) or not 1 <= int(word) <= 10_000:
         raise argparse.ArgumentTypeError(
             f"must be a number of requests from 1 to 10000, or auto, not {text.strip()!r}"
         )

@@ -202,6 +202,11 @@ class AutoTransport(httpx.AsyncBaseTransport):
         self._built: dict[str, httpx.AsyncBaseTransport] = {}
         #: The transport chosen for this event loop, once a request has been made.
         self.choice: TransportChoice | None = None
+        if proxy is not None and proxy.url.scheme not in ("http", "https"):
+            # Only the httpx pools take a SOCKS proxy: built now, so that a missing socksio
+            # is a ConfigurationError of the constructor, not an ImportError of a call.
+            self.choice = "sharded"
+            self._get("sharded")
 
     def _get(self, choice: TransportChoice) -> httpx.AsyncBaseTransport:
         found = self._built.get(choice)
@@ -218,10 +223,7 @@ class AutoTransport(httpx.AsyncBaseTransport):
                 on_asyncio = True
             except RuntimeError:
                 on_asyncio = False
-            socks = self._proxy is not None and self._proxy.url.scheme not in ("http", "https")
-            self.choice = (
-                "aiohttp" if on_asyncio and not socks and _aiohttp_installed() else "sharded"
-            )
+            self.choice = "aiohttp" if on_asyncio and _aiohttp_installed() else "sharded"
         if "respx" in sys.modules:
             return self
         return self._get(self.choice)

@@ -114,6 +114,41 @@ def test_after_an_overload_the_limit_stays_below_it_for_a_while() -> None:
     assert limit.current == 36  # then probes above it again, one at a time
 
 
+def test_a_run_of_quick_answers_does_not_pin_the_limit_down() -> None:
+    # Answers of 5 ms for a while (cache hits, tiny images), then 60 ms for good: shrinking
+    # does not bring latency back down, so the 5 ms mark is dropped and the limit grows again.
+    limit = AdaptiveLimit(AdaptiveConcurrency(initial=32, ceiling=64), clock=Clock())
+    for _ in range(3):
+        window(limit, 0.005)
+    levels = []
+    for _ in range(40):
+        window(limit, 0.060)
+        levels.append(limit.current)
+    assert min(levels) >= 16  # a few steps down, not to the floor
+    assert levels[-1] == 64
+
+
+@pytest.mark.parametrize("instant", [0.0, 1e-9])
+def test_instant_answers_do_not_pin_the_limit_at_the_floor(instant: float) -> None:
+    limit = AdaptiveLimit(AdaptiveConcurrency(initial=8, ceiling=32), clock=Clock())
+    window(limit, instant)
+    for _ in range(40):
+        window(limit, 0.002)
+    assert limit.current == 32
+
+
+def test_a_queue_of_ours_is_never_taken_for_the_services_latency() -> None:
+    # A service that takes 8 at once and queues the rest, never answering 429: latency grows
+    # with what is in flight beyond 8. The limit must come down to near 8 and stay there.
+    limit = AdaptiveLimit(AdaptiveConcurrency(initial=4, ceiling=64, tolerance=1.5), clock=Clock())
+    levels = []
+    for _ in range(400):
+        window(limit, 0.05 * max(1.0, limit.current / 8))
+        levels.append(limit.current)
+    assert max(levels[-300:]) <= 13  # about 1.5 x the no-load latency: half a queue
+    assert min(levels[-300:]) >= 7
+
+
 def test_it_never_falls_below_the_minimum() -> None:
     limit = AdaptiveLimit(AdaptiveConcurrency(initial=2, minimum=2), clock=Clock())
     for _ in range(10):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trustme
 
-from cvekyc_async import APIConnectionError, AsyncCVClient, ConfigurationError
+from cvekyc_async import APIConnectionError, APITimeoutError, AsyncCVClient, ConfigurationError
 from cvekyc_async._transport import environment_proxy
 from cvekyc_async.emulator import EmulatorApp, EmulatorState, RunningEmulator, specimen_path
 from cvekyc_async.emulator._server import _Server, bind_socket, uvicorn_config
@@ -191,6 +194,70 @@ async def test_proxy_credentials_never_show_in_errors(monkeypatch: pytest.Monkey
             await client.extract_card(CARD)
         shown = [str(info.value), repr(info.value), repr(client)]
     assert not any("pa55word" in s for s in shown)
+
+
+@contextlib.contextmanager
+def silent_proxy() -> Iterator[int]:
+    """A proxy that takes connections and never answers (CONNECT included)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for s in accepted:
+            s.close()
+        server.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_proxy_that_never_answers_times_out(
+    transport: str, anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skip_aiohttp_on_trio(transport, anyio_backend)
+    with silent_proxy() as port:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        async with AsyncCVClient(
+            "k",
+            "s",
+            max_retries=0,
+            timeout=httpx.Timeout(0.3),
+            transport=transport,  # type: ignore[arg-type]
+        ) as client:
+            with pytest.raises(APITimeoutError) as info:
+                await client.extract_card(CARD)
+    # The request never reached the service; httpcore calls the wait for CONNECT's answer a
+    # read, aiohttp part of making the connection.
+    assert info.value.kind in {"connect", "read"}
+
+
+def test_a_socks_proxy_without_socksio_is_a_configuration_error_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("aiohttp")
+    try:
+        import socksio  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("socksio is installed")
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:pa55word@127.0.0.1:1080")
+    with pytest.raises(ConfigurationError, match="socksio") as info:
+        AsyncCVClient("k", "s")  # transport="auto": only the httpx pools take SOCKS
+    assert "pa55word" not in str(info.value)
 
 
 def test_an_invalid_proxy_url_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
