@@ -163,10 +163,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="each script's smoke run")
     p.add_argument("--no-write", action="store_true", help="leave the READMEs as they are")
+    p.add_argument(
+        "--resume-from",
+        choices=SCRIPTS,
+        help="take the scripts before this one from their saved output (results/NAME.txt)",
+    )
     args = p.parse_args()
     bench_readme = ROOT / "benchmarks" / "README.md"
     text = bench_readme.read_text(encoding="utf-8")
-    for name in SCRIPTS:
+    skip = SCRIPTS.index(args.resume_from) if args.resume_from else 0
+    for name in SCRIPTS[:skip]:
+        text = _replace(text, f"run:{name}", (RESULTS_DIR / f"{name}.txt").read_text("utf-8"))
+    for name in SCRIPTS[skip:]:
         cmd = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else [])]
         print(f"$ {' '.join(cmd[1:])}", flush=True)
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -176,6 +184,7 @@ def main() -> None:
             line for line in proc.stdout.splitlines() if not line.startswith("raw numbers:")
         )
         print(shown, flush=True)
+        (RESULTS_DIR / f"{name}.txt").write_text(shown + "\n", encoding="utf-8")
         text = _replace(text, f"run:{name}", shown)
     env = _load("throughput")["environment"]
     text = _replace(

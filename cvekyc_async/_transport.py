@@ -1,4 +1,7 @@
-"""The transports behind ``AsyncCVClient``: how requests reach httpx's connection pools.
+"""The transports behind ``AsyncCVClient``: how requests reach the network.
+
+``"auto"`` (the default) is aiohttp's stack on asyncio (``_aiohttp``: about half the CPU per
+request) and the sharded httpx pools under trio. One behaviour suite runs on each.
 
 httpx's pool (httpcore) scans every connection and every waiting request each time a request
 starts or ends, so its cost per request grows with the requests in flight: measured here, one
