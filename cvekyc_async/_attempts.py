@@ -622,9 +622,11 @@ _AIOHTTP_NOT_CONNECTED = frozenset({"ClientConnectorError", "ServerTimeoutError"
 def _sent_before_failing(exc: httpx.TimeoutException) -> bool:
     """Whether a "connect timeout" is in fact a connection lost after the request was sent.
 
-    httpx-aiohttp maps every aiohttp connection error to ``httpx.ConnectTimeout``, a server
-    that closed after reading the whole request included; that one may have been processed
-    (and billed), so it must not be retried as if it never left. The aiohttp cause says which.
+    The httpx-aiohttp package (a transport a caller may give in its own ``http_client``; the
+    client's own aiohttp transport maps failures itself) reports every aiohttp connection error
+    as ``httpx.ConnectTimeout``, a server that closed after reading the whole request included;
+    that one may have been processed (and billed), so it must not be retried as if it never
+    left. The aiohttp cause says which.
     """
     cause = exc.__cause__
     if cause is None or not type(cause).__module__.startswith("aiohttp"):

@@ -322,7 +322,7 @@ async def test_a_server_that_closes_after_the_request_is_an_ambiguous_failure(
     transport: str, anyio_backend: str
 ) -> None:
     # It read the whole request and may have done the work: billing-safe mode must not resend
-    # it, whatever the transport calls the failure (httpx-aiohttp calls it a connect timeout).
+    # it, whatever the transport's own name for the failure.
     if transport == "aiohttp" and anyio_backend == "trio":
         pytest.skip("the aiohttp transport runs under asyncio only")
 
