@@ -75,14 +75,13 @@ def _translated() -> Iterator[None]:
 class _Upload:
     """A body handed over in pieces; taking a piece moves the write deadline on."""
 
-    __slots__ = ("_data", "_offset", "_timeout", "done", "scope")
+    __slots__ = ("_data", "_offset", "_timeout", "scope")
 
     def __init__(self, data: bytes, scope: anyio.CancelScope, timeout: float) -> None:
         self._data = memoryview(data)
         self._offset = 0
         self._timeout = timeout
         self.scope: anyio.CancelScope | None = scope
-        self.done = False
 
     def __aiter__(self) -> _Upload:
         return self
@@ -91,7 +90,6 @@ class _Upload:
         scope = self.scope
         if self._offset >= len(self._data):
             # aiohttp asks for more only once the last piece is written: the upload is over.
-            self.done = True
             if scope is not None:
                 scope.deadline = math.inf
             raise StopAsyncIteration
@@ -245,10 +243,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         phases: dict[str, float | None] = request.extensions.get("timeout", {})
-        try:
+        with _translated():
             response = await self._send(session, request, phases)
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise _mapped(exc)(type(exc).__name__) from _os_error(exc)
         version = response.version
         return httpx.Response(
             response.status,

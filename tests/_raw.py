@@ -1,12 +1,14 @@
-"""A raw HTTP server on loopback for tests that need answers no real server sends: it runs an
-asyncio loop in a thread and hands each connection, its request read, to a handler."""
+"""Raw servers on loopback for tests that need answers no real server sends: ``RawServer`` runs
+an asyncio loop in a thread and hands each connection, its request read, to a handler;
+``silent_server`` takes connections and never reads or answers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
@@ -94,3 +96,35 @@ class RawServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+@contextlib.contextmanager
+def silent_server(receive_buffer: int | None = None) -> Iterator[int]:
+    """``with silent_server() as port:`` a server that accepts connections and never reads from
+    them nor answers (a proxy that never answers CONNECT, a service that never takes an
+    upload). With ``receive_buffer`` (bytes) its sockets' buffers are that small, so an upload
+    to it stalls once they are full."""
+    server = socket.socket()
+    if receive_buffer is not None:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for s in accepted:
+            s.close()
+        server.close()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +17,7 @@ from cvekyc_async import APIConnectionError, APITimeoutError, AsyncCVClient, Con
 from cvekyc_async._transport import environment_proxy
 from cvekyc_async.emulator import EmulatorApp, EmulatorState, RunningEmulator, specimen_path
 from cvekyc_async.emulator._server import _Server, bind_socket, uvicorn_config
+from tests._raw import silent_server
 
 pytestmark = pytest.mark.anyio
 CARD = specimen_path("chip_front.jpg")
@@ -196,39 +195,12 @@ async def test_proxy_credentials_never_show_in_errors(monkeypatch: pytest.Monkey
     assert not any("pa55word" in s for s in shown)
 
 
-@contextlib.contextmanager
-def silent_proxy() -> Iterator[int]:
-    """A proxy that takes connections and never answers (CONNECT included)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                accepted.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for s in accepted:
-            s.close()
-        server.close()
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_proxy_that_never_answers_times_out(
     transport: str, anyio_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     skip_aiohttp_on_trio(transport, anyio_backend)
-    with silent_proxy() as port:
+    with silent_server() as port:
         monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
         async with AsyncCVClient(
             "k",

@@ -15,7 +15,6 @@ import random
 import socket
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +39,7 @@ from cvekyc_async import (
 )
 from cvekyc_async.emulator import RunningEmulator, specimen_path
 from tests import samples
-from tests._raw import RawServer
+from tests._raw import RawServer, silent_server
 
 pytestmark = pytest.mark.anyio
 CARD = specimen_path("chip_front.jpg")
@@ -214,39 +213,10 @@ async def test_a_stalled_answer_is_a_read_timeout(
     assert info.value.attempts == 1  # ambiguous: not resent in billing-safe mode
 
 
-@contextlib.contextmanager
-def never_reading() -> Iterator[int]:
-    """A server that accepts connections and never reads from them, with a tiny receive
-    buffer: an upload to it stalls once the socket buffers are full."""
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                accepted.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for s in accepted:
-            s.close()
-        server.close()
-
-
 async def test_an_upload_that_stops_moving_is_a_write_timeout(transport: str) -> None:
     big = samples.JPEG + bytes(24 * 1024 * 1024)  # far more than the socket buffers hold
     timeout = httpx.Timeout(10.0, write=0.3)
-    with never_reading() as port:
+    with silent_server(receive_buffer=4096) as port:
         async with raw_client(
             f"http://127.0.0.1:{port}",
             transport,
@@ -277,7 +247,6 @@ async def test_a_full_client_fails_fast_with_queue_timeout(
     async with cv_emulator.client(
         max_concurrency=1, queue_timeout=0.05, timeout=timeout, retry=SAFE, transport=transport
     ) as client:
-        busy = anyio.Event()
 
         async def hold() -> None:
             with contextlib.suppress(CVError):
@@ -287,7 +256,6 @@ async def test_a_full_client_fails_fast_with_queue_timeout(
             tg.start_soon(hold)
             while client.in_flight == 0:
                 await anyio.sleep(0.005)
-            busy.set()
             with pytest.raises(QueueTimeoutError) as info:
                 await client.extract_card(CARD)
             tg.cancel_scope.cancel()
