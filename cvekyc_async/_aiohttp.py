@@ -11,12 +11,19 @@ failures from every transport:
   ``httpx.ReadTimeout``: the service may have done the work;
 - an upload that stops moving for the ``write`` timeout is ``httpx.WriteTimeout``. aiohttp has
   no write timeout of its own: the body is handed over in pieces, and each piece taken moves
-  the deadline on.
+  the deadline on;
+- an answer that arrived but is not HTTP is ``UnparsableAnswer`` (``_wire``).
+
+aiohttp reads every connection as data arrives, idle ones included, so bytes a server sends
+after its answer never show on the socket: its protocol here notes them, and a connection that
+received any is not reused (``_wire``'s first rule).
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
+import functools
 import math
 import select
 import ssl
@@ -27,6 +34,10 @@ from typing import Any
 import aiohttp
 import anyio
 import httpx
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, TransferEncodingError
+
+from ._wire import HEAD_LIMIT, NotDelivered, UnparsableAnswer, closes_connection, is_reset
 
 __all__ = ["AiohttpTransport"]
 
@@ -35,8 +46,24 @@ __all__ = ["AiohttpTransport"]
 _PIECE = 256 * 1024
 
 
+def _unparsable(exc: BaseException) -> bool:
+    """Whether aiohttp failed on an answer it received but could not parse (not on one that
+    ended early: a body shorter than announced is a lost connection)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, HttpProcessingError):
+            ended_early = isinstance(seen, ContentLengthError) or (
+                isinstance(seen, TransferEncodingError) and "not enough data" in str(seen).lower()
+            )
+            return not ended_early
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _mapped(exc: BaseException) -> type[httpx.TransportError]:
     """The httpx error for an aiohttp failure, by whether the request may have been sent."""
+    if _unparsable(exc):
+        return UnparsableAnswer
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout
     if isinstance(exc, aiohttp.SocketTimeoutError):
@@ -118,7 +145,8 @@ class _Body(httpx.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
-        # release() hands a fully read connection back to the pool and closes any other.
+        # release() hands a fully read connection back to the pool (if it holds nothing more,
+        # see _Connector) and closes any other.
         self._response.release()
 
 
@@ -149,14 +177,75 @@ def _closed_by_peer(connection: aiohttp.connector.Connection) -> bool:
         return True
 
 
+# The kept-alive connection the current request was given, if it was given one (set by
+# _Connector._get, read by AiohttpTransport when the request fails).
+_reused: contextvars.ContextVar[_Handler | None] = contextvars.ContextVar("_reused", default=None)
+
+
+class _Handler(ResponseHandler):
+    """aiohttp's protocol for one connection, noting bytes that arrive while it sits idle in
+    the pool: whatever they are (an answer nobody asked for, the rest of one), the connection
+    is not used again. It also counts the bytes of the answer to the request in progress."""
+
+    _idle = False
+    _unsolicited = False
+    answered = 0
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            if self._idle:
+                self._unsolicited = True
+            self.answered += len(data)
+        super().data_received(data)
+
+    def feed_data(self, data: Any, size: int = 0) -> None:
+        # An answer parsed: one whose status retires the connection marks it now (aiohttp
+        # hands a connection back as soon as a short body is read, before any caller sees it).
+        if closes_connection(getattr(data[0], "code", 0)):
+            self._should_close = True
+        super().feed_data(data, size)
+
+    def set_response_params(self, *args: Any, **kwargs: Any) -> None:
+        # Called as a request goes out on this connection: from here on, bytes are its answer.
+        self._idle = False
+        self.answered = 0
+        super().set_response_params(*args, **kwargs)
+
+    @property
+    def should_close(self) -> bool:
+        # aiohttp's own test covers the rest: the server asked to close, the body was not read
+        # to its end, an error, an answer already parsed past this one.
+        return self._unsolicited or super().should_close
+
+
 class _Connector(aiohttp.TCPConnector):
-    """aiohttp's connector, dropping kept-alive connections the server has closed before it
-    hands them out (aiohttp finds out only when it writes to one)."""
+    """aiohttp's connector with ``_wire``'s rule for reuse, applied where a connection is handed
+    back and again where it is taken: a connection that holds or has received anything beyond
+    its last answer, or that the server has closed, is closed instead (aiohttp checks only at
+    release, and finds a closed connection only when it writes to one)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._factory = functools.partial(_Handler, loop=self._loop)  # type: ignore[assignment]
+
+    def _release(self, key: Any, protocol: ResponseHandler, **kwargs: Any) -> None:
+        if isinstance(protocol, _Handler):
+            protocol._idle = True
+        super()._release(key, protocol, **kwargs)
 
     async def _get(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection | None:
         while True:
             connection = await super()._get(*args, **kwargs)
-            if connection is None or not _closed_by_peer(connection):
+            if connection is None:
+                return None
+            protocol = connection.protocol
+            if (
+                protocol is not None
+                and not protocol.should_close
+                and not _closed_by_peer(connection)
+            ):
+                if isinstance(protocol, _Handler):
+                    _reused.set(protocol)
                 return connection
             connection.close()
 
@@ -215,6 +304,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             trust_env=False,  # the client reads the environment itself
             cookie_jar=aiohttp.DummyCookieJar(),
+            max_line_size=HEAD_LIMIT,
+            max_field_size=HEAD_LIMIT,
         )
         # aiohttp sends a GET again, unasked, when its connection breaks: a GET of an image by
         # URL may have been read and billed, and whether to resend is the retry policy's call.
@@ -243,8 +334,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         phases: dict[str, float | None] = request.extensions.get("timeout", {})
-        with _translated():
-            response = await self._send(session, request, phases)
+        taken = _reused.set(None)
+        try:
+            with _translated():
+                response = await self._send(session, request, phases)
+        except httpx.ReadError as exc:
+            reused = _reused.get()
+            if reused is not None and reused.answered == 0 and is_reset(exc.__cause__):
+                raise NotDelivered("the server had closed the kept-alive connection") from None
+            raise
+        finally:
+            _reused.reset(taken)
         version = response.version
         return httpx.Response(
             response.status,

@@ -42,6 +42,7 @@ from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, r
 from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
 from ._transport import AutoTransport
 from ._usage import Usage
+from ._wire import is_unparsable
 
 __all__ = ["Engine", "Exchange", "Secret", "Settings"]
 
@@ -491,6 +492,7 @@ class Engine:
             request = self.build_request(path, payloads, get_thumb, body, settings.timeout)
             sent = time.perf_counter()
             self.usage.requests += 1
+            response: httpx.Response | None = None
             try:
                 if self.direct is not None:
                     response = await self.direct.handle_async_request(request)
@@ -515,6 +517,15 @@ class Engine:
                 _log_attempt(method, path, attempt, f"{kind} timeout", sent)
                 raise APITimeoutError(f"{kind} timeout talking to the service", kind=kind) from None
             except httpx.TransportError as exc:
+                if is_unparsable(exc):
+                    # It arrived, so the request was read (and may have been billed); the same
+                    # request would most likely meet the same answer: not resent.
+                    _log_attempt(method, path, attempt, "unparsable answer", sent)
+                    raise MalformedResponseError(
+                        "an answer that is not valid HTTP",
+                        status_code=None if response is None else response.status_code,
+                        headers=None if response is None else response.headers,
+                    ) from None
                 kind = "connect" if isinstance(exc, httpx.ConnectError) else "transport"
                 _log_attempt(method, path, attempt, type(exc).__name__, sent)
                 raise APIConnectionError(

@@ -17,7 +17,8 @@
     │   ├── NotFoundError          404 (a wrong ``base_url``)
     │   ├── RateLimitError         429
     │   └── InternalServerError    500 and above
-    ├── MalformedResponseError     a 2xx answer whose body is not the expected JSON
+    ├── MalformedResponseError     a 2xx answer whose body is not the expected JSON, or an
+    │   │                          answer that is not valid HTTP
     │   └── ResponseTooLargeError  an answer over ``max_response_size`` (any status)
     ├── APIConnectionError         the request could not be sent or its answer not received
     │   └── APITimeoutError        a connect, write, read, pool or overall timeout
@@ -304,10 +305,12 @@ def status_error_for(status_code: int) -> type[APIStatusError]:
 
 
 class MalformedResponseError(CVError):
-    """A 2xx answer whose body is not the JSON envelope the API documents.
+    """A 2xx answer whose body is not the JSON envelope the API documents, or an answer that is
+    not valid HTTP (a garbage status line, conflicting lengths, a head over the size limits, a
+    broken chunk). The request was read, so the service may have billed it: not retried.
 
     Attributes:
-        status_code: the HTTP status.
+        status_code: the HTTP status (``None`` when the status line itself was unreadable).
         body: the whole body as received (not shown in ``str()`` or ``repr()``).
         content_type: the answer's ``Content-Type``.
         headers: the answer's headers.
@@ -317,7 +320,7 @@ class MalformedResponseError(CVError):
         self,
         reason: str,
         *,
-        status_code: int,
+        status_code: int | None,
         body: bytes = b"",
         content_type: str = "",
         headers: httpx.Headers | None = None,
@@ -326,10 +329,13 @@ class MalformedResponseError(CVError):
         attempts: int = 0,
         elapsed: float = 0.0,
     ) -> None:
-        text = (
-            f"the service sent an answer that is not the expected JSON ({reason}; "
-            f"HTTP {status_code}, {describe_body(body, content_type)})"
-        )
+        if status_code is None:
+            text = f"the service sent an answer that is not valid HTTP ({reason})"
+        else:
+            text = (
+                f"the service sent an answer that is not the expected JSON ({reason}; "
+                f"HTTP {status_code}, {describe_body(body, content_type)})"
+            )
         super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
         self.status_code = status_code
         self.body = body

@@ -9,6 +9,11 @@ pool served 600-850 requests/s with 16 in flight but 100-170 with 64 to 256 (see
 ``benchmarks/README.md``). ``ShardedTransport`` keeps httpx as the interface but spreads the
 requests over several small pools, each holding a few connections, and sends each request to
 the pool with the fewest in flight; its cost per request then stays flat as concurrency rises.
+
+Every httpx pool built here is a ``GuardedPool``: httpcore checks that an idle connection's
+socket has nothing to read before reusing it, but not what its parser already buffered past an
+answer (bytes that came in the same read). ``GuardedPool`` retires such a connection when its
+answer is closed, so that ``_wire``'s rule for reuse holds as it does on aiohttp.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ._wire import NotDelivered, UnparsableAnswer, closes_connection, is_reset
+
 __all__ = [
     "DEFAULT_CONNECTIONS_PER_POOL",
     "AutoTransport",
+    "GuardedPool",
     "ShardedTransport",
     "TransportChoice",
     "build_transport",
@@ -36,6 +44,77 @@ TransportChoice = Literal["auto", "sharded", "pool", "aiohttp"]
 
 #: Connections per small pool. Throughput was flat from 2 to 8 per pool and fell past 16.
 DEFAULT_CONNECTIONS_PER_POOL = 4
+
+
+def _http11_of(stream: object) -> Any:
+    """The httpcore HTTP/1.1 connection an httpx answer's body is read from, or ``None`` (HTTP/2,
+    or an httpcore whose insides differ from the 1.x series)."""
+    pool_request = getattr(getattr(stream, "_httpcore_stream", None), "_pool_request", None)
+    connection = getattr(pool_request, "connection", None)
+    for _ in range(4):  # a pooled connection, through a proxy's, to the HTTP/1.1 one
+        if connection is None or hasattr(connection, "_h11_state"):
+            return connection
+        connection = getattr(connection, "_connection", None)
+    return None
+
+
+class _Retiring(httpx.AsyncByteStream):
+    """An answer's body from an httpx pool. Closing it hands the connection back to the pool,
+    unless its parser holds bytes past the answer or its status retires it: then the connection
+    is closed once the pool has it back."""
+
+    __slots__ = ("_inner", "_retire")
+
+    def __init__(self, inner: httpx.AsyncByteStream, retire: bool) -> None:
+        self._inner = inner
+        self._retire = retire
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._inner.__aiter__()
+
+    async def aclose(self) -> None:
+        connection = _http11_of(self._inner)
+        retire = self._retire
+        if connection is not None and not retire:
+            try:
+                retire = bool(connection._h11_state.trailing_data[0])
+            except AttributeError:
+                retire = False
+        await self._inner.aclose()
+        if retire and connection is not None and connection.is_idle():
+            # A request the pool assigned to it meanwhile finds it closed and is sent on
+            # another connection (httpcore's ConnectionNotAvailable).
+            await connection.aclose()
+
+
+class GuardedPool(httpx.AsyncHTTPTransport):
+    """httpx's connection pool with ``_wire``'s rules: a connection holding bytes past an
+    answer, or after a gateway gave up (408, 502, 504), is not reused; an answer with both
+    ``Content-Length`` and ``Transfer-Encoding`` (which aiohttp refuses to parse, and RFC 9112
+    says to handle as an error: it is how responses are split) is ``UnparsableAnswer``."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # httpcore sends on an idle connection when it has one: a reset before the answer then
+        # means the server had closed it (see NotDelivered).
+        reused = any(c.is_idle() for c in self._pool.connections)
+        try:
+            response = await super().handle_async_request(request)
+        except (httpx.ReadError, httpx.WriteError) as exc:
+            if reused and is_reset(exc):
+                raise NotDelivered("the server had closed the kept-alive connection") from None
+            raise
+        headers = response.headers
+        if "transfer-encoding" in headers and "content-length" in headers:
+            connection = _http11_of(response.stream)
+            await response.aclose()
+            if connection is not None and connection.is_idle():
+                await connection.aclose()
+            raise UnparsableAnswer("an answer with both Content-Length and Transfer-Encoding")
+        response.stream = _Retiring(
+            response.stream,  # type: ignore[arg-type]
+            closes_connection(response.status_code),
+        )
+        return response
 
 
 class _Release(httpx.AsyncByteStream):
@@ -98,8 +177,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             keepalive_expiry=keepalive_expiry,
         )
         self._pools = [
-            httpx.AsyncHTTPTransport(verify=context, limits=limits, proxy=proxy)
-            for _ in range(count)
+            GuardedPool(verify=context, limits=limits, proxy=proxy) for _ in range(count)
         ]
         self._in_flight = [0] * count
 
@@ -278,5 +356,5 @@ def build_transport(
             max_keepalive_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
         )
-        return httpx.AsyncHTTPTransport(limits=limits, proxy=proxy, trust_env=trust_env)
+        return GuardedPool(limits=limits, proxy=proxy, trust_env=trust_env)
     raise ValueError(f"transport must be 'auto', 'sharded', 'pool' or 'aiohttp', not {choice!r}")

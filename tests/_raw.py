@@ -128,3 +128,91 @@ def silent_server(receive_buffer: int | None = None) -> Iterator[int]:
         for s in accepted:
             s.close()
         server.close()
+
+
+#: What a ``KeepAliveServer`` writes for one request: byte strings, with a float between two of
+#: them meaning "wait that many seconds" (a server's own delay, not a test's synchronisation).
+Answer = list[bytes | float]
+
+
+class KeepAliveServer:
+    """``with KeepAliveServer(answer) as server:`` serves any number of requests on each
+    connection, answering each with what ``answer(head, body)`` returns, however wrong (one
+    answer too many, say). ``server.wait_answered(n)`` blocks until ``n`` requests have been
+    answered in full."""
+
+    def __init__(self, answer: Callable[[bytes, bytes], Answer]) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._answered = 0
+        self._changed = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        self._loop.run_until_complete(server.wait_closed())
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                for item in self.answer(head, body):
+                    if isinstance(item, float):
+                        await asyncio.sleep(item)
+                    else:
+                        writer.write(item)
+                        await writer.drain()
+                with self._changed:
+                    self._answered += 1
+                    self._changed.notify_all()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        while self._tasks:
+            await asyncio.sleep(0)
+
+    def wait_answered(self, count: int, timeout: float = 10.0) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self._answered >= count, timeout)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> KeepAliveServer:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()

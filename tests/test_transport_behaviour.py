@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gzip
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from cvekyc_async import (
 )
 from cvekyc_async.emulator import RunningEmulator, specimen_path
 from tests import samples
-from tests._raw import RawServer, silent_server
+from tests._raw import Answer, KeepAliveServer, RawServer, silent_server
 
 pytestmark = pytest.mark.anyio
 CARD = specimen_path("chip_front.jpg")
@@ -154,14 +155,174 @@ async def test_connections_the_server_closed_while_idle_are_not_reused(transport
     try:
         assert proc.stdout is not None
         port = proc.stdout.readline().split()[-1]
-        async with raw_client(f"http://127.0.0.1:{port}", transport, max_retries=0) as client:
+        async with raw_client(f"http://127.0.0.1:{port}", transport, retry=SAFE) as client:
             for _ in range(60):
                 assert (await client.extract_card(CARD)).billed
+            usage = client.usage
+        # When the close and the next request cross, the server resets the connection: that
+        # request never reached it, so it is sent again, even in billing-safe mode, and is not
+        # counted as possibly billed twice.
+        assert usage.ambiguous_retries == 0
+        assert usage.requests == 60 + usage.retries
     finally:
         proc.kill()
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# -- one answer per request: never another call's card ---------------------------------------
+
+
+def _marked(number: int) -> bytes:
+    """An image that tells the server which call sent it."""
+    return samples.JPEG + b"MARK%06d" % number
+
+
+def _card_answer(card_id: str, status: bytes = b"200 OK") -> bytes:
+    body = samples.answer([{**samples.CHIP_FRONT, "info": {"id": card_id}}])
+    return b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        status,
+        len(body),
+        body,
+    )
+
+
+def _mark_of(body: bytes) -> str:
+    found = re.search(rb"MARK(\d{6})", body)
+    assert found is not None
+    return found.group(1).decode()
+
+
+def _with_extra(mode: str) -> object:
+    """A server that sends one answer too many after each of its answers: another person's
+    card, at once in the same write, at once in a write of its own, or 20 ms later."""
+
+    def answer(head: bytes, body: bytes) -> Answer:
+        mark = _mark_of(body)
+        own, extra = _card_answer(mark), _card_answer("EXTRA" + mark)
+        if mode == "same packet":
+            return [own + extra]
+        if mode == "at once":
+            return [own, extra]
+        return [own, 0.02, extra]
+
+    return answer
+
+
+@pytest.mark.parametrize("mode", ["same packet", "at once", "20 ms later"])
+async def test_an_extra_answer_never_reaches_the_next_call(transport: str, mode: str) -> None:
+    with KeepAliveServer(_with_extra(mode)) as server:  # type: ignore[arg-type]
+        async with raw_client(server.base_url, transport, max_retries=0) as client:
+            got = []
+            for number in range(20):
+                result = await client.extract_card(_marked(number))
+                got.append(result.cards[0].info.id)
+                # The next call starts once the extra answer is on its way to the client.
+                await anyio.to_thread.run_sync(server.wait_answered, number + 1)
+    assert got == [f"{n:06d}" for n in range(20)]
+    assert server.connections == 20  # no connection that held more was used again
+
+
+async def test_extra_answers_under_load_reach_no_call(transport: str) -> None:
+    # Extras that come in the same read as the answer are found whatever the timing. (One that
+    # comes in a later packet is found only if it arrives before the connection's next request
+    # leaves: no client can tell a later extra from the next answer.)
+    mode = "same packet"
+    got: dict[int, str] = {}
+
+    async def one(number: int) -> None:
+        result = await client.extract_card(_marked(number))
+        got[number] = str(result.cards[0].info.id)
+
+    with KeepAliveServer(_with_extra(mode)) as server:  # type: ignore[arg-type]
+        async with (
+            raw_client(server.base_url, transport, max_retries=0, max_concurrency=4) as client,
+            anyio.create_task_group() as tg,
+        ):
+            for number in range(40):
+                tg.start_soon(one, number)
+    assert got == {n: f"{n:06d}" for n in range(40)}
+
+
+async def test_a_late_answer_after_a_gateway_timeout_reaches_no_call(transport: str) -> None:
+    # A gateway gives up (504) and the real answer, for that call, follows on the connection:
+    # the next call, sent at once, must get its own answer, not that one.
+    def answer(head: bytes, body: bytes) -> Answer:
+        mark = _mark_of(body)
+        if int(mark) % 2 == 0:
+            return [_card_answer("", b"504 Gateway Timeout"), 0.02, _card_answer("LATE" + mark)]
+        return [_card_answer(mark)]
+
+    with KeepAliveServer(answer) as server:
+        async with raw_client(server.base_url, transport, max_retries=0) as client:
+            for number in range(0, 20, 2):
+                with pytest.raises(InternalServerError) as info:
+                    await client.extract_card(_marked(number))
+                assert info.value.status_code == 504
+                result = await client.extract_card(_marked(number + 1))
+                assert result.cards[0].info.id == f"{number + 1:06d}"
+
+
+# -- answers that arrived but are not HTTP ------------------------------------------------------
+
+_OK = samples.answer([samples.CHIP_FRONT])
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param(b"HTZP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", id="garbage status line"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(_OK), len(_OK) + 1, _OK),
+            id="conflicting Content-Length",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (b"a" * 200_000, len(_OK), _OK),
+            id="a header over the limit",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(_OK), len(_OK), _OK),
+            id="Content-Length with chunked",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n%s\r\n0\r\n\r\n" % _OK,
+            id="a broken chunk",
+        ),
+    ],
+)
+async def test_an_answer_that_is_not_http_is_malformed_and_not_resent(
+    transport: str, wire: bytes
+) -> None:
+    async def answer(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(wire)
+
+    with RawServer(answer) as server:
+        async with raw_client(server.base_url, transport, retry=NO_WAIT) as client:
+            with pytest.raises(MalformedResponseError) as info:
+                await client.extract_card(CARD)
+            usage = client.usage
+    assert server.requests == 1  # it arrived, so the request was read: never sent again
+    assert info.value.attempts == 1
+    assert usage.ambiguous_retries == 0
+    assert "aaaa" not in str(info.value)  # nothing the server sent is quoted
+
+
+async def test_a_long_header_in_a_valid_answer_is_read_alike(transport: str) -> None:
+    async def answer(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nX-Trace: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (b"t" * 9_000, len(_OK), _OK)
+        )
+
+    with RawServer(answer) as server:
+        async with raw_client(server.base_url, transport, retry=NO_WAIT) as client:
+            result = await client.extract_card(CARD)
+    assert result.billed
+    assert server.requests == 1
 
 
 # -- each kind of timeout --------------------------------------------------------------------

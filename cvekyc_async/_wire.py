@@ -1,0 +1,83 @@
+"""What every transport agrees on about the wire, beyond httpx's errors.
+
+Two rules that each transport applies in its own way, so that they behave alike:
+
+- **A connection goes back to the pool only when it holds nothing more.** After an answer, a
+  connection is reused only when its parser is idle with no unread bytes, nothing arrived while
+  it sat idle, and the server did not ask to close. A server that sends one answer too many (a
+  gateway's late real answer after its own timeout answer, a buggy proxy) would otherwise hand
+  the extra answer, another person's card, to the next call on that connection. Answers from a
+  gateway that gave up waiting (408, 502, 504) close their connection too: the real answer may
+  still be on its way.
+- **An answer that arrived but is not HTTP** (a garbage status line, conflicting lengths, a head
+  over the parser's limits, a broken chunk) is ``UnparsableAnswer``: the request was read and
+  may have been billed, but resending would most likely meet the same answer, so the attempt
+  loop raises ``MalformedResponseError`` and does not resend it. A connection that ends early
+  (before or during an answer) stays a lost connection.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+__all__ = [
+    "HEAD_LIMIT",
+    "NotDelivered",
+    "UnparsableAnswer",
+    "closes_connection",
+    "is_reset",
+    "is_unparsable",
+]
+
+#: The most an answer's status line or one header may take, on every transport (httpcore's
+#: limit for a whole head is 100 KiB; aiohttp's default of 8,190 bytes a line refused real
+#: answers with one long header).
+HEAD_LIMIT = 64 * 1024
+
+# Statuses after which the connection is not reused: the gateway stopped waiting, and the
+# answer it gave up on may still arrive on the same connection.
+_GAVE_UP = frozenset({408, 502, 504})
+
+
+def closes_connection(status_code: int) -> bool:
+    """Whether an answer with this status retires its connection (see the module docstring)."""
+    return status_code in _GAVE_UP
+
+
+class UnparsableAnswer(httpx.RemoteProtocolError):
+    """The service sent bytes that are not a valid HTTP answer (the request was sent)."""
+
+
+class NotDelivered(httpx.ConnectError):
+    """A request sent into a kept-alive connection that the server had closed meanwhile, found
+    out by a reset: the server's side no longer read the connection, so the request cannot have
+    been processed, and resending it cannot bill twice (the race every HTTP/1.1 client meets:
+    the server closes an idle connection as the client reuses it)."""
+
+
+def is_reset(exc: BaseException | None) -> bool:
+    """Whether a failure comes from the peer resetting the connection (or a write into one it
+    had closed), anywhere in its chain."""
+    while exc is not None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+# h11's messages for a connection that ended early: lost, not malformed.
+_ENDED_EARLY = ("peer ", "can't receive data when peer state is error")
+
+
+def is_unparsable(exc: BaseException) -> bool:
+    """Whether an httpx error stands for an answer that arrived but could not be parsed."""
+    if isinstance(exc, UnparsableAnswer):
+        return True
+    if not isinstance(exc, httpx.RemoteProtocolError):
+        return False
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__module__.startswith("h11") and type(seen).__name__ == "RemoteProtocolError":
+            return not str(seen).lower().startswith(_ENDED_EARLY)
+        seen = seen.__cause__ or seen.__context__
+    return False
