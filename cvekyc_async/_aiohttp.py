@@ -21,6 +21,7 @@ received any is not reused (``_wire``'s first rule).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextvars
 import functools
@@ -100,7 +101,10 @@ def _translated() -> Iterator[None]:
 
 
 class _Upload:
-    """A body handed over in pieces; taking a piece moves the write deadline on."""
+    """A body handed over in pieces; taking a piece moves the write deadline on. Once the
+    server has begun to answer, no more pieces are handed over: the answer (a 413 before a
+    large upload is read, say) is what the call gets, not the broken pipe that writing on
+    into a closing connection would end in."""
 
     __slots__ = ("_data", "_offset", "_timeout", "scope")
 
@@ -117,6 +121,16 @@ class _Upload:
         scope = self.scope
         if self._offset >= len(self._data):
             # aiohttp asks for more only once the last piece is written: the upload is over.
+            if scope is not None:
+                scope.deadline = math.inf
+            raise StopAsyncIteration
+        handler = _sending.get()
+        if (
+            self._offset
+            and handler is not None
+            and (handler.answered or _readable(handler.transport))
+        ):
+            handler.force_close()  # the body was cut short: the connection is done
             if scope is not None:
                 scope.deadline = math.inf
             raise StopAsyncIteration
@@ -162,7 +176,11 @@ async def _body_of(request: httpx.Request) -> bytes | None:
 def _closed_by_peer(connection: aiohttp.connector.Connection) -> bool:
     """Whether an idle kept-alive connection reads as ready: the server has closed it (or
     spoken out of turn), and a request sent into it would fail. httpcore checks the same."""
-    transport = connection.transport
+    return _readable(connection.transport)
+
+
+def _readable(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether a connection's socket has something to read (or has been closed)."""
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None:
         return False
@@ -180,6 +198,9 @@ def _closed_by_peer(connection: aiohttp.connector.Connection) -> bool:
 # The kept-alive connection the current request was given, if it was given one (set by
 # _Connector._get, read by AiohttpTransport when the request fails).
 _reused: contextvars.ContextVar[_Handler | None] = contextvars.ContextVar("_reused", default=None)
+# The connection the current request is being sent on (set as it goes out; aiohttp writes the
+# body in a task started then, which sees it).
+_sending: contextvars.ContextVar[_Handler | None] = contextvars.ContextVar("_sending", default=None)
 
 
 class _Handler(ResponseHandler):
@@ -209,6 +230,7 @@ class _Handler(ResponseHandler):
         # Called as a request goes out on this connection: from here on, bytes are its answer.
         self._idle = False
         self.answered = 0
+        _sending.set(self)
         super().set_response_params(*args, **kwargs)
 
     @property
@@ -334,7 +356,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         phases: dict[str, float | None] = request.extensions.get("timeout", {})
-        taken = _reused.set(None)
+        taken, sending = _reused.set(None), _sending.set(None)
         try:
             with _translated():
                 response = await self._send(session, request, phases)
@@ -345,6 +367,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise
         finally:
             _reused.reset(taken)
+            _sending.reset(sending)
         version = response.version
         return httpx.Response(
             response.status,
@@ -374,10 +397,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         }
         data = await _body_of(request)
         write = phases.get("write")
-        if data is None or write is None or len(data) <= _PIECE:
+        if data is None or len(data) <= _PIECE:
             return await session.request(request.method, str(request.url), data=data, **options)
         scope = anyio.CancelScope()
-        upload = _Upload(data, scope, write)
+        upload = _Upload(data, scope, math.inf if write is None else write)
         try:
             with scope:
                 response = await session.request(

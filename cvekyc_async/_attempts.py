@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -647,10 +648,11 @@ def _sent_before_failing(exc: httpx.TimeoutException) -> bool:
 
 def _describe_failure(exc: BaseException) -> str:
     """Name a transport failure without its message, which can quote what the server sent
-    (h11's protocol errors show the offending bytes); an OS error's own text is kept."""
+    (h11's protocol errors show the offending bytes) or the URL (aiohttp's OS errors do); an
+    OS error is named by the system's text for its number, never by its own."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, OSError) and cause.strerror:
-            return f"{type(exc).__name__} ({cause.strerror})"
+        if isinstance(cause, OSError) and isinstance(cause.errno, int) and cause.errno > 0:
+            return f"{type(exc).__name__} ({os.strerror(cause.errno)})"
         cause = cause.__cause__ or cause.__context__
     return type(exc).__name__

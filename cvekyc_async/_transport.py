@@ -19,6 +19,8 @@ answer is closed, so that ``_wire``'s rule for reuse holds as it does on aiohttp
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 import sys
 import urllib.request
@@ -26,6 +28,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from ._wire import NotDelivered, UnparsableAnswer, closes_connection, is_reset
@@ -87,11 +90,128 @@ class _Retiring(httpx.AsyncByteStream):
             await connection.aclose()
 
 
+# Uploads larger than this are written in pieces of this size, looking for an early answer
+# before each (the aiohttp transport hands its uploads over in pieces of the same size).
+_PIECE = 256 * 1024
+
+
+def _spare_handle(raw: Any) -> socket.socket | None:
+    """A second handle on a connection's socket (asyncio and trio each wrap theirs)."""
+    try:
+        return socket.socket(fileno=os.dup(raw.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _unread(sock: socket.socket) -> bytes:
+    """What a socket has received and nobody has read yet (without waiting)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < 64 * 1024:
+        try:
+            chunk = sock.recv(64 * 1024 - size, socket.MSG_DONTWAIT)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+class _Watched(httpcore.AsyncNetworkStream):
+    """A connection that stops writing an upload once the server has begun to answer.
+
+    A server may answer before it has read the whole request (413 for an upload too large)
+    and close. On asyncio, writing on into the closed connection fails and takes the unread
+    answer with it, so the call would end as a broken connection and be sent again. Here a
+    large upload is written in pieces; when the server has spoken before a piece, its answer
+    is read and kept, and the write fails: httpcore then reads the answer (served from what was
+    kept), as it does for any write that fails. TLS connections are written whole: their
+    socket also reads as ready for the protocol's own messages.
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._early = b""
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._early:
+            data, self._early = self._early[:max_bytes], self._early[max_bytes:]
+            return data
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        inner = self._inner
+        if len(buffer) <= _PIECE or inner.get_extra_info("ssl_object") is not None:
+            await inner.write(buffer, timeout)
+            return
+        # On asyncio a failed write closes the connection, unread answer and all; a second
+        # handle on the socket keeps what arrived readable after that.
+        spare = _spare_handle(inner.get_extra_info("socket"))
+        try:
+            view = memoryview(buffer)
+            for start in range(0, len(view), _PIECE):
+                if start and inner.get_extra_info("is_readable"):
+                    self._early = await inner.read(64 * 1024, timeout)
+                    raise httpcore.WriteError("the server answered before the upload ended")
+                await inner.write(view[start : start + _PIECE], timeout)  # type: ignore[arg-type]
+        except httpcore.WriteError:
+            if spare is not None and not self._early:
+                self._early = _unread(spare)
+            raise
+        finally:
+            if spare is not None:
+                spare.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return await self._inner.start_tls(ssl_context, server_hostname, timeout)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._early:
+            return True
+        return self._inner.get_extra_info(info)
+
+
+class _WatchedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, its plain TCP connections ``_Watched``."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        return _Watched(await self._inner.connect_tcp(*args, **kwargs))
+
+    async def connect_unix_socket(
+        self, *args: Any, **kwargs: Any
+    ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - the client connects over TCP
+        return await self._inner.connect_unix_socket(*args, **kwargs)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
 class GuardedPool(httpx.AsyncHTTPTransport):
     """httpx's connection pool with ``_wire``'s rules: a connection holding bytes past an
-    answer, or after a gateway gave up (408, 502, 504), is not reused; an answer with both
+    answer, or after a gateway gave up (408, 502, 504), is not reused; an early answer ends
+    the upload (``_Watched``); an answer with both
     ``Content-Length`` and ``Transfer-Encoding`` (which aiohttp refuses to parse, and RFC 9112
     says to handle as an error: it is how responses are split) is ``UnparsableAnswer``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        pool = self._pool
+        backend = getattr(pool, "_network_backend", None)
+        if backend is not None:
+            pool._network_backend = _WatchedBackend(backend)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         # httpcore sends on an idle connection when it has one: a reset before the answer then

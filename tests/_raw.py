@@ -51,11 +51,13 @@ class RawServer:
     """``with RawServer(handler) as server:`` serves on ``server.port`` until the block ends.
 
     The handler gets each request's head and the writer; the connection is closed after it
-    (the answer's head says so).
+    (the answer's head says so). With ``read_body=False`` the server answers once it has the
+    head, leaving the body unread (as a proxy refusing an upload does).
     """
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, read_body: bool = True) -> None:
         self.handler = handler
+        self.read_body = read_body
         self.requests = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -73,7 +75,10 @@ class RawServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await read_request(reader)
+            if self.read_body:
+                head = await read_request(reader)
+            else:  # an answer to the head alone, the body left unread
+                head = await reader.readuntil(b"\r\n\r\n")
             self.requests += 1
             await self.handler(head, _SaysClose(writer))  # type: ignore[arg-type]
             await writer.drain()

@@ -27,6 +27,7 @@ import pytest
 
 from cvekyc_async import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     AsyncCVClient,
     CVError,
@@ -323,6 +324,27 @@ async def test_a_long_header_in_a_valid_answer_is_read_alike(transport: str) -> 
             result = await client.extract_card(CARD)
     assert result.billed
     assert server.requests == 1
+
+
+async def test_an_answer_before_the_upload_is_read_is_the_calls_answer(transport: str) -> None:
+    # A proxy refuses a large upload as soon as it sees the head (413) and closes, most of the
+    # body unread: the call gets the 413, once, on every transport; not a broken connection
+    # that would be sent again.
+    big = samples.JPEG + bytes(6 * 1024 * 1024)
+
+    async def refuse(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(RawServer(refuse, read_body=False))
+        async with raw_client(
+            server.base_url, transport, retry=NO_WAIT, max_file_size=len(big)
+        ) as client:
+            with pytest.raises(APIStatusError) as info:
+                await client.extract_card(big)
+            usage = client.usage
+    assert info.value.status_code == 413
+    assert server.requests == usage.requests == 1
 
 
 # -- each kind of timeout --------------------------------------------------------------------
