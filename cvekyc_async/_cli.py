@@ -29,12 +29,13 @@ import anyio
 import msgspec
 
 from ._adaptive import AdaptiveConcurrency
-from ._batch import DEFAULT_FATAL_ERRORS, BatchResult
+from ._batch import DEFAULT_FATAL_ERRORS, BatchResult, extract_as_completed
 from ._client import AsyncCVClient
 from ._constants import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_FILE_SIZE, ENV_API_KEY, ENV_API_SECRET
 from ._errors import ConfigurationError, CVError, InvalidInputError
 from ._inputs import ImageSource
 from ._joblog import (
+    INTERRUPTED,
     LockedError,
     ResultLog,
     cli_words,
@@ -53,6 +54,12 @@ from .checks import Assessment
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WRITE = 0, 1, 2, 3
+
+#: Seconds one input may take, every attempt and wait included: an answer that trickles in a
+#: byte at a time never trips the read timeout (it bounds each read), but it trips this.
+DEFAULT_TOTAL_TIMEOUT = 300.0
+#: Seconds the first Ctrl-C (or SIGTERM) waits for the answers in flight before it cancels them.
+DEFAULT_STOP_GRACE = 10.0
 
 
 class UsageError(Exception):
@@ -74,7 +81,17 @@ def _add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
     g.add_argument(
         "--api-secret", help="the API secret itself: visible to other users, prefer the above"
     )
-    g.add_argument("--timeout", type=_seconds, help="read timeout in seconds (default 60)")
+    g.add_argument(
+        "--timeout", type=_seconds, help="read timeout in seconds, for each read (default 60)"
+    )
+    g.add_argument(
+        "--total-timeout",
+        type=_seconds,
+        default=DEFAULT_TOTAL_TIMEOUT,
+        metavar="SECONDS",
+        help="most time one input may take, every retry included "
+        f"(default {DEFAULT_TOTAL_TIMEOUT:g})",
+    )
     g.add_argument("--max-retries", type=int, help="retries of transient failures (default 2)")
     g.add_argument(
         "--max-file-size", type=_size, metavar="SIZE", help="largest upload, e.g. 20M (default 10M)"
@@ -95,6 +112,14 @@ def _add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
             "at most N, default 64) finds the level the service takes",
         )
         g.add_argument("--max-per-second", type=_seconds, help="most requests started per second")
+        g.add_argument(
+            "--stop-grace",
+            type=_seconds,
+            default=DEFAULT_STOP_GRACE,
+            metavar="SECONDS",
+            help="after the first Ctrl-C, how long the answers in flight may take before they "
+            f"are cancelled and left for --resume (default {DEFAULT_STOP_GRACE:g})",
+        )
 
 
 def _client(args: argparse.Namespace, err: TextIO) -> AsyncCVClient:
@@ -110,7 +135,11 @@ def _client(args: argparse.Namespace, err: TextIO) -> AsyncCVClient:
             f"lands in shell history; use ${ENV_API_SECRET} or --api-secret-file\n"
         )
         secret = args.api_secret
-    kwargs: dict[str, Any] = {"base_url": args.base_url, "max_retries": args.max_retries}
+    kwargs: dict[str, Any] = {
+        "base_url": args.base_url,
+        "max_retries": args.max_retries,
+        "total_timeout": args.total_timeout,
+    }
     if args.timeout is not None:
         kwargs["timeout"] = _timeout(args.timeout)
     if getattr(args, "concurrency", None) is not None:
@@ -323,27 +352,60 @@ _DOCUMENTED_TYPES = frozenset(
 
 class _Stop:
     """Why no more inputs are taken: the first SIGINT or SIGTERM, or a failed write. Those in
-    flight are finished (and recorded when the file allows)."""
+    flight are finished (and recorded when the file allows), unless ``forced``: a second signal,
+    or the grace after the first one ran out, cancelled them."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.write_error: OSError | None = None
         self.unrecorded = 0
+        self.forced: str | None = None
 
 
-async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO) -> None:
+async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO, grace: float) -> None:
+    async def cancel_after_grace() -> None:
+        await anyio.sleep(grace)
+        stop.forced = f"the answers in flight did not arrive within --stop-grace {grace:g} s"
+        now.cancel()
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-        async for signum in received:
-            if stop.signal is None:
-                stop.signal = signum
-                err.write(
-                    "\ncvekyc batch: stopping: no new inputs, finishing and recording those in "
-                    "flight (they are billed); press Ctrl-C again to stop at once\n"
-                )
-                err.flush()
-            else:
-                now.cancel()
-                return
+        async with anyio.create_task_group() as timer:
+            async for signum in received:
+                if stop.signal is None:
+                    stop.signal = signum
+                    err.write(
+                        "\ncvekyc batch: stopping: no new inputs; the answers in flight (they are "
+                        f"billed) have {grace:g} s to arrive and be recorded, then they are left "
+                        "for --resume; press Ctrl-C again to stop at once\n"
+                    )
+                    err.flush()
+                    timer.start_soon(cancel_after_grace)
+                else:
+                    stop.forced = "stopped at once by a second signal"
+                    now.cancel()
+                    timer.cancel_scope.cancel()
+                    return
+
+
+def _interrupted_record(job: Job, digest: str | None) -> dict[str, Any]:
+    """The record of an input whose call was cancelled by a forced stop: not done, so
+    ``--resume`` sends it again. Whether the service read (and billed) it is unknown."""
+    return {
+        "key": job.key,
+        "input": list(job.value) if isinstance(job.value, tuple) else job.value,
+        "sha256": digest,
+        "ok": False,
+        "result": None,
+        "error": {
+            "type": INTERRUPTED,
+            "message": "the run stopped before this input's answer was read (the service may "
+            "have read and billed it); --resume sends it again",
+        },
+        "attempts": None,
+        "elapsed": 0.0,
+        "billed": False,
+        "assessment": None,
+    }
 
 
 def _load(job: Job, max_file_size: int) -> tuple[Any, str | None]:
@@ -567,15 +629,33 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     display = ProgressDisplay(err, total=total + skipped, offset=skipped)
     outcomes: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
+
+    def take(result: BatchResult) -> None:
+        job, digest = pending.pop(result.index)
+        assessment = _assess(result)
+        record = result_record(job, result, assessment, digest)
+        if _write(record):
+            outcomes[_outcome(result)] += 1
+            if assessment is not None:
+                verdicts[assessment.verdict] += 1
+        if digest is not None:
+            in_flight.pop(digest, None)
+            error = record["error"]
+            for other in waiting.pop(digest, []):
+                _write(_same_as_record(other, digest, job.key, result.ok, error))
+
     started = time.perf_counter()
     try:
         with anyio.CancelScope() as at_once:
             async with anyio.create_task_group() as watcher:
                 if threading.current_thread() is threading.main_thread():
-                    watcher.start_soon(_watch_signals, stop, at_once, err)
+                    watcher.start_soon(_watch_signals, stop, at_once, err, args.stop_grace)
                 async with (
                     client,
-                    client.extract_as_completed(
+                    # The batch's own stream, not the client's view of it: what arrived before a
+                    # forced stop is drained from it without waiting.
+                    extract_as_completed(
+                        client,
                         inputs(),
                         endpoint=args.endpoint,
                         concurrency=client.max_concurrency,
@@ -585,21 +665,23 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 ):
                     # After a failed write, no input is taken, and the answers in flight (they
                     # are billed) are still read and offered to the file, which may take them.
-                    async for result in results:
-                        job, digest = pending.pop(result.index)
-                        assessment = _assess(result)
-                        record = result_record(job, result, assessment, digest)
-                        if _write(record):
-                            outcomes[_outcome(result)] += 1
-                            if assessment is not None:
-                                verdicts[assessment.verdict] += 1
-                        if digest is not None:
-                            in_flight.pop(digest, None)
-                            error = record["error"]
-                            for other in waiting.pop(digest, []):
-                                _write(_same_as_record(other, digest, job.key, result.ok, error))
+                    try:
+                        async for result in results:
+                            take(result)
+                    finally:
+                        # A forced stop: answers that arrived before it are still recorded.
+                        with contextlib.suppress(
+                            anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError
+                        ):
+                            while True:
+                                take(results.receive_nowait())
                 watcher.cancel_scope.cancel()
     finally:
+        # What a forced stop cancelled is recorded as not done: --resume sends it again.
+        for job, digest in pending.values():
+            if _write(_interrupted_record(job, digest)):
+                outcomes[INTERRUPTED] += 1
+        pending.clear()
         display.finish()
         if log.recorded == 0:
             log.discard()  # nothing recorded: no empty output left behind
@@ -632,7 +714,12 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
     if stop.signal is not None or at_once.cancel_called:
         if output is not None:
-            err.write(f"cvekyc batch: interrupted. {resume}\n")
+            cut = (
+                f" ({stop.forced}: {outcomes[INTERRUPTED]} inputs in flight left for --resume)"
+                if stop.forced and outcomes[INTERRUPTED]
+                else ""
+            )
+            err.write(f"cvekyc batch: interrupted{cut}. {resume}\n")
         return 128 + (stop.signal or signal.SIGINT)
     fatal = [
         name

@@ -35,6 +35,7 @@ from .checks import Assessment
 
 __all__ = [
     "FINAL_ERRORS",
+    "INTERRUPTED",
     "LockedError",
     "MergeReport",
     "NotRegularError",
@@ -61,6 +62,10 @@ FINAL_ERRORS = frozenset(
         "ResponseTooLargeError",
     }
 )
+
+
+#: The error type of an input whose call a forced stop cancelled: sent again on resume.
+INTERRUPTED = "Interrupted"
 
 
 class LockedError(Exception):
@@ -145,6 +150,7 @@ _CLI_WORDS = {
     "pass them to AsyncCVClient(...) or set": "give --api-key and --api-secret-file, or set",
     "max_per_second": "--max-per-second",
     "max_retries": "--max-retries",
+    "total_timeout=": "--total-timeout=",
     "max_concurrency": "--concurrency",
     "use ocr_card() or extract_card()": "use --endpoint card or --endpoint ocr",
 }

@@ -1,0 +1,125 @@
+"""What ``cvekyc`` does when things go wrong around it: answers that trickle in, stops that must
+not wait for ever, outputs that are merged into themselves, deleted or cut short by a full disk,
+inputs that changed since they were recorded, URLs that carry credentials, manifests that point
+outside their folder, a closed standard output. Real subprocesses, against the emulator or small
+raw servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from cvekyc_async.emulator import RunningEmulator
+from tests import samples
+from tests._raw import RawServer
+from tests.test_batch_jobs import manifest_of, ok_keys, start
+from tests.test_cli import env_for, lines, make_images, run
+
+
+def raw_env(server: RawServer) -> dict[str, str]:
+    return dict(
+        os.environ,
+        CVEKYC_API_KEY="k",
+        CVEKYC_API_SECRET="s",
+        CVEKYC_BASE_URL=server.base_url,
+        PYTHONUNBUFFERED="1",
+    )
+
+
+class EndingServer(RawServer):
+    """A ``RawServer`` that ends the handlers still running when the block ends (a trickling
+    answer outlives the client that gave up on it), closing their connections."""
+
+    def __exit__(self, *exc: object) -> None:
+        async def end_handlers() -> None:
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(end_handlers(), self._loop).result(10)
+        super().__exit__(*exc)
+
+
+def trickling_server() -> RawServer:
+    """A server whose answer comes one byte every 0.2 s: each read is quick, the whole answer
+    would take hours."""
+    body = samples.answer(samples.PASSPORT) * 100
+
+    async def trickle(head: bytes, writer: Any) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for byte in body:
+            if writer.is_closing():
+                return
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    return EndingServer(trickle)
+
+
+# -- A: deadlines and bounded stops ----------------------------------------------------------------
+
+
+def test_a_trickling_answer_ends_the_batch_at_the_total_timeout(tmp_path: Path) -> None:
+    image = tmp_path / "scan.jpg"
+    image.write_bytes(samples.JPEG)
+    out = tmp_path / "out.jsonl"
+    with trickling_server() as server:
+        # The read timeout never trips (a byte comes every 0.2 s); without a whole-request
+        # deadline this run would outlast the subprocess timeout of the helper.
+        proc = run(
+            "batch", str(image), "-o", str(out), "--timeout", "2", "--total-timeout", "3",
+            env=raw_env(server),
+        )  # fmt: skip
+        requests = server.requests
+    assert proc.returncode == 1, proc.stderr
+    [record] = lines(out)
+    assert record["ok"] is False
+    assert record["error"]["type"] == "APITimeoutError"
+    assert "--total-timeout=3" in record["error"]["message"]
+    assert requests == 1  # the deadline covers retries too: none starts past it
+    assert "APITimeoutError" in proc.stdout  # in the summary
+
+
+def test_extract_of_a_trickling_answer_ends_at_the_total_timeout(tmp_path: Path) -> None:
+    image = tmp_path / "scan.jpg"
+    image.write_bytes(samples.JPEG)
+    with trickling_server() as server:
+        proc = run("extract", str(image), "--total-timeout", "2", env=raw_env(server))
+    assert proc.returncode == 1
+    assert "no answer within --total-timeout=2 s" in proc.stderr
+
+
+def test_the_first_sigint_waits_a_bounded_grace_then_leaves_what_is_in_flight_for_resume(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    paths = make_images(tmp_path / "imgs", 12)
+    manifest = manifest_of(tmp_path, paths)
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator)
+    # Every answer is held far longer than any test: only the grace can end the run.
+    cv_emulator.set_faults(rate_stall=1.0, stall_seconds=600)
+    args = ["batch", str(manifest), "-o", str(out), "--concurrency", "4"]
+    with start(*args, "--stop-grace", "1", env=env) as proc:
+        assert cv_emulator.state.wait_for_count("requests", 4, 30)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert b"Traceback" not in stderr
+    assert b"--stop-grace 1 s: 4 inputs in flight left for --resume" in stderr
+    assert b"Resume with: cvekyc batch" in stderr
+    assert b"batch summary" in stdout
+    records = lines(out)
+    assert len(records) == 4
+    assert {r["error"]["type"] for r in records} == {"Interrupted"}
+    cv_emulator.set_faults(rate_stall=0.0)
+    resumed = run(*args, "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "re-sent: Interrupted  4" in resumed.stdout
+    keys = ok_keys(lines(out))
+    assert len(keys) == 12
+    assert max(keys.values()) == 1
