@@ -37,6 +37,7 @@ from ._inputs import ImageSource
 from ._joblog import (
     INTERRUPTED,
     LockedError,
+    NotRegularError,
     ResultLog,
     cli_words,
     error_record,
@@ -768,8 +769,17 @@ def _merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         report = merge(parts, Path(args.output), expected)
     except LockedError:
         raise UsageError(f"{args.output} is being written by another cvekyc command") from None
-    except OSError as exc:
+    except NotRegularError as exc:
         raise UsageError(f"cannot merge into {args.output}: {exc.strerror or exc}") from None
+    except OSError as exc:
+        name = exc.filename if isinstance(exc.filename, str) else args.output
+        if name in {str(part) for part in parts}:
+            raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+        err.write(
+            f"cvekyc merge: cannot write {args.output}: {exc.strerror or exc}; "
+            "it is left as it was\n"
+        )
+        return EXIT_WRITE
     out.write(f"merged {report.written} inputs ({report.ok} ok) into {args.output}\n")
     if report.missing:
         out.write(f"missing {len(report.missing)} inputs:\n")

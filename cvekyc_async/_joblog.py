@@ -20,6 +20,7 @@ import errno
 import os
 import stat
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ __all__ = [
     "merge",
     "read_records",
     "result_record",
+    "write_replacing",
 ]
 
 #: Failures skipped on resume unless ``--retry-failed``: those that sending again cannot change
@@ -429,6 +431,39 @@ class MergeReport:
     missing: list[str]
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def write_replacing(path: Path, lines: Iterable[bytes]) -> None:
+    """Write ``lines`` to a new file beside ``path`` (mode 0600), flush it to the disk, and
+    rename it over ``path`` in one step: a kill or a full disk at any moment leaves ``path`` as
+    it was (and no half-written file in its place).
+
+    Raises:
+        OSError: the new file could not be written; it is removed, ``path`` is untouched.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for line in lines:
+                fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    # The rename itself is on the disk only once the folder is.
+    with contextlib.suppress(OSError):
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 def merge(
     parts: Iterable[Path], output: Path, expected: Iterable[Job] | None = None
 ) -> MergeReport:
@@ -436,10 +471,20 @@ def merge(
     latest (later files, later lines) wins. With ``expected`` (the batch's inputs), the keys
     that none of the parts holds are reported missing.
 
+    The output is written whole beside its place and renamed into it, so the file it replaces
+    is intact until the new one is complete; an output that is one of the parts is refused.
+
     Raises:
+        ManifestError: the output is one of the parts, or holds something other than records.
         LockedError: another process holds the output.
-        OSError: a part or the output cannot be read or written.
+        OSError: a part or the output cannot be read or written (the old output is intact).
     """
+    parts = list(parts)
+    with contextlib.suppress(FileNotFoundError):
+        mine = os.stat(output)
+        for part in parts:
+            if _same_file(os.stat(part), mine):
+                raise ManifestError(f"-o {output} is also a part ({part}): merge into another file")
     best: dict[str, tuple[bool, bytes]] = {}
     for part in parts:
         for key, head, line in _heads(part):
@@ -447,14 +492,23 @@ def merge(
             held = best.get(key)
             if held is None or ok or not held[0]:
                 best[key] = (ok, line if line.endswith(b"\n") else line + b"\n")
-    fd = create_private(output, truncate=False)
+    created = not os.path.lexists(output)
+    # Opened only to be locked (a batch writing it is refused) and checked: never a symlink,
+    # a device, or a file that is not batch records.
+    fd = create_private(output, append=False)
     try:
         _lock(fd, output)
-        make_private(fd)
-        os.ftruncate(fd, 0)
-        with contextlib.closing(os.fdopen(os.dup(fd), "ab")) as out:
-            for _, line in best.values():
-                out.write(line)
+        if os.fstat(fd).st_size and not _holds_records(fd):
+            raise ManifestError(
+                f"{output} holds something other than cvekyc batch records: merge into another file"
+            )
+        write_replacing(output, (line for _, line in best.values()))
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_size == 0 and _same_file(os.fstat(fd), os.stat(output)):
+                    output.unlink()
+        raise
     finally:
         os.close(fd)
     missing = [] if expected is None else [j.key for j in expected if j.key not in best]

@@ -7,8 +7,12 @@ raw servers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import resource
 import signal
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ from cvekyc_async.emulator import RunningEmulator
 from tests import samples
 from tests._raw import RawServer
 from tests.test_batch_jobs import manifest_of, ok_keys, start
-from tests.test_cli import env_for, lines, make_images, run
+from tests.test_cli import CLI, env_for, lines, make_images, run
 
 
 def raw_env(server: RawServer) -> dict[str, str]:
@@ -123,3 +127,71 @@ def test_the_first_sigint_waits_a_bounded_grace_then_leaves_what_is_in_flight_fo
     keys = ok_keys(lines(out))
     assert len(keys) == 12
     assert max(keys.values()) == 1
+
+
+# -- B: merge never loses what it replaces ---------------------------------------------------------
+
+
+def write_records(path: Path, keys: list[str], ok: bool = True) -> None:
+    rows = [
+        json.dumps({"key": k, "input": k, "sha256": None, "ok": ok, "result": None,
+                    "error": None, "attempts": 1, "billed": ok, "padding": "x" * 200})
+        for k in keys
+    ]  # fmt: skip
+    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+
+
+def test_merge_into_one_of_its_parts_is_refused_and_the_part_kept(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_records(a, [f"a{i}.jpg" for i in range(50)])
+    write_records(b, [f"b{i}.jpg" for i in range(50)])
+    before = a.read_bytes()
+    os.link(a, tmp_path / "same-as-a.jsonl")  # another name for the same file
+    for output in (str(a), f"{tmp_path}/./a.jsonl", str(tmp_path / "same-as-a.jsonl")):
+        proc = run("merge", str(a), str(b), "-o", output)
+        assert proc.returncode == 2, proc.stderr
+        assert "is also a part" in proc.stderr
+        assert a.read_bytes() == before
+
+
+def test_a_merge_that_cannot_be_written_leaves_the_old_output_intact(tmp_path: Path) -> None:
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for k in range(3):
+        write_records(parts / f"{k}.jsonl", [f"{k}-{i}.jpg" for i in range(100)])
+    out = tmp_path / "all.jsonl"
+    first = run("merge", str(parts / "0.jsonl"), "-o", str(out))
+    assert first.returncode == 0, first.stderr
+    before = out.read_bytes()
+
+    def small_files() -> None:  # the file system refuses to grow any file past 20 KB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    proc = subprocess.run(
+        [*CLI, "merge", *(str(parts / f"{k}.jsonl") for k in range(3)), "-o", str(out)],
+        capture_output=True, text=True, timeout=120, preexec_fn=small_files, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "it is left as it was" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.jsonl", "parts"]  # no leftovers
+
+
+def test_merge_replaces_its_output_whole_and_owner_only(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_records(a, ["x.jpg", "y.jpg"], ok=False)
+    write_records(b, ["x.jpg"])
+    out = tmp_path / "all.jsonl"
+    write_records(out, ["old.jpg"])
+    out.chmod(0o644)
+    proc = run("merge", str(a), str(b), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["key"], r["ok"]) for r in lines(out)] == [("x.jpg", True), ("y.jpg", False)]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    proc = run("merge", str(a), "-o", str(notes))
+    assert proc.returncode == 2
+    assert "holds something other than cvekyc batch records" in proc.stderr
+    assert notes.read_text(encoding="utf-8") == "my notes\n"
