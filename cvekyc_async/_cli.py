@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import math
 import os
 import re
 import shlex
 import signal
-import stat
 import sys
 import threading
 import time
@@ -33,7 +31,6 @@ from ._batch import DEFAULT_FATAL_ERRORS, BatchResult, extract_as_completed
 from ._client import AsyncCVClient
 from ._constants import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_FILE_SIZE, ENV_API_KEY, ENV_API_SECRET
 from ._errors import ConfigurationError, CVError, InvalidInputError
-from ._inputs import ImageSource
 from ._joblog import (
     INTERRUPTED,
     LockedError,
@@ -45,7 +42,17 @@ from ._joblog import (
     merge,
     result_record,
 )
-from ._jobs import Job, ManifestError, Shard, discover, key_hash, shown
+from ._jobs import (
+    Fingerprint,
+    Job,
+    ManifestError,
+    Shard,
+    discover,
+    key_hash,
+    load,
+    shown,
+    still_as_sent,
+)
 from ._models import Card, ExtractionResult
 from ._progress import ProgressDisplay, format_duration
 from ._runner import run as run_loop
@@ -388,13 +395,14 @@ async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO, grace
                     return
 
 
-def _interrupted_record(job: Job, digest: str | None) -> dict[str, Any]:
+def _interrupted_record(job: Job, sent: Fingerprint | None) -> dict[str, Any]:
     """The record of an input whose call was cancelled by a forced stop: not done, so
     ``--resume`` sends it again. Whether the service read (and billed) it is unknown."""
     return {
         "key": job.key,
         "input": list(job.value) if isinstance(job.value, tuple) else job.value,
-        "sha256": digest,
+        "sha256": None if sent is None else sent.sha256,
+        "size": None if sent is None else sent.size,
         "ok": False,
         "result": None,
         "error": {
@@ -407,32 +415,6 @@ def _interrupted_record(job: Job, digest: str | None) -> dict[str, Any]:
         "billed": False,
         "assessment": None,
     }
-
-
-def _load(job: Job, max_file_size: int) -> tuple[Any, str | None]:
-    """What to send for ``job``, and the SHA-256 of its bytes (``None`` for URLs, or when the
-    file cannot be read or is over the size limit: then the path itself is sent, and the client
-    says what is wrong without reading it)."""
-    values = job.value if isinstance(job.value, tuple) else (job.value,)
-    loaded: list[Any] = []
-    digests: list[str] = []
-    for value in values:
-        if isinstance(value, str) and "://" in value:
-            loaded.append(value)
-            continue
-        try:
-            path = Path(value)
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode) or info.st_size > max_file_size:
-                return job.value, None
-            data = path.read_bytes()
-            source = ImageSource.from_bytes(data, filename=path.name)
-        except Exception:
-            return job.value, None
-        loaded.append(source)
-        digests.append(hashlib.sha256(data).hexdigest())
-    digest = "+".join(digests) if len(digests) == len(values) else None
-    return (tuple(loaded) if isinstance(job.value, tuple) else loaded[0]), digest
 
 
 # Options whose values must not be repeated in a message (the resume command is printed).
@@ -491,12 +473,13 @@ def _value_id(value: Any) -> str:
 
 
 def _same_as_record(
-    job: Job, digest: str | None, first: str, ok: bool, error: Any
+    job: Job, sent: Fingerprint, first: str, ok: bool, error: Any
 ) -> dict[str, Any]:
     return {
         "key": job.key,
         "input": list(job.value) if isinstance(job.value, tuple) else job.value,
-        "sha256": digest,
+        "sha256": sent.sha256,
+        "size": sent.size,
         "ok": ok,
         "same_as": first,
         "result": None,
@@ -506,6 +489,10 @@ def _same_as_record(
         "billed": False,
         "assessment": None,
     }
+
+
+#: Why an input recorded as done is sent again: its bytes are not those recorded.
+_CHANGED = "re-sent: changed since it was recorded"
 
 
 class _InputsChanged(Exception):
@@ -533,8 +520,13 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
 
-    def planned() -> Iterator[tuple[Job, str | None]]:
-        """Each input once, with what to do: ``None`` to send it, else why it is skipped."""
+    # Keys whose recorded bytes are no longer what the input holds (another folder of the
+    # same name, a file replaced in place): found by the first pass, sent again by the second.
+    changed: set[str] = set()
+
+    def planned(check: bool = False) -> Iterator[tuple[Job, str | None]]:
+        """Each input once, with what to do: ``None`` to send it, else why it is skipped.
+        With ``check``, a recorded input is compared with its bytes (size, then SHA-256)."""
         seen: dict[int, str] = {}
         for job in discover(args.paths, pairs=pairs):
             if shard is not None and job.key not in shard:
@@ -550,6 +542,12 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 continue
             seen[hashed] = _value_id(job.value)
             latest = log.decide(job)
+            if latest is not None and not latest.resend and latest.sha256 is not None:
+                if check and not still_as_sent(job.value, latest.sha256, latest.size):
+                    changed.add(job.key)
+                if job.key in changed:
+                    yield job, _CHANGED
+                    continue
             if latest is None:
                 yield job, None
             elif latest.ok:
@@ -560,15 +558,21 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 yield job, f"re-sent: {latest.reason}"
 
     plan: Counter[str] = Counter()
-    try:
-        # A first pass reads and checks every input before anything is sent.
+
+    def first_pass() -> tuple[int, int]:
         total = skipped = 0
-        for _, why in planned():
+        for _, why in planned(check=True):
             sending = why is None or why.startswith("re-sent")
             total += sending
             skipped += not sending
             if why is not None:
                 plan[why] += 1
+        return total, skipped
+
+    try:
+        # A first pass reads and checks every input before anything is sent (in a thread: on
+        # resume it hashes what it skips).
+        total, skipped = await anyio.to_thread.run_sync(first_pass)
     except (ManifestError, UsageError):
         log.discard()
         raise
@@ -579,7 +583,7 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
 
     stop = _Stop()
-    pending: dict[int, tuple[Job, str | None]] = {}
+    pending: dict[int, tuple[Job, Fingerprint | None]] = {}
     # Inputs whose bytes are in flight under another key: recorded when that one ends, so
     # that the same scan is never paid for twice, even at once.
     in_flight: dict[str, str] = {}
@@ -594,21 +598,21 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     return
                 if why is not None and not why.startswith("re-sent"):
                     continue
-                value, digest = _load(job, max_file_size)
-                if digest is not None:
-                    same = log.known_digest(digest)
+                value, sent = load(job, max_file_size)
+                if sent is not None:
+                    same = log.known_digest(sent.sha256)
                     if same is not None and same != job.key:
                         # These bytes were read already under another name: not paid again.
-                        if not _write(_same_as_record(job, digest, same, True, None)):
+                        if not _write(_same_as_record(job, sent, same, True, None)):
                             return
                         plan["not sent: same bytes as another input, already read"] += 1
                         continue
-                    if digest in in_flight:
-                        waiting.setdefault(digest, []).append(job)
+                    if sent.sha256 in in_flight:
+                        waiting.setdefault(sent.sha256, []).append(job)
                         plan["not sent: same bytes as another input, already read"] += 1
                         continue
-                    in_flight[digest] = job.key
-                pending[index] = (job, digest)
+                    in_flight[sent.sha256] = job.key
+                pending[index] = (job, sent)
                 index += 1
                 yield value
         except (ManifestError, OSError) as exc:
@@ -632,18 +636,24 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     verdicts: Counter[str] = Counter()
 
     def take(result: BatchResult) -> None:
-        job, digest = pending.pop(result.index)
+        job, sent = pending.pop(result.index)
         assessment = _assess(result)
-        record = result_record(job, result, assessment, digest)
+        record = result_record(
+            job,
+            result,
+            assessment,
+            None if sent is None else sent.sha256,
+            None if sent is None else sent.size,
+        )
         if _write(record):
             outcomes[_outcome(result)] += 1
             if assessment is not None:
                 verdicts[assessment.verdict] += 1
-        if digest is not None:
-            in_flight.pop(digest, None)
+        if sent is not None:
+            in_flight.pop(sent.sha256, None)
             error = record["error"]
-            for other in waiting.pop(digest, []):
-                _write(_same_as_record(other, digest, job.key, result.ok, error))
+            for other in waiting.pop(sent.sha256, []):
+                _write(_same_as_record(other, sent, job.key, result.ok, error))
 
     started = time.perf_counter()
     try:
@@ -679,8 +689,8 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 watcher.cancel_scope.cancel()
     finally:
         # What a forced stop cancelled is recorded as not done: --resume sends it again.
-        for job, digest in pending.values():
-            if _write(_interrupted_record(job, digest)):
+        for job, sent in pending.values():
+            if _write(_interrupted_record(job, sent)):
                 outcomes[INTERRUPTED] += 1
         pending.clear()
         display.finish()

@@ -1,11 +1,12 @@
 """What ``cvekyc batch`` writes: one JSONL record per input, under one writer at a time, and how
 ``--resume`` and ``cvekyc merge`` read it back.
 
-Each record carries the input's canonical key (see ``_jobs``) and the SHA-256 of the bytes sent.
-The latest record of a key is the one that counts. On resume, inputs whose latest record is ok are
-skipped, and so are failures that cannot change (bad input, no document, an unreadable image)
-unless asked; every other failure is sent again. An input whose bytes were already read under
-another key is not sent (nor paid for) again.
+Each record carries the input's canonical key (see ``_jobs``) and the SHA-256 and size of the
+bytes sent. The latest record of a key is the one that counts. On resume, inputs whose latest
+record is ok are skipped, and so are failures that cannot change (bad input, no document, an
+unreadable image) unless asked; every other failure is sent again. A skip holds only while the
+input still has the bytes recorded: a changed one is sent again. An input whose bytes were
+already read under another key is not sent (nor paid for) again.
 
 The output is created readable by its owner only (it holds personal data), opened without
 following a symlink, and locked (``flock``) for the whole run, so a second writer is refused.
@@ -184,12 +185,15 @@ def result_record(
     result: BatchResult,
     assessment: Assessment | None = None,
     sha256: str | None = None,
+    size: int | None = None,
 ) -> dict[str, Any]:
-    """The JSONL record of one finished input, with the trust checks' verdict when it was read."""
+    """The JSONL record of one finished input, with the trust checks' verdict when it was read,
+    and the SHA-256 and size of the bytes sent (``None`` for a URL)."""
     return {
         "key": job.key,
         "input": _shown_input(job.value),
         "sha256": sha256,
+        "size": size,
         "ok": result.ok,
         "result": None if result.result is None else result.result.to_dict(),
         "error": None if result.error is None else error_record(result.error),
@@ -206,6 +210,7 @@ class _Head(msgspec.Struct):
     key: Any = None
     input: Any = None
     sha256: Any = None
+    size: Any = None
     ok: Any = None
     error: Any = None
     attempts: Any = 0
@@ -216,9 +221,14 @@ _HEAD = msgspec.json.Decoder(_Head)
 
 @dataclass(frozen=True, slots=True)
 class _Latest:
+    """What the latest record of a key says: whether it is done, whether to send it again and
+    why, and the SHA-256 and size of the bytes it was made of (to tell a changed input)."""
+
     ok: bool
     resend: bool
     reason: str
+    sha256: str | None = None
+    size: int | None = None
 
 
 def _key_of(head: _Head) -> str | None:
@@ -231,15 +241,17 @@ def _key_of(head: _Head) -> str | None:
 
 
 def _judge(head: _Head, retry_failed: bool) -> _Latest:
+    sha256 = head.sha256 if isinstance(head.sha256, str) else None
+    size = head.size if isinstance(head.size, int) and not isinstance(head.size, bool) else None
     if head.ok is True:
-        return _Latest(True, False, "ok")
+        return _Latest(True, False, "ok", sha256, size)
     error = head.error if isinstance(head.error, dict) else {}
     named = error.get("type")
     kind = named if isinstance(named, str) else "unknown"
     if head.attempts == 0 and kind not in FINAL_ERRORS:
         return _Latest(False, True, "never sent")
     if kind in FINAL_ERRORS and not retry_failed:
-        return _Latest(False, False, kind)
+        return _Latest(False, False, kind, sha256, size)
     return _Latest(False, True, kind)
 
 
@@ -401,9 +413,15 @@ class ResultLog:
                     os.ftruncate(self._fd, start)
             raise
         self.recorded += 1
-        key, digest = line.get("key"), line.get("sha256")
+        key, digest, size = line.get("key"), line.get("sha256"), line.get("size")
         if line.get("ok") and isinstance(key, str):
-            self._latest[key] = _Latest(True, False, "ok")
+            self._latest[key] = _Latest(
+                True,
+                False,
+                "ok",
+                digest if isinstance(digest, str) else None,
+                size if isinstance(size, int) else None,
+            )
             if isinstance(digest, str):
                 self._ok_digests.setdefault(digest, key)
 

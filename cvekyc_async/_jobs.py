@@ -28,16 +28,20 @@ from typing import Any
 
 import msgspec
 
-from ._inputs import describe_input, sniff_format
+from ._inputs import ImageSource, describe_input, sniff_format
 
 __all__ = [
     "SINGLE_COLUMNS",
+    "Fingerprint",
     "Job",
     "ManifestError",
     "Shard",
     "discover",
+    "fingerprint",
     "key_hash",
+    "load",
     "shown",
+    "still_as_sent",
 ]
 
 _MANIFEST_SUFFIXES = {".csv", ".jsonl", ".ndjson"}
@@ -408,3 +412,102 @@ def discover(sources: Iterable[str], *, pairs: bool) -> Iterator[Job]:
             raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
         else:
             yield Job(path.name, str(path))
+
+
+# -- what an input's bytes are -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What was sent for an input: the SHA-256 of its bytes (``a+b`` for a pair) and their
+    size in bytes (summed for a pair)."""
+
+    sha256: str
+    size: int
+
+
+_CHUNK = 1 << 20
+
+
+def _files(value: Any) -> tuple[str, ...] | None:
+    """The files an input's value names; ``None`` when a URL is among them."""
+    values = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(v, str) and "://" not in v for v in values):
+        return None
+    return values
+
+
+def _size_of(files: tuple[str, ...]) -> int | None:
+    total = 0
+    for name in files:
+        try:
+            info = os.stat(name)
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        total += info.st_size
+    return total
+
+
+def _sha256_of(name: str) -> str:
+    digest = hashlib.sha256()
+    with open(name, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(value: Any) -> Fingerprint | None:
+    """The fingerprint of an input's files as they are now, read in chunks; ``None`` for a
+    URL, or a file that cannot be read."""
+    files = _files(value)
+    size = None if files is None else _size_of(files)
+    if files is None or size is None:
+        return None
+    try:
+        return Fingerprint("+".join(_sha256_of(name) for name in files), size)
+    except (OSError, ValueError):
+        return None
+
+
+def still_as_sent(value: Any, sha256: str, size: int | None) -> bool:
+    """Whether an input's files still hold the bytes a record was made of: the sizes are
+    compared first, and the files hashed only when they match (``size`` is ``None`` in records
+    written before sizes were). An input that cannot be read now keeps its record."""
+    files = _files(value)
+    now = None if files is None else _size_of(files)
+    if now is None:
+        return True
+    if size is not None and now != size:
+        return False
+    current = fingerprint(value)
+    return current is None or current.sha256 == sha256
+
+
+def load(job: Job, max_file_size: int) -> tuple[Any, Fingerprint | None]:
+    """What to send for ``job``, and the fingerprint of its bytes (``None`` for URLs, or when
+    a file cannot be read or is over the size limit: then the path itself is sent, and the
+    client says what is wrong without reading it)."""
+    values = job.value if isinstance(job.value, tuple) else (job.value,)
+    loaded: list[Any] = []
+    digests: list[str] = []
+    size = 0
+    for value in values:
+        if isinstance(value, str) and "://" in value:
+            loaded.append(value)
+            continue
+        try:
+            path = Path(value)
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode) or info.st_size > max_file_size:
+                return job.value, None
+            data = path.read_bytes()
+            source = ImageSource.from_bytes(data, filename=path.name)
+        except Exception:
+            return job.value, None
+        loaded.append(source)
+        digests.append(hashlib.sha256(data).hexdigest())
+        size += len(data)
+    sent = Fingerprint("+".join(digests), size) if len(digests) == len(values) else None
+    return (tuple(loaded) if isinstance(job.value, tuple) else loaded[0]), sent

@@ -7,8 +7,10 @@ raw servers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import stat
@@ -195,3 +197,56 @@ def test_merge_replaces_its_output_whole_and_owner_only(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "holds something other than cvekyc batch records" in proc.stderr
     assert notes.read_text(encoding="utf-8") == "my notes\n"
+
+
+# -- C: resume trusts the bytes, not the name ------------------------------------------------------
+
+
+def test_a_second_folder_of_the_same_name_is_sent_again_not_taken_as_done(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    make_images(tmp_path / "2024" / "scans", 5)
+    later = tmp_path / "2025" / "scans"
+    later.mkdir(parents=True)
+    for i in range(5):  # the same names, other scans
+        (later / f"scan-{i:05d}.jpg").write_bytes(samples.JPEG + b"2025" + bytes([i]))
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator)
+    first = run("batch", str(tmp_path / "2024" / "scans"), "-o", str(out), env=env)
+    assert first.returncode == 0, first.stderr
+    cv_emulator.reset()
+    second = run("batch", str(later), "-o", str(out), "--resume", env=env)
+    assert second.returncode == 0, second.stderr
+    assert cv_emulator.stats()["requests"] == 5
+    assert re.search(r"re-sent: changed since it was recorded\s+5\n", second.stdout)
+    latest = {r["key"]: r for r in lines(out)}  # the latest record of a key wins
+    for i in range(5):
+        data = (later / f"scan-{i:05d}.jpg").read_bytes()
+        record = latest[f"scans/scan-{i:05d}.jpg"]
+        assert (record["sha256"], record["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+    cv_emulator.reset()
+    third = run("batch", str(later), "-o", str(out), "--resume", env=env)
+    assert third.returncode == 0, third.stderr
+    assert cv_emulator.stats()["requests"] == 0
+    assert "changed since" not in third.stdout
+
+
+def test_a_file_replaced_in_place_is_sent_again_and_the_rest_skipped(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    paths = make_images(tmp_path / "imgs", 6)
+    manifest = manifest_of(tmp_path, paths)
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator)
+    assert run("batch", str(manifest), "-o", str(out), env=env).returncode == 0
+    same_size = paths[1].read_bytes()
+    paths[1].write_bytes(same_size[:-1] + bytes([same_size[-1] ^ 0xFF]))  # one byte differs
+    paths[4].write_bytes(samples.JPEG + b"a longer scan")
+    cv_emulator.reset()
+    again = run("batch", str(manifest), "-o", str(out), "--resume", env=env)
+    assert again.returncode == 0, again.stderr
+    assert cv_emulator.stats()["requests"] == 2
+    assert re.search(r"re-sent: changed since it was recorded\s+2\n", again.stdout)
+    assert re.search(r"skipped: already ok\s+4\n", again.stdout)
+    sent_again = [r["key"] for r in lines(out)[6:]]
+    assert sorted(sent_again) == ["imgs/scan-00001.jpg", "imgs/scan-00004.jpg"]
