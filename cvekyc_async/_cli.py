@@ -35,6 +35,7 @@ from ._joblog import (
     INTERRUPTED,
     LockedError,
     NotRegularError,
+    OutputGoneError,
     ResultLog,
     cli_words,
     error_record,
@@ -66,6 +67,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WRITE = 0, 1, 2, 3
 #: Seconds one input may take, every attempt and wait included: an answer that trickles in a
 #: byte at a time never trips the read timeout (it bounds each read), but it trips this.
 DEFAULT_TOTAL_TIMEOUT = 300.0
+#: Free space the output's disk must have for a batch to start: a full disk found only at the
+#: first write would have paid for the answers in flight.
+DEFAULT_MIN_FREE_SPACE = 64 * 1024**2
 #: Seconds the first Ctrl-C (or SIGTERM) waits for the answers in flight before it cancels them.
 DEFAULT_STOP_GRACE = 10.0
 
@@ -466,6 +470,19 @@ def _output_of(args: argparse.Namespace) -> Path | None:
     return output
 
 
+def _free_space(output: Path) -> int | None:
+    """Bytes free to this user on the output's disk (``None`` where it cannot be told)."""
+    try:
+        info = os.statvfs(output.parent if str(output.parent) else ".")
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return info.f_bavail * info.f_frsize
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.0f} MiB"
+
+
 def _value_id(value: Any) -> str:
     """The input a key stands for, to tell two inputs that share a key apart."""
     values = value if isinstance(value, tuple) else (value,)
@@ -576,6 +593,16 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (ManifestError, UsageError):
         log.discard()
         raise
+    if output is not None:
+        free = _free_space(output)
+        if free is not None and free < args.min_free_space:
+            log.discard()
+            err.write(
+                f"cvekyc batch: only {_mib(free)} free on the disk of {output}, under "
+                f"--min-free-space {_mib(args.min_free_space)}: free some space (or lower "
+                "--min-free-space); nothing was sent\n"
+            )
+            return EXIT_WRITE
     if torn:
         err.write(
             f"cvekyc batch: the last line of {output} was cut short (a run was killed while "
@@ -598,6 +625,12 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     return
                 if why is not None and not why.startswith("re-sent"):
                     continue
+                try:
+                    # Nothing more is sent (and paid for) once the output is gone.
+                    log.check_in_place()
+                except OSError as exc:
+                    stop.write_error = exc
+                    return
                 value, sent = load(job, max_file_size)
                 if sent is not None:
                     same = log.known_digest(sent.sha256)
@@ -713,6 +746,12 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if stop.unrecorded
             else ""
         )
+        if isinstance(stop.write_error, OutputGoneError):
+            err.write(
+                f"cvekyc batch: stopped: {output} was deleted or replaced during the run, so "
+                f"nothing more is written to it{lost}. {resume}\n"
+            )
+            return EXIT_WRITE
         err.write(
             f"cvekyc batch: stopped: cannot write {output or 'standard output'}: "
             f"{stop.write_error.strerror or stop.write_error}{lost}; what is recorded is intact."
@@ -891,6 +930,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume, also send again failures that cannot change (bad input, errors 1, 3)",
     )
     b.add_argument("--overwrite", action="store_true", help="start OUTPUT again")
+    b.add_argument(
+        "--min-free-space",
+        type=_size,
+        default=DEFAULT_MIN_FREE_SPACE,
+        metavar="SIZE",
+        help="refuse to start when OUTPUT's disk has less free space (default 64M)",
+    )
     b.add_argument(
         "--shard",
         metavar="K/N",

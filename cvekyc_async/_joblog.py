@@ -41,6 +41,7 @@ __all__ = [
     "LockedError",
     "MergeReport",
     "NotRegularError",
+    "OutputGoneError",
     "ResultLog",
     "cli_words",
     "create_private",
@@ -77,6 +78,11 @@ class LockedError(Exception):
 
 class NotRegularError(OSError):
     """The path names something other than a regular file (a folder, a device, a FIFO)."""
+
+
+class OutputGoneError(OSError):
+    """The output's path no longer names the file the run opened: it was deleted, renamed or
+    replaced during the run, so what is written would be lost."""
 
 
 def make_folders(folder: Path) -> None:
@@ -393,12 +399,32 @@ class ResultLog:
         """The key already read with these bytes, if any."""
         return None if digest is None else self._ok_digests.get(digest)
 
-    def write(self, line: dict[str, Any]) -> None:
-        """Append one record.
+    def check_in_place(self) -> None:
+        """Check that the output's path still names the file this run opened and locked.
 
         Raises:
+            OutputGoneError: it was deleted, renamed away or replaced.
+        """
+        if self.path is None:
+            return
+        mine = os.fstat(self._fd)
+        try:
+            named = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino):
+            raise OutputGoneError(
+                errno.ENOENT, "it was deleted or replaced during the run", str(self.path)
+            )
+
+    def write(self, line: dict[str, Any]) -> None:
+        """Append one record, once the output is checked to be where it was.
+
+        Raises:
+            OutputGoneError: the output was deleted or replaced during the run.
             OSError: the write failed (disk full, file too large...).
         """
+        self.check_in_place()
         data = self._encoder.encode(line) + b"\n"
         view = memoryview(data)
         start = os.fstat(self._fd).st_size if self.path is not None else 0
@@ -434,6 +460,11 @@ class ResultLog:
         """Close, and remove the output if this run created it and wrote nothing (the batch
         stopped before it began): no empty file is left behind."""
         created = self._created and self.recorded == 0 and self.path is not None
+        if created:
+            try:
+                self.check_in_place()  # never remove a file that took its place
+            except OSError:
+                created = False
         self.close()
         if created and self.path is not None:
             with contextlib.suppress(OSError):

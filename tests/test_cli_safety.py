@@ -18,10 +18,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cvekyc_async.emulator import RunningEmulator
 from tests import samples
 from tests._raw import RawServer
-from tests.test_batch_jobs import manifest_of, ok_keys, start
+from tests.test_batch_jobs import manifest_of, ok_keys, start, wait_for_lines
 from tests.test_cli import CLI, env_for, lines, make_images, run
 
 
@@ -250,3 +252,54 @@ def test_a_file_replaced_in_place_is_sent_again_and_the_rest_skipped(
     assert re.search(r"skipped: already ok\s+4\n", again.stdout)
     sent_again = [r["key"] for r in lines(out)[6:]]
     assert sorted(sent_again) == ["imgs/scan-00001.jpg", "imgs/scan-00004.jpg"]
+
+
+# -- D: the output, the disk, URLs, manifests, a closed stdout, large inputs -----------------------
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_an_output_deleted_or_replaced_mid_run_stops_with_exit_3(
+    cv_emulator: RunningEmulator, tmp_path: Path, how: str
+) -> None:
+    paths = make_images(tmp_path / "imgs", 200)
+    manifest = manifest_of(tmp_path, paths)
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator)
+    cv_emulator.set_faults(latency=0.05)
+    with start("batch", str(manifest), "-o", str(out), "--concurrency", "4", env=env) as proc:
+        wait_for_lines(out, 5, proc)
+        if how == "deleted":
+            out.unlink()
+        else:
+            other = tmp_path / "other.jsonl"
+            other.write_text("kept\n", encoding="utf-8")
+            os.replace(other, out)
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr
+    assert b"was deleted or replaced during the run" in stderr
+    assert b"Resume with: cvekyc batch" in stderr
+    assert b"Traceback" not in stderr
+    assert b"batch summary" in stdout
+    assert cv_emulator.stats()["requests"] < 200  # it stopped taking inputs
+    if how == "replaced":
+        assert out.read_text(encoding="utf-8") == "kept\n"  # the newcomer is left alone
+
+
+def test_a_batch_refuses_to_start_on_a_disk_short_of_space(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    info = os.statvfs(tmp_path)
+    free = info.f_bavail * info.f_frsize
+    if free > 2**40 - 2**30:
+        pytest.skip("more than 1 TiB free: no --min-free-space can exceed it")
+    make_images(tmp_path / "imgs", 3)
+    out = tmp_path / "out.jsonl"
+    proc = run(
+        "batch", str(tmp_path / "imgs"), "-o", str(out), "--min-free-space",
+        str(free + 2**30), env=env_for(cv_emulator),
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "free on the disk of" in proc.stderr
+    assert "nothing was sent" in proc.stderr
+    assert cv_emulator.stats()["requests"] == 0
+    assert not out.exists()
