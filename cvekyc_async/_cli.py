@@ -48,11 +48,15 @@ from ._jobs import (
     Job,
     ManifestError,
     Shard,
+    carries_secrets,
     discover,
     key_hash,
     load,
+    record_input,
+    safe_url,
     shown,
     still_as_sent,
+    url_secret,
 )
 from ._models import Card, ExtractionResult
 from ._progress import ProgressDisplay, format_duration
@@ -404,7 +408,7 @@ def _interrupted_record(job: Job, sent: Fingerprint | None) -> dict[str, Any]:
     ``--resume`` sends it again. Whether the service read (and billed) it is unknown."""
     return {
         "key": job.key,
-        "input": list(job.value) if isinstance(job.value, tuple) else job.value,
+        "input": record_input(job.value),
         "sha256": None if sent is None else sent.sha256,
         "size": None if sent is None else sent.size,
         "ok": False,
@@ -439,7 +443,8 @@ def _resume_command(argv: Sequence[str]) -> str:
             continue
         if word.startswith(tuple(f"{o}=" for o in _SECRET_OPTIONS)):
             continue
-        words.append(word)
+        # A URL's credentials and query are never repeated: the user gives them again.
+        words.append(safe_url(word) + "?..." if carries_secrets(word) else word)
     return shlex.join(["cvekyc", *words, "--resume"])
 
 
@@ -470,6 +475,13 @@ def _output_of(args: argparse.Namespace) -> Path | None:
     return output
 
 
+def _url_hmac_key(args: argparse.Namespace) -> bytes | None:
+    """The HMAC key URL inputs with credentials or a query are named by: derived from the API
+    key, so every shard and run of one account agrees (``None`` without one)."""
+    api_key = getattr(args, "api_key", None) or os.environ.get(ENV_API_KEY)
+    return url_secret(api_key) if api_key else None
+
+
 def _free_space(output: Path) -> int | None:
     """Bytes free to this user on the output's disk (``None`` where it cannot be told)."""
     try:
@@ -494,7 +506,7 @@ def _same_as_record(
 ) -> dict[str, Any]:
     return {
         "key": job.key,
-        "input": list(job.value) if isinstance(job.value, tuple) else job.value,
+        "input": record_input(job.value),
         "sha256": sent.sha256,
         "size": sent.size,
         "ok": ok,
@@ -526,6 +538,7 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report = err if output is None else out  # with -o -, stdout carries the records
     client = _client(args, err)
     max_file_size = args.max_file_size or DEFAULT_MAX_FILE_SIZE
+    url_hmac_key = _url_hmac_key(args)
     log = ResultLog(output, retry_failed=args.retry_failed)
     try:
         torn = log.open(resume=args.resume, overwrite=args.overwrite)
@@ -545,7 +558,12 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         """Each input once, with what to do: ``None`` to send it, else why it is skipped.
         With ``check``, a recorded input is compared with its bytes (size, then SHA-256)."""
         seen: dict[int, str] = {}
-        for job in discover(args.paths, pairs=pairs):
+        for job in discover(
+            args.paths,
+            pairs=pairs,
+            url_hmac_key=url_hmac_key,
+            allow_outside=args.allow_outside,
+        ):
             if shard is not None and job.key not in shard:
                 continue
             hashed = key_hash(job.key)
@@ -807,7 +825,14 @@ def _outcome(result: BatchResult) -> str:
 def _merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     expected = None
     if args.inputs:
-        expected = list(discover(args.inputs, pairs=args.endpoint == "cards"))
+        expected = list(
+            discover(
+                args.inputs,
+                pairs=args.endpoint == "cards",
+                url_hmac_key=_url_hmac_key(args),
+                allow_outside=args.allow_outside,
+            )
+        )
     parts = [Path(p) for p in args.parts]
     for part in parts:
         if not part.exists():
@@ -931,6 +956,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--overwrite", action="store_true", help="start OUTPUT again")
     b.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="let manifests name files outside their own folder (../, absolute paths, ~)",
+    )
+    b.add_argument(
         "--min-free-space",
         type=_size,
         default=DEFAULT_MIN_FREE_SPACE,
@@ -960,6 +990,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the batch's inputs (files, directories, URLs, manifests), to list what is missing",
     )
     m.add_argument("--endpoint", choices=["card", "cards", "ocr"], default="card")
+    m.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="let manifests given to --inputs name files outside their own folder",
+    )
 
     demo = sub.add_parser(
         "demo", help="read the bundled specimens through a local emulator (no account needed)"

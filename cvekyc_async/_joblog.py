@@ -32,7 +32,7 @@ import msgspec
 
 from ._batch import BatchResult
 from ._errors import APIError, APIStatusError, CVError
-from ._jobs import Job, ManifestError
+from ._jobs import Job, ManifestError, record_input
 from .checks import Assessment
 
 __all__ = [
@@ -182,10 +182,6 @@ def error_record(error: CVError) -> dict[str, Any]:
     return record
 
 
-def _shown_input(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
 def result_record(
     job: Job,
     result: BatchResult,
@@ -197,7 +193,7 @@ def result_record(
     and the SHA-256 and size of the bytes sent (``None`` for a URL)."""
     return {
         "key": job.key,
-        "input": _shown_input(job.value),
+        "input": record_input(job.value),
         "sha256": sha256,
         "size": size,
         "ok": result.ok,

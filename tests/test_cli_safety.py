@@ -303,3 +303,73 @@ def test_a_batch_refuses_to_start_on_a_disk_short_of_space(
     assert "nothing was sent" in proc.stderr
     assert cv_emulator.stats()["requests"] == 0
     assert not out.exists()
+
+
+def test_url_credentials_and_tokens_stay_out_of_records_and_messages(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    plain = cv_emulator.specimen_url("passport.jpg")
+    signed = plain.replace("http://", "http://reader:pa55word@") + "?X-Amz-Signature=t0ken"
+    manifest = tmp_path / "urls.txt"
+    manifest.write_text(signed + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator)
+    proc = run("batch", str(manifest), "-o", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr
+    [record] = lines(out)
+    assert record["ok"] is True
+    assert record["input"] == plain
+    assert record["key"].startswith(plain + "#hmac=")
+    shown = out.read_text(encoding="utf-8") + proc.stdout + proc.stderr
+    assert "pa55word" not in shown
+    assert "t0ken" not in shown
+    # The keyed hash keeps the URL's identity: resume knows it, another token is another input.
+    cv_emulator.reset()
+    again = run("batch", str(manifest), "-o", str(out), "--resume", env=env)
+    assert again.returncode == 0, again.stderr
+    assert cv_emulator.stats()["requests"] == 0
+    manifest.write_text(signed.replace("t0ken", "other") + "\n", encoding="utf-8")
+    other = run("batch", str(manifest), "-o", str(out), "--resume", env=env)
+    assert other.returncode == 0, other.stderr
+    assert cv_emulator.stats()["requests"] == 1
+    keys = [r["key"] for r in lines(out)]
+    assert len(set(keys)) == 2
+    assert all("other" not in k for k in keys)
+
+
+def test_the_resume_command_never_repeats_a_urls_token() -> None:
+    from cvekyc_async._cli import _resume_command
+
+    argv = ["batch", "https://u:pw@x.test/a.jpg?sig=t0ken", "scan#1.jpg", "-o", "o.jsonl"]
+    command = _resume_command(argv)
+    assert "t0ken" not in command
+    assert "pw" not in command
+    assert "'https://x.test/a.jpg?...'" in command
+    assert "scan#1.jpg" in command  # a file name is not a URL
+
+
+@pytest.mark.parametrize(
+    "entry", ["../secret.jpg", "imgs/../../secret.jpg", "{outside}", "~/secret.jpg"]
+)
+def test_manifest_entries_outside_its_folder_are_refused_before_sending(
+    cv_emulator: RunningEmulator, tmp_path: Path, entry: str
+) -> None:
+    folder = tmp_path / "job"
+    make_images(folder / "imgs", 1)
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(samples.JPEG)
+    entry = entry.format(outside=secret)
+    manifest = folder / "manifest.csv"
+    manifest.write_text(f"path\nimgs/scan-00000.jpg\n{entry}\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator, HOME=str(tmp_path))
+    proc = run("batch", str(manifest), "-o", str(out), env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "manifest.csv:3: " in proc.stderr  # the line of the entry
+    assert "outside the manifest's folder" in proc.stderr
+    assert "--allow-outside" in proc.stderr
+    assert cv_emulator.stats()["requests"] == 0
+    assert not out.exists()
+    allowed = run("batch", str(manifest), "-o", str(out), "--allow-outside", env=env)
+    assert allowed.returncode == 0, allowed.stderr
+    assert cv_emulator.stats()["requests"] == 2

@@ -244,7 +244,9 @@ def test_manifests_resolve_relative_paths_and_take_pairs(tmp_path: Path) -> None
     (tmp_path / "m.csv").write_text(
         "front,back\nf1.jpg,b1.jpg\n\n/abs/f2.jpg,b2.jpg\n", encoding="utf-8"
     )
-    jobs = list(discover([str(tmp_path / "m.csv")], pairs=True))
+    with pytest.raises(ManifestError, match=r"m\.csv:4: '/abs/f2\.jpg' is outside"):
+        list(discover([str(tmp_path / "m.csv")], pairs=True))
+    jobs = list(discover([str(tmp_path / "m.csv")], pairs=True, allow_outside=True))
     assert [j.value for j in jobs] == [
         (str(tmp_path / "f1.jpg"), str(tmp_path / "b1.jpg")),
         ("/abs/f2.jpg", str(tmp_path / "b2.jpg")),
