@@ -448,6 +448,17 @@ def _resume_command(argv: Sequence[str]) -> str:
     return shlex.join(["cvekyc", *words, "--resume"])
 
 
+def _to_file_command(argv: Sequence[str]) -> str:
+    """The command again, writing to a file instead of standard output."""
+    words = list(argv)
+    for n, word in enumerate(words):
+        if word in ("-o", "--output") and n + 1 < len(words) and words[n + 1] == "-":
+            words[n + 1] = "results.jsonl"
+        elif word in ("-o-", "--output=-"):
+            words[n] = "--output=results.jsonl"
+    return _resume_command(words).removesuffix(" --resume")
+
+
 def _same_file_as_an_input(output: Path, sources: Sequence[str]) -> str | None:
     """The argument that names the output's own file (a manifest, an image), if any."""
     try:
@@ -770,10 +781,20 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 f"nothing more is written to it{lost}. {resume}\n"
             )
             return EXIT_WRITE
+        if output is None:
+            # Records on standard output cannot be resumed: the way on is a file that can.
+            closed = isinstance(stop.write_error, BrokenPipeError)
+            err.write(
+                "cvekyc batch: stopped: "
+                + ("standard output was closed" if closed else "cannot write standard output")
+                + f" after {log.recorded} records{lost}. Standard output cannot be resumed; "
+                f"to go on, write to a file (and --resume it): {_to_file_command(args.argv)}\n"
+            )
+            return EXIT_WRITE
         err.write(
-            f"cvekyc batch: stopped: cannot write {output or 'standard output'}: "
+            f"cvekyc batch: stopped: cannot write {output}: "
             f"{stop.write_error.strerror or stop.write_error}{lost}; what is recorded is intact."
-            + (f" {resume}\n" if output is not None else "\n")
+            f" {resume}\n"
         )
         return EXIT_WRITE
     for problem in problems:
@@ -1007,6 +1028,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_open(stream: TextIO | None) -> bool:
+    """Whether ``stream`` has an open descriptor (Python sets ``sys.stdout`` to ``None`` when
+    the command starts with it closed)."""
+    try:
+        os.fstat(stream.fileno())  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
 def _needs_emulator() -> None:
     try:
         import PIL  # noqa: F401
@@ -1042,7 +1073,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--concurrency must be at least 1")
             return run_loop(functools.partial(run_demo, out, err, concurrency=args.concurrency))
         command = _extract if args.command == "extract" else _batch
+        if args.command == "batch" and args.output == "-" and not _is_open(out):
+            err.write("cvekyc batch: -o - but standard output is closed; nothing was sent\n")
+            return EXIT_WRITE
         return run_loop(command, args, out, err)
+    except BrokenPipeError:
+        # Standard output was closed under a write outside the batch's own records (a reader
+        # such as `head` went away): end quietly, and keep Python from failing to flush it.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        err.write(f"cvekyc {args.command}: stopped: standard output was closed\n")
+        return EXIT_WRITE
     except (UsageError, ManifestError) as exc:
         err.write(f"cvekyc {args.command}: {exc}\n")
         return EXIT_USAGE

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import signal
 import stat
 import subprocess
@@ -373,3 +374,25 @@ def test_manifest_entries_outside_its_folder_are_refused_before_sending(
     allowed = run("batch", str(manifest), "-o", str(out), "--allow-outside", env=env)
     assert allowed.returncode == 0, allowed.stderr
     assert cv_emulator.stats()["requests"] == 2
+
+
+@pytest.mark.parametrize("reader", ["| head -1", "| true", ">&-"])
+def test_a_closed_standard_output_ends_the_batch_as_a_stop(
+    cv_emulator: RunningEmulator, tmp_path: Path, reader: str
+) -> None:
+    make_images(tmp_path / "imgs", 30)
+    command = shlex.join([*CLI, "batch", "imgs", "-o", "-", "--concurrency", "4"])
+    proc = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command} {reader}"],
+        env=env_for(cv_emulator), cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Exception ignored" not in proc.stderr
+    assert "standard output" in proc.stderr
+    if reader != ">&-":
+        assert "standard output was closed" in proc.stderr
+        assert "batch imgs -o results.jsonl --concurrency 4" in proc.stderr
+    if reader == "| head -1":
+        assert json.loads(proc.stdout)["key"].startswith("imgs/")
