@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -486,6 +486,26 @@ def _output_of(args: argparse.Namespace) -> Path | None:
     return output
 
 
+#: Inputs up to this size are read and hashed on the event loop: a thread costs more than that.
+_INLINE_LOAD = 256 * 1024
+
+
+async def _load(job: Job, max_file_size: int) -> tuple[Any, Fingerprint | None]:
+    """``load`` the input, in a worker thread when it is large: hashing 10 MB takes about 20 ms,
+    a stall for every call in flight. The batch pulls one input at a time, so one load runs at
+    once, and what is loaded is held only while its call is in flight (bounded by the
+    concurrency)."""
+    values = job.value if isinstance(job.value, tuple) else (job.value,)
+    size = 0
+    for value in values:
+        if isinstance(value, str) and "://" not in value:
+            with contextlib.suppress(OSError, ValueError):
+                size += os.stat(value).st_size
+    if size <= _INLINE_LOAD:
+        return load(job, max_file_size)
+    return await anyio.to_thread.run_sync(load, job, max_file_size)
+
+
 def _url_hmac_key(args: argparse.Namespace) -> bytes | None:
     """The HMAC key URL inputs with credentials or a query are named by: derived from the API
     key, so every shard and run of one account agrees (``None`` without one)."""
@@ -646,7 +666,7 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     waiting: dict[str, list[Job]] = {}
     problems: list[str] = []
 
-    def inputs() -> Iterator[Any]:
+    async def inputs() -> AsyncIterator[Any]:
         index = 0
         try:
             for job, why in planned():
@@ -660,7 +680,7 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 except OSError as exc:
                     stop.write_error = exc
                     return
-                value, sent = load(job, max_file_size)
+                value, sent = await _load(job, max_file_size)
                 if sent is not None:
                     same = log.known_digest(sent.sha256)
                     if same is not None and same != job.key:

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import os
+import random
 import re
 import resource
 import shlex
@@ -396,3 +397,23 @@ def test_a_closed_standard_output_ends_the_batch_as_a_stop(
         assert "batch imgs -o results.jsonl --concurrency 4" in proc.stderr
     if reader == "| head -1":
         assert json.loads(proc.stdout)["key"].startswith("imgs/")
+
+
+def test_large_inputs_are_read_and_hashed_whole(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    # Over the size read on the event loop: these go through a worker thread.
+    folder = tmp_path / "big"
+    folder.mkdir()
+    rng = random.Random(7)
+    sizes = {}
+    for i in range(4):
+        data = samples.JPEG + rng.randbytes(3 * 1024**2 + i)
+        (folder / f"scan-{i}.jpg").write_bytes(data)
+        sizes[f"big/scan-{i}.jpg"] = (hashlib.sha256(data).hexdigest(), len(data))
+    out = tmp_path / "out.jsonl"
+    proc = run("batch", str(folder), "-o", str(out), "--concurrency", "4",
+               env=env_for(cv_emulator))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert {r["key"]: (r["sha256"], r["size"]) for r in lines(out)} == sizes
+    assert cv_emulator.stats()["billed"] == 4
