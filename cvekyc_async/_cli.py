@@ -10,18 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import math
 import os
 import re
 import shlex
 import signal
-import stat
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,13 +27,15 @@ import anyio
 import msgspec
 
 from ._adaptive import AdaptiveConcurrency
-from ._batch import DEFAULT_FATAL_ERRORS, BatchResult
+from ._batch import DEFAULT_FATAL_ERRORS, BatchResult, extract_as_completed
 from ._client import AsyncCVClient
 from ._constants import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_FILE_SIZE, ENV_API_KEY, ENV_API_SECRET
 from ._errors import ConfigurationError, CVError, InvalidInputError
-from ._inputs import ImageSource
 from ._joblog import (
+    INTERRUPTED,
     LockedError,
+    NotRegularError,
+    OutputGoneError,
     ResultLog,
     cli_words,
     error_record,
@@ -43,7 +43,21 @@ from ._joblog import (
     merge,
     result_record,
 )
-from ._jobs import Job, ManifestError, Shard, discover, key_hash, shown
+from ._jobs import (
+    Fingerprint,
+    Job,
+    ManifestError,
+    Shard,
+    carries_secrets,
+    discover,
+    key_hash,
+    load,
+    record_input,
+    safe_url,
+    shown,
+    still_as_sent,
+    url_secret,
+)
 from ._models import Card, ExtractionResult
 from ._progress import ProgressDisplay, format_duration
 from ._runner import run as run_loop
@@ -53,6 +67,15 @@ from .checks import Assessment
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WRITE = 0, 1, 2, 3
+
+#: Seconds one input may take, every attempt and wait included: an answer that trickles in a
+#: byte at a time never trips the read timeout (it bounds each read), but it trips this.
+DEFAULT_TOTAL_TIMEOUT = 300.0
+#: Free space the output's disk must have for a batch to start: a full disk found only at the
+#: first write would have paid for the answers in flight.
+DEFAULT_MIN_FREE_SPACE = 64 * 1024**2
+#: Seconds the first Ctrl-C (or SIGTERM) waits for the answers in flight before it cancels them.
+DEFAULT_STOP_GRACE = 10.0
 
 
 class UsageError(Exception):
@@ -74,7 +97,17 @@ def _add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
     g.add_argument(
         "--api-secret", help="the API secret itself: visible to other users, prefer the above"
     )
-    g.add_argument("--timeout", type=_seconds, help="read timeout in seconds (default 60)")
+    g.add_argument(
+        "--timeout", type=_seconds, help="read timeout in seconds, for each read (default 60)"
+    )
+    g.add_argument(
+        "--total-timeout",
+        type=_seconds,
+        default=DEFAULT_TOTAL_TIMEOUT,
+        metavar="SECONDS",
+        help="most time one input may take, every retry included "
+        f"(default {DEFAULT_TOTAL_TIMEOUT:g})",
+    )
     g.add_argument("--max-retries", type=int, help="retries of transient failures (default 2)")
     g.add_argument(
         "--max-file-size", type=_size, metavar="SIZE", help="largest upload, e.g. 20M (default 10M)"
@@ -95,6 +128,14 @@ def _add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
             "at most N, default 64) finds the level the service takes",
         )
         g.add_argument("--max-per-second", type=_seconds, help="most requests started per second")
+        g.add_argument(
+            "--stop-grace",
+            type=_seconds,
+            default=DEFAULT_STOP_GRACE,
+            metavar="SECONDS",
+            help="after the first Ctrl-C, how long the answers in flight may take before they "
+            f"are cancelled and left for --resume (default {DEFAULT_STOP_GRACE:g})",
+        )
 
 
 def _client(args: argparse.Namespace, err: TextIO) -> AsyncCVClient:
@@ -110,7 +151,11 @@ def _client(args: argparse.Namespace, err: TextIO) -> AsyncCVClient:
             f"lands in shell history; use ${ENV_API_SECRET} or --api-secret-file\n"
         )
         secret = args.api_secret
-    kwargs: dict[str, Any] = {"base_url": args.base_url, "max_retries": args.max_retries}
+    kwargs: dict[str, Any] = {
+        "base_url": args.base_url,
+        "max_retries": args.max_retries,
+        "total_timeout": args.total_timeout,
+    }
     if args.timeout is not None:
         kwargs["timeout"] = _timeout(args.timeout)
     if getattr(args, "concurrency", None) is not None:
@@ -323,53 +368,61 @@ _DOCUMENTED_TYPES = frozenset(
 
 class _Stop:
     """Why no more inputs are taken: the first SIGINT or SIGTERM, or a failed write. Those in
-    flight are finished (and recorded when the file allows)."""
+    flight are finished (and recorded when the file allows), unless ``forced``: a second signal,
+    or the grace after the first one ran out, cancelled them."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.write_error: OSError | None = None
         self.unrecorded = 0
+        self.forced: str | None = None
 
 
-async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO) -> None:
+async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO, grace: float) -> None:
+    async def cancel_after_grace() -> None:
+        await anyio.sleep(grace)
+        stop.forced = f"the answers in flight did not arrive within --stop-grace {grace:g} s"
+        now.cancel()
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-        async for signum in received:
-            if stop.signal is None:
-                stop.signal = signum
-                err.write(
-                    "\ncvekyc batch: stopping: no new inputs, finishing and recording those in "
-                    "flight (they are billed); press Ctrl-C again to stop at once\n"
-                )
-                err.flush()
-            else:
-                now.cancel()
-                return
+        async with anyio.create_task_group() as timer:
+            async for signum in received:
+                if stop.signal is None:
+                    stop.signal = signum
+                    err.write(
+                        "\ncvekyc batch: stopping: no new inputs; the answers in flight (they are "
+                        f"billed) have {grace:g} s to arrive and be recorded, then they are left "
+                        "for --resume; press Ctrl-C again to stop at once\n"
+                    )
+                    err.flush()
+                    timer.start_soon(cancel_after_grace)
+                else:
+                    stop.forced = "stopped at once by a second signal"
+                    now.cancel()
+                    timer.cancel_scope.cancel()
+                    return
 
 
-def _load(job: Job, max_file_size: int) -> tuple[Any, str | None]:
-    """What to send for ``job``, and the SHA-256 of its bytes (``None`` for URLs, or when the
-    file cannot be read or is over the size limit: then the path itself is sent, and the client
-    says what is wrong without reading it)."""
-    values = job.value if isinstance(job.value, tuple) else (job.value,)
-    loaded: list[Any] = []
-    digests: list[str] = []
-    for value in values:
-        if isinstance(value, str) and "://" in value:
-            loaded.append(value)
-            continue
-        try:
-            path = Path(value)
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode) or info.st_size > max_file_size:
-                return job.value, None
-            data = path.read_bytes()
-            source = ImageSource.from_bytes(data, filename=path.name)
-        except Exception:
-            return job.value, None
-        loaded.append(source)
-        digests.append(hashlib.sha256(data).hexdigest())
-    digest = "+".join(digests) if len(digests) == len(values) else None
-    return (tuple(loaded) if isinstance(job.value, tuple) else loaded[0]), digest
+def _interrupted_record(job: Job, sent: Fingerprint | None) -> dict[str, Any]:
+    """The record of an input whose call was cancelled by a forced stop: not done, so
+    ``--resume`` sends it again. Whether the service read (and billed) it is unknown."""
+    return {
+        "key": job.key,
+        "input": record_input(job.value),
+        "sha256": None if sent is None else sent.sha256,
+        "size": None if sent is None else sent.size,
+        "ok": False,
+        "result": None,
+        "error": {
+            "type": INTERRUPTED,
+            "message": "the run stopped before this input's answer was read (the service may "
+            "have read and billed it); --resume sends it again",
+        },
+        "attempts": None,
+        "elapsed": 0.0,
+        "billed": False,
+        "assessment": None,
+    }
 
 
 # Options whose values must not be repeated in a message (the resume command is printed).
@@ -390,8 +443,20 @@ def _resume_command(argv: Sequence[str]) -> str:
             continue
         if word.startswith(tuple(f"{o}=" for o in _SECRET_OPTIONS)):
             continue
-        words.append(word)
+        # A URL's credentials and query are never repeated: the user gives them again.
+        words.append(safe_url(word) + "?..." if carries_secrets(word) else word)
     return shlex.join(["cvekyc", *words, "--resume"])
+
+
+def _to_file_command(argv: Sequence[str]) -> str:
+    """The command again, writing to a file instead of standard output."""
+    words = list(argv)
+    for n, word in enumerate(words):
+        if word in ("-o", "--output") and n + 1 < len(words) and words[n + 1] == "-":
+            words[n + 1] = "results.jsonl"
+        elif word in ("-o-", "--output=-"):
+            words[n] = "--output=results.jsonl"
+    return _resume_command(words).removesuffix(" --resume")
 
 
 def _same_file_as_an_input(output: Path, sources: Sequence[str]) -> str | None:
@@ -421,6 +486,46 @@ def _output_of(args: argparse.Namespace) -> Path | None:
     return output
 
 
+#: Inputs up to this size are read and hashed on the event loop: a thread costs more than that.
+_INLINE_LOAD = 256 * 1024
+
+
+async def _load(job: Job, max_file_size: int) -> tuple[Any, Fingerprint | None]:
+    """``load`` the input, in a worker thread when it is large: hashing 10 MB takes about 20 ms,
+    a stall for every call in flight. The batch pulls one input at a time, so one load runs at
+    once, and what is loaded is held only while its call is in flight (bounded by the
+    concurrency)."""
+    values = job.value if isinstance(job.value, tuple) else (job.value,)
+    size = 0
+    for value in values:
+        if isinstance(value, str) and "://" not in value:
+            with contextlib.suppress(OSError, ValueError):
+                size += os.stat(value).st_size
+    if size <= _INLINE_LOAD:
+        return load(job, max_file_size)
+    return await anyio.to_thread.run_sync(load, job, max_file_size)
+
+
+def _url_hmac_key(args: argparse.Namespace) -> bytes | None:
+    """The HMAC key URL inputs with credentials or a query are named by: derived from the API
+    key, so every shard and run of one account agrees (``None`` without one)."""
+    api_key = getattr(args, "api_key", None) or os.environ.get(ENV_API_KEY)
+    return url_secret(api_key) if api_key else None
+
+
+def _free_space(output: Path) -> int | None:
+    """Bytes free to this user on the output's disk (``None`` where it cannot be told)."""
+    try:
+        info = os.statvfs(output.parent if str(output.parent) else ".")
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return info.f_bavail * info.f_frsize
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.0f} MiB"
+
+
 def _value_id(value: Any) -> str:
     """The input a key stands for, to tell two inputs that share a key apart."""
     values = value if isinstance(value, tuple) else (value,)
@@ -428,12 +533,13 @@ def _value_id(value: Any) -> str:
 
 
 def _same_as_record(
-    job: Job, digest: str | None, first: str, ok: bool, error: Any
+    job: Job, sent: Fingerprint, first: str, ok: bool, error: Any
 ) -> dict[str, Any]:
     return {
         "key": job.key,
-        "input": list(job.value) if isinstance(job.value, tuple) else job.value,
-        "sha256": digest,
+        "input": record_input(job.value),
+        "sha256": sent.sha256,
+        "size": sent.size,
         "ok": ok,
         "same_as": first,
         "result": None,
@@ -443,6 +549,10 @@ def _same_as_record(
         "billed": False,
         "assessment": None,
     }
+
+
+#: Why an input recorded as done is sent again: its bytes are not those recorded.
+_CHANGED = "re-sent: changed since it was recorded"
 
 
 class _InputsChanged(Exception):
@@ -459,6 +569,7 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report = err if output is None else out  # with -o -, stdout carries the records
     client = _client(args, err)
     max_file_size = args.max_file_size or DEFAULT_MAX_FILE_SIZE
+    url_hmac_key = _url_hmac_key(args)
     log = ResultLog(output, retry_failed=args.retry_failed)
     try:
         torn = log.open(resume=args.resume, overwrite=args.overwrite)
@@ -470,10 +581,20 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
 
-    def planned() -> Iterator[tuple[Job, str | None]]:
-        """Each input once, with what to do: ``None`` to send it, else why it is skipped."""
+    # Keys whose recorded bytes are no longer what the input holds (another folder of the
+    # same name, a file replaced in place): found by the first pass, sent again by the second.
+    changed: set[str] = set()
+
+    def planned(check: bool = False) -> Iterator[tuple[Job, str | None]]:
+        """Each input once, with what to do: ``None`` to send it, else why it is skipped.
+        With ``check``, a recorded input is compared with its bytes (size, then SHA-256)."""
         seen: dict[int, str] = {}
-        for job in discover(args.paths, pairs=pairs):
+        for job in discover(
+            args.paths,
+            pairs=pairs,
+            url_hmac_key=url_hmac_key,
+            allow_outside=args.allow_outside,
+        ):
             if shard is not None and job.key not in shard:
                 continue
             hashed = key_hash(job.key)
@@ -487,6 +608,12 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 continue
             seen[hashed] = _value_id(job.value)
             latest = log.decide(job)
+            if latest is not None and not latest.resend and latest.sha256 is not None:
+                if check and not still_as_sent(job.value, latest.sha256, latest.size):
+                    changed.add(job.key)
+                if job.key in changed:
+                    yield job, _CHANGED
+                    continue
             if latest is None:
                 yield job, None
             elif latest.ok:
@@ -497,18 +624,34 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 yield job, f"re-sent: {latest.reason}"
 
     plan: Counter[str] = Counter()
-    try:
-        # A first pass reads and checks every input before anything is sent.
+
+    def first_pass() -> tuple[int, int]:
         total = skipped = 0
-        for _, why in planned():
+        for _, why in planned(check=True):
             sending = why is None or why.startswith("re-sent")
             total += sending
             skipped += not sending
             if why is not None:
                 plan[why] += 1
+        return total, skipped
+
+    try:
+        # A first pass reads and checks every input before anything is sent (in a thread: on
+        # resume it hashes what it skips).
+        total, skipped = await anyio.to_thread.run_sync(first_pass)
     except (ManifestError, UsageError):
         log.discard()
         raise
+    if output is not None:
+        free = _free_space(output)
+        if free is not None and free < args.min_free_space:
+            log.discard()
+            err.write(
+                f"cvekyc batch: only {_mib(free)} free on the disk of {output}, under "
+                f"--min-free-space {_mib(args.min_free_space)}: free some space (or lower "
+                "--min-free-space); nothing was sent\n"
+            )
+            return EXIT_WRITE
     if torn:
         err.write(
             f"cvekyc batch: the last line of {output} was cut short (a run was killed while "
@@ -516,14 +659,14 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
 
     stop = _Stop()
-    pending: dict[int, tuple[Job, str | None]] = {}
+    pending: dict[int, tuple[Job, Fingerprint | None]] = {}
     # Inputs whose bytes are in flight under another key: recorded when that one ends, so
     # that the same scan is never paid for twice, even at once.
     in_flight: dict[str, str] = {}
     waiting: dict[str, list[Job]] = {}
     problems: list[str] = []
 
-    def inputs() -> Iterator[Any]:
+    async def inputs() -> AsyncIterator[Any]:
         index = 0
         try:
             for job, why in planned():
@@ -531,21 +674,27 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     return
                 if why is not None and not why.startswith("re-sent"):
                     continue
-                value, digest = _load(job, max_file_size)
-                if digest is not None:
-                    same = log.known_digest(digest)
+                try:
+                    # Nothing more is sent (and paid for) once the output is gone.
+                    log.check_in_place()
+                except OSError as exc:
+                    stop.write_error = exc
+                    return
+                value, sent = await _load(job, max_file_size)
+                if sent is not None:
+                    same = log.known_digest(sent.sha256)
                     if same is not None and same != job.key:
                         # These bytes were read already under another name: not paid again.
-                        if not _write(_same_as_record(job, digest, same, True, None)):
+                        if not _write(_same_as_record(job, sent, same, True, None)):
                             return
                         plan["not sent: same bytes as another input, already read"] += 1
                         continue
-                    if digest in in_flight:
-                        waiting.setdefault(digest, []).append(job)
+                    if sent.sha256 in in_flight:
+                        waiting.setdefault(sent.sha256, []).append(job)
                         plan["not sent: same bytes as another input, already read"] += 1
                         continue
-                    in_flight[digest] = job.key
-                pending[index] = (job, digest)
+                    in_flight[sent.sha256] = job.key
+                pending[index] = (job, sent)
                 index += 1
                 yield value
         except (ManifestError, OSError) as exc:
@@ -567,15 +716,39 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     display = ProgressDisplay(err, total=total + skipped, offset=skipped)
     outcomes: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
+
+    def take(result: BatchResult) -> None:
+        job, sent = pending.pop(result.index)
+        assessment = _assess(result)
+        record = result_record(
+            job,
+            result,
+            assessment,
+            None if sent is None else sent.sha256,
+            None if sent is None else sent.size,
+        )
+        if _write(record):
+            outcomes[_outcome(result)] += 1
+            if assessment is not None:
+                verdicts[assessment.verdict] += 1
+        if sent is not None:
+            in_flight.pop(sent.sha256, None)
+            error = record["error"]
+            for other in waiting.pop(sent.sha256, []):
+                _write(_same_as_record(other, sent, job.key, result.ok, error))
+
     started = time.perf_counter()
     try:
         with anyio.CancelScope() as at_once:
             async with anyio.create_task_group() as watcher:
                 if threading.current_thread() is threading.main_thread():
-                    watcher.start_soon(_watch_signals, stop, at_once, err)
+                    watcher.start_soon(_watch_signals, stop, at_once, err, args.stop_grace)
                 async with (
                     client,
-                    client.extract_as_completed(
+                    # The batch's own stream, not the client's view of it: what arrived before a
+                    # forced stop is drained from it without waiting.
+                    extract_as_completed(
+                        client,
                         inputs(),
                         endpoint=args.endpoint,
                         concurrency=client.max_concurrency,
@@ -585,21 +758,23 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 ):
                     # After a failed write, no input is taken, and the answers in flight (they
                     # are billed) are still read and offered to the file, which may take them.
-                    async for result in results:
-                        job, digest = pending.pop(result.index)
-                        assessment = _assess(result)
-                        record = result_record(job, result, assessment, digest)
-                        if _write(record):
-                            outcomes[_outcome(result)] += 1
-                            if assessment is not None:
-                                verdicts[assessment.verdict] += 1
-                        if digest is not None:
-                            in_flight.pop(digest, None)
-                            error = record["error"]
-                            for other in waiting.pop(digest, []):
-                                _write(_same_as_record(other, digest, job.key, result.ok, error))
+                    try:
+                        async for result in results:
+                            take(result)
+                    finally:
+                        # A forced stop: answers that arrived before it are still recorded.
+                        with contextlib.suppress(
+                            anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError
+                        ):
+                            while True:
+                                take(results.receive_nowait())
                 watcher.cancel_scope.cancel()
     finally:
+        # What a forced stop cancelled is recorded as not done: --resume sends it again.
+        for job, sent in pending.values():
+            if _write(_interrupted_record(job, sent)):
+                outcomes[INTERRUPTED] += 1
+        pending.clear()
         display.finish()
         if log.recorded == 0:
             log.discard()  # nothing recorded: no empty output left behind
@@ -620,10 +795,26 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if stop.unrecorded
             else ""
         )
+        if isinstance(stop.write_error, OutputGoneError):
+            err.write(
+                f"cvekyc batch: stopped: {output} was deleted or replaced during the run, so "
+                f"nothing more is written to it{lost}. {resume}\n"
+            )
+            return EXIT_WRITE
+        if output is None:
+            # Records on standard output cannot be resumed: the way on is a file that can.
+            closed = isinstance(stop.write_error, BrokenPipeError)
+            err.write(
+                "cvekyc batch: stopped: "
+                + ("standard output was closed" if closed else "cannot write standard output")
+                + f" after {log.recorded} records{lost}. Standard output cannot be resumed; "
+                f"to go on, write to a file (and --resume it): {_to_file_command(args.argv)}\n"
+            )
+            return EXIT_WRITE
         err.write(
-            f"cvekyc batch: stopped: cannot write {output or 'standard output'}: "
+            f"cvekyc batch: stopped: cannot write {output}: "
             f"{stop.write_error.strerror or stop.write_error}{lost}; what is recorded is intact."
-            + (f" {resume}\n" if output is not None else "\n")
+            f" {resume}\n"
         )
         return EXIT_WRITE
     for problem in problems:
@@ -632,7 +823,12 @@ async def _batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
     if stop.signal is not None or at_once.cancel_called:
         if output is not None:
-            err.write(f"cvekyc batch: interrupted. {resume}\n")
+            cut = (
+                f" ({stop.forced}: {outcomes[INTERRUPTED]} inputs in flight left for --resume)"
+                if stop.forced and outcomes[INTERRUPTED]
+                else ""
+            )
+            err.write(f"cvekyc batch: interrupted{cut}. {resume}\n")
         return 128 + (stop.signal or signal.SIGINT)
     fatal = [
         name
@@ -670,7 +866,14 @@ def _outcome(result: BatchResult) -> str:
 def _merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     expected = None
     if args.inputs:
-        expected = list(discover(args.inputs, pairs=args.endpoint == "cards"))
+        expected = list(
+            discover(
+                args.inputs,
+                pairs=args.endpoint == "cards",
+                url_hmac_key=_url_hmac_key(args),
+                allow_outside=args.allow_outside,
+            )
+        )
     parts = [Path(p) for p in args.parts]
     for part in parts:
         if not part.exists():
@@ -681,8 +884,17 @@ def _merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         report = merge(parts, Path(args.output), expected)
     except LockedError:
         raise UsageError(f"{args.output} is being written by another cvekyc command") from None
-    except OSError as exc:
+    except NotRegularError as exc:
         raise UsageError(f"cannot merge into {args.output}: {exc.strerror or exc}") from None
+    except OSError as exc:
+        name = exc.filename if isinstance(exc.filename, str) else args.output
+        if name in {str(part) for part in parts}:
+            raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+        err.write(
+            f"cvekyc merge: cannot write {args.output}: {exc.strerror or exc}; "
+            "it is left as it was\n"
+        )
+        return EXIT_WRITE
     out.write(f"merged {report.written} inputs ({report.ok} ok) into {args.output}\n")
     if report.missing:
         out.write(f"missing {len(report.missing)} inputs:\n")
@@ -785,6 +997,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--overwrite", action="store_true", help="start OUTPUT again")
     b.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="let manifests name files outside their own folder (../, absolute paths, ~)",
+    )
+    b.add_argument(
+        "--min-free-space",
+        type=_size,
+        default=DEFAULT_MIN_FREE_SPACE,
+        metavar="SIZE",
+        help="refuse to start when OUTPUT's disk has less free space (default 64M)",
+    )
+    b.add_argument(
         "--shard",
         metavar="K/N",
         help="only the K-th of N stable parts (1 <= K <= N), or auto from a Kubernetes Indexed "
@@ -807,6 +1031,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the batch's inputs (files, directories, URLs, manifests), to list what is missing",
     )
     m.add_argument("--endpoint", choices=["card", "cards", "ocr"], default="card")
+    m.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="let manifests given to --inputs name files outside their own folder",
+    )
 
     demo = sub.add_parser(
         "demo", help="read the bundled specimens through a local emulator (no account needed)"
@@ -817,6 +1046,16 @@ def build_parser() -> argparse.ArgumentParser:
         "args", nargs=argparse.REMAINDER
     )
     return parser
+
+
+def _is_open(stream: TextIO | None) -> bool:
+    """Whether ``stream`` has an open descriptor (Python sets ``sys.stdout`` to ``None`` when
+    the command starts with it closed)."""
+    try:
+        os.fstat(stream.fileno())  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 def _needs_emulator() -> None:
@@ -854,7 +1093,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--concurrency must be at least 1")
             return run_loop(functools.partial(run_demo, out, err, concurrency=args.concurrency))
         command = _extract if args.command == "extract" else _batch
+        if args.command == "batch" and args.output == "-" and not _is_open(out):
+            err.write("cvekyc batch: -o - but standard output is closed; nothing was sent\n")
+            return EXIT_WRITE
         return run_loop(command, args, out, err)
+    except BrokenPipeError:
+        # Standard output was closed under a write outside the batch's own records (a reader
+        # such as `head` went away): end quietly, and keep Python from failing to flush it.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        err.write(f"cvekyc {args.command}: stopped: standard output was closed\n")
+        return EXIT_WRITE
     except (UsageError, ManifestError) as exc:
         err.write(f"cvekyc {args.command}: {exc}\n")
         return EXIT_USAGE

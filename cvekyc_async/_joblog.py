@@ -1,11 +1,12 @@
 """What ``cvekyc batch`` writes: one JSONL record per input, under one writer at a time, and how
 ``--resume`` and ``cvekyc merge`` read it back.
 
-Each record carries the input's canonical key (see ``_jobs``) and the SHA-256 of the bytes sent.
-The latest record of a key is the one that counts. On resume, inputs whose latest record is ok are
-skipped, and so are failures that cannot change (bad input, no document, an unreadable image)
-unless asked; every other failure is sent again. An input whose bytes were already read under
-another key is not sent (nor paid for) again.
+Each record carries the input's canonical key (see ``_jobs``) and the SHA-256 and size of the
+bytes sent. The latest record of a key is the one that counts. On resume, inputs whose latest
+record is ok are skipped, and so are failures that cannot change (bad input, no document, an
+unreadable image) unless asked; every other failure is sent again. A skip holds only while the
+input still has the bytes recorded: a changed one is sent again. An input whose bytes were
+already read under another key is not sent (nor paid for) again.
 
 The output is created readable by its owner only (it holds personal data), opened without
 following a symlink, and locked (``flock``) for the whole run, so a second writer is refused.
@@ -20,6 +21,7 @@ import errno
 import os
 import stat
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,14 +32,16 @@ import msgspec
 
 from ._batch import BatchResult
 from ._errors import APIError, APIStatusError, CVError
-from ._jobs import Job, ManifestError
+from ._jobs import Job, ManifestError, record_input
 from .checks import Assessment
 
 __all__ = [
     "FINAL_ERRORS",
+    "INTERRUPTED",
     "LockedError",
     "MergeReport",
     "NotRegularError",
+    "OutputGoneError",
     "ResultLog",
     "cli_words",
     "create_private",
@@ -47,6 +51,7 @@ __all__ = [
     "merge",
     "read_records",
     "result_record",
+    "write_replacing",
 ]
 
 #: Failures skipped on resume unless ``--retry-failed``: those that sending again cannot change
@@ -63,12 +68,21 @@ FINAL_ERRORS = frozenset(
 )
 
 
+#: The error type of an input whose call a forced stop cancelled: sent again on resume.
+INTERRUPTED = "Interrupted"
+
+
 class LockedError(Exception):
     """Another process is writing the output."""
 
 
 class NotRegularError(OSError):
     """The path names something other than a regular file (a folder, a device, a FIFO)."""
+
+
+class OutputGoneError(OSError):
+    """The output's path no longer names the file the run opened: it was deleted, renamed or
+    replaced during the run, so what is written would be lost."""
 
 
 def make_folders(folder: Path) -> None:
@@ -145,6 +159,7 @@ _CLI_WORDS = {
     "pass them to AsyncCVClient(...) or set": "give --api-key and --api-secret-file, or set",
     "max_per_second": "--max-per-second",
     "max_retries": "--max-retries",
+    "total_timeout=": "--total-timeout=",
     "max_concurrency": "--concurrency",
     "use ocr_card() or extract_card()": "use --endpoint card or --endpoint ocr",
 }
@@ -167,21 +182,20 @@ def error_record(error: CVError) -> dict[str, Any]:
     return record
 
 
-def _shown_input(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
 def result_record(
     job: Job,
     result: BatchResult,
     assessment: Assessment | None = None,
     sha256: str | None = None,
+    size: int | None = None,
 ) -> dict[str, Any]:
-    """The JSONL record of one finished input, with the trust checks' verdict when it was read."""
+    """The JSONL record of one finished input, with the trust checks' verdict when it was read,
+    and the SHA-256 and size of the bytes sent (``None`` for a URL)."""
     return {
         "key": job.key,
-        "input": _shown_input(job.value),
+        "input": record_input(job.value),
         "sha256": sha256,
+        "size": size,
         "ok": result.ok,
         "result": None if result.result is None else result.result.to_dict(),
         "error": None if result.error is None else error_record(result.error),
@@ -198,6 +212,7 @@ class _Head(msgspec.Struct):
     key: Any = None
     input: Any = None
     sha256: Any = None
+    size: Any = None
     ok: Any = None
     error: Any = None
     attempts: Any = 0
@@ -208,9 +223,14 @@ _HEAD = msgspec.json.Decoder(_Head)
 
 @dataclass(frozen=True, slots=True)
 class _Latest:
+    """What the latest record of a key says: whether it is done, whether to send it again and
+    why, and the SHA-256 and size of the bytes it was made of (to tell a changed input)."""
+
     ok: bool
     resend: bool
     reason: str
+    sha256: str | None = None
+    size: int | None = None
 
 
 def _key_of(head: _Head) -> str | None:
@@ -223,15 +243,17 @@ def _key_of(head: _Head) -> str | None:
 
 
 def _judge(head: _Head, retry_failed: bool) -> _Latest:
+    sha256 = head.sha256 if isinstance(head.sha256, str) else None
+    size = head.size if isinstance(head.size, int) and not isinstance(head.size, bool) else None
     if head.ok is True:
-        return _Latest(True, False, "ok")
+        return _Latest(True, False, "ok", sha256, size)
     error = head.error if isinstance(head.error, dict) else {}
     named = error.get("type")
     kind = named if isinstance(named, str) else "unknown"
     if head.attempts == 0 and kind not in FINAL_ERRORS:
         return _Latest(False, True, "never sent")
     if kind in FINAL_ERRORS and not retry_failed:
-        return _Latest(False, False, kind)
+        return _Latest(False, False, kind, sha256, size)
     return _Latest(False, True, kind)
 
 
@@ -373,12 +395,32 @@ class ResultLog:
         """The key already read with these bytes, if any."""
         return None if digest is None else self._ok_digests.get(digest)
 
-    def write(self, line: dict[str, Any]) -> None:
-        """Append one record.
+    def check_in_place(self) -> None:
+        """Check that the output's path still names the file this run opened and locked.
 
         Raises:
+            OutputGoneError: it was deleted, renamed away or replaced.
+        """
+        if self.path is None:
+            return
+        mine = os.fstat(self._fd)
+        try:
+            named = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino):
+            raise OutputGoneError(
+                errno.ENOENT, "it was deleted or replaced during the run", str(self.path)
+            )
+
+    def write(self, line: dict[str, Any]) -> None:
+        """Append one record, once the output is checked to be where it was.
+
+        Raises:
+            OutputGoneError: the output was deleted or replaced during the run.
             OSError: the write failed (disk full, file too large...).
         """
+        self.check_in_place()
         data = self._encoder.encode(line) + b"\n"
         view = memoryview(data)
         start = os.fstat(self._fd).st_size if self.path is not None else 0
@@ -393,9 +435,15 @@ class ResultLog:
                     os.ftruncate(self._fd, start)
             raise
         self.recorded += 1
-        key, digest = line.get("key"), line.get("sha256")
+        key, digest, size = line.get("key"), line.get("sha256"), line.get("size")
         if line.get("ok") and isinstance(key, str):
-            self._latest[key] = _Latest(True, False, "ok")
+            self._latest[key] = _Latest(
+                True,
+                False,
+                "ok",
+                digest if isinstance(digest, str) else None,
+                size if isinstance(size, int) else None,
+            )
             if isinstance(digest, str):
                 self._ok_digests.setdefault(digest, key)
 
@@ -408,6 +456,11 @@ class ResultLog:
         """Close, and remove the output if this run created it and wrote nothing (the batch
         stopped before it began): no empty file is left behind."""
         created = self._created and self.recorded == 0 and self.path is not None
+        if created:
+            try:
+                self.check_in_place()  # never remove a file that took its place
+            except OSError:
+                created = False
         self.close()
         if created and self.path is not None:
             with contextlib.suppress(OSError):
@@ -423,6 +476,39 @@ class MergeReport:
     missing: list[str]
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def write_replacing(path: Path, lines: Iterable[bytes]) -> None:
+    """Write ``lines`` to a new file beside ``path`` (mode 0600), flush it to the disk, and
+    rename it over ``path`` in one step: a kill or a full disk at any moment leaves ``path`` as
+    it was (and no half-written file in its place).
+
+    Raises:
+        OSError: the new file could not be written; it is removed, ``path`` is untouched.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for line in lines:
+                fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    # The rename itself is on the disk only once the folder is.
+    with contextlib.suppress(OSError):
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 def merge(
     parts: Iterable[Path], output: Path, expected: Iterable[Job] | None = None
 ) -> MergeReport:
@@ -430,10 +516,20 @@ def merge(
     latest (later files, later lines) wins. With ``expected`` (the batch's inputs), the keys
     that none of the parts holds are reported missing.
 
+    The output is written whole beside its place and renamed into it, so the file it replaces
+    is intact until the new one is complete; an output that is one of the parts is refused.
+
     Raises:
+        ManifestError: the output is one of the parts, or holds something other than records.
         LockedError: another process holds the output.
-        OSError: a part or the output cannot be read or written.
+        OSError: a part or the output cannot be read or written (the old output is intact).
     """
+    parts = list(parts)
+    with contextlib.suppress(FileNotFoundError):
+        mine = os.stat(output)
+        for part in parts:
+            if _same_file(os.stat(part), mine):
+                raise ManifestError(f"-o {output} is also a part ({part}): merge into another file")
     best: dict[str, tuple[bool, bytes]] = {}
     for part in parts:
         for key, head, line in _heads(part):
@@ -441,14 +537,23 @@ def merge(
             held = best.get(key)
             if held is None or ok or not held[0]:
                 best[key] = (ok, line if line.endswith(b"\n") else line + b"\n")
-    fd = create_private(output, truncate=False)
+    created = not os.path.lexists(output)
+    # Opened only to be locked (a batch writing it is refused) and checked: never a symlink,
+    # a device, or a file that is not batch records.
+    fd = create_private(output, append=False)
     try:
         _lock(fd, output)
-        make_private(fd)
-        os.ftruncate(fd, 0)
-        with contextlib.closing(os.fdopen(os.dup(fd), "ab")) as out:
-            for _, line in best.values():
-                out.write(line)
+        if os.fstat(fd).st_size and not _holds_records(fd):
+            raise ManifestError(
+                f"{output} holds something other than cvekyc batch records: merge into another file"
+            )
+        write_replacing(output, (line for _, line in best.values()))
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_size == 0 and _same_file(os.fstat(fd), os.stat(output)):
+                    output.unlink()
+        raise
     finally:
         os.close(fd)
     missing = [] if expected is None else [j.key for j in expected if j.key not in best]

@@ -5,11 +5,13 @@ Every input has a canonical key that names it in the output, in the shard split,
 ``cvekyc merge``, and that does not depend on the current directory, on how a manifest was named
 or on where a folder is mounted:
 
-- a file listed in a manifest: its path relative to the manifest's folder (``imgs/a.jpg``);
+- a file listed in a manifest: its path relative to the manifest's folder (``imgs/a.jpg``); an
+  entry that leaves the folder (``..``, an absolute path, ``~``) is refused unless allowed;
 - a file found in a directory argument: the directory's own name, then the path inside it
   (``scans/2024/a.jpg``), so two machines that mount ``scans`` in different places agree;
 - a file named on the command line: its file name;
-- a URL: the URL;
+- a URL: the URL; one with credentials, a query or a fragment (a signed URL's token): the URL
+  without them and an HMAC-SHA256 of the whole URL, keyed by a hash of the API key;
 - a pair (``--endpoint cards``): ``front<TAB>back``.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import os
 import posixpath
 import re
@@ -25,19 +28,29 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
-from ._inputs import describe_input, sniff_format
+from ._inputs import ImageSource, describe_input, sniff_format
 
 __all__ = [
     "SINGLE_COLUMNS",
+    "Fingerprint",
     "Job",
     "ManifestError",
     "Shard",
+    "carries_secrets",
     "discover",
+    "fingerprint",
     "key_hash",
+    "load",
+    "record_input",
+    "safe_url",
     "shown",
+    "still_as_sent",
+    "url_key",
+    "url_secret",
 ]
 
 _MANIFEST_SUFFIXES = {".csv", ".jsonl", ".ndjson"}
@@ -184,18 +197,108 @@ def _posix(text: str) -> str:
     return posixpath.normpath(text.replace(os.sep, "/"))
 
 
-def _manifest_entry(text: str, base: Path, where: str) -> tuple[str, str]:
-    """(key, value) of a manifest entry: a URL, or a path relative to the manifest's folder."""
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """How inputs are read: as pairs or not, the key URLs with secrets are named by, and
+    whether a manifest may name files outside its folder."""
+
+    pairs: bool
+    url_key: bytes | None
+    allow_outside: bool
+
+
+def _manifest_entry(text: str, base: Path, where: str, how: _Reading) -> tuple[str, str]:
+    """(key, value) of a manifest entry: a URL, or a path relative to the manifest's folder
+    (one that leaves it, by ``..``, an absolute path or ``~``, only with ``allow_outside``)."""
     _check_text(text, where)
     if _check_url(text, where):
-        return text, text
+        return url_key(text, how.url_key, where), text
     path = Path(text).expanduser()
+    inside = _inside(base, text)
+    if not inside and not how.allow_outside:
+        raise ManifestError(
+            f"{where}: {text!r} is outside the manifest's folder ({base}); entries are paths "
+            "inside it, unless --allow-outside is given"
+        )
     if not path.is_absolute():
         return _posix(text), str(base / path)
     try:
         return path.resolve().relative_to(base.resolve()).as_posix(), str(path)
     except ValueError:
         return _posix(str(path)), str(path)  # outside the manifest's folder: as written
+
+
+def _inside(base: Path, text: str) -> bool:
+    """Whether a manifest entry names a path inside the manifest's folder, by its text alone
+    (links in the folder are the owner's, not the manifest's, to choose)."""
+    if text.startswith("~"):
+        return False
+    folder = os.path.abspath(base)
+    target = os.path.normpath(os.path.join(folder, text))
+    return os.path.commonpath([folder, target]) == folder
+
+
+def _has_secrets(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return True
+    return bool(parts.username or parts.password or parts.query or parts.fragment)
+
+
+def safe_url(url: str) -> str:
+    """A URL as records and messages may show it: scheme, host, port and path, without
+    credentials, query or fragment (signed URLs carry their tokens there)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<a URL that cannot be read>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{'' if port is None else f':{port}'}{parts.path}"
+
+
+def url_key(url: str, secret: bytes | None, where: str = "") -> str:
+    """The key of a URL input: the URL itself, or, when it carries credentials, a query or a
+    fragment, the URL without them and an HMAC-SHA256 of the whole URL under ``secret``: the
+    same URL has the same key on every run and machine of one account, and the key shows no
+    token.
+
+    Raises:
+        ManifestError: such a URL without a ``secret`` to name it by.
+    """
+    if not _has_secrets(url):
+        return url
+    if secret is None:
+        raise ManifestError(
+            f"{where or safe_url(url)}: a URL with credentials or a query is named by a keyed "
+            "hash of it: set CVEKYC_API_KEY (or give --api-key)"
+        )
+    mac = hmac.new(secret, url.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return f"{safe_url(url)}#hmac={mac.hexdigest()[:32]}"
+
+
+def url_secret(api_key: str) -> bytes:
+    """The HMAC key URL inputs are named by: a hash of the account's API key (not its
+    secret), so every machine and run of one account names a URL alike."""
+    return hashlib.sha256(b"cvekyc url key\x00" + api_key.encode("utf-8")).digest()
+
+
+def record_input(value: Any) -> Any:
+    """An input's value as a record shows it: a pair as a list, URLs without credentials,
+    query or fragment."""
+    values = [
+        safe_url(v) if isinstance(v, str) and carries_secrets(v) else v
+        for v in (value if isinstance(value, tuple) else (value,))
+    ]
+    return values if isinstance(value, tuple) else values[0]
+
+
+def carries_secrets(text: str) -> bool:
+    """Whether ``text`` is a URL with credentials, a query or a fragment."""
+    return _SCHEME_RE.match(text) is not None and _has_secrets(text)
 
 
 def _check_text(text: str, where: str) -> None:
@@ -268,19 +371,20 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise ManifestError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _row_job(row: Mapping[str, Any], pairs: bool, base: Path, where: str) -> Job:
+def _row_job(row: Mapping[str, Any], how: _Reading, base: Path, where: str) -> Job:
+    pairs = how.pairs
     lowered = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
     if pairs:
         front, back = lowered.get("front"), lowered.get("back")
         if not isinstance(front, str) or not isinstance(back, str) or not front or not back:
             raise ManifestError(f"{where}: --endpoint cards needs 'front' and 'back' columns")
-        fk, fv = _manifest_entry(front.strip(), base, where)
-        bk, bv = _manifest_entry(back.strip(), base, where)
+        fk, fv = _manifest_entry(front.strip(), base, where, how)
+        bk, bv = _manifest_entry(back.strip(), base, where, how)
         return Job(f"{fk}\t{bk}", (fv, bv))
     for column in SINGLE_COLUMNS:
         value = lowered.get(column)
         if isinstance(value, str) and value.strip():
-            key, sent = _manifest_entry(value.strip(), base, where)
+            key, sent = _manifest_entry(value.strip(), base, where, how)
             return Job(key, sent)
     raise ManifestError(f"{where}: no path or url ({', '.join(SINGLE_COLUMNS)})")
 
@@ -293,7 +397,8 @@ def _looks_like_input(cell: str, base: Path) -> bool:
     return path.suffix.lower() in _IMAGE_SUFFIXES or (base / path).is_file()
 
 
-def _csv_jobs(path: Path, pairs: bool) -> Iterator[Job]:
+def _csv_jobs(path: Path, how: _Reading) -> Iterator[Job]:
+    pairs = how.pairs
     numbered = list(_numbered_rows(path))
     if not numbered:
         return
@@ -305,7 +410,7 @@ def _csv_jobs(path: Path, pairs: bool) -> Iterator[Job]:
             if not "".join(cells).strip():
                 continue
             row = dict(zip(header, cells, strict=False))
-            yield _row_job(row, pairs, path.parent, f"{path}:{n}")
+            yield _row_job(row, how, path.parent, f"{path}:{n}")
         return
     # No header: only when the first row is itself an input (a path or a URL), else the
     # header names no column we know.
@@ -324,7 +429,7 @@ def _csv_jobs(path: Path, pairs: bool) -> Iterator[Job]:
             row = {"front": cells[0], "back": cells[1]}
         else:
             row = {"path": cells[0]}
-        yield _row_job(row, pairs, path.parent, f"{path}:{n}")
+        yield _row_job(row, how, path.parent, f"{path}:{n}")
 
 
 def _numbered_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -338,16 +443,18 @@ def _numbered_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         yield n, cells
 
 
-def _text_jobs(path: Path, pairs: bool) -> Iterator[Job]:
+def _text_jobs(path: Path, how: _Reading) -> Iterator[Job]:
+    pairs = how.pairs
     """A ``.txt`` manifest: one input per line, no header, no quoting."""
     if pairs:
         raise ManifestError(f"{path}: --endpoint cards takes pairs from a .csv or .jsonl manifest")
     for n, text in _lines(path):
         if text.strip():
-            yield _row_job({"path": text.strip()}, pairs, path.parent, f"{path}:{n}")
+            yield _row_job({"path": text.strip()}, how, path.parent, f"{path}:{n}")
 
 
-def _jsonl_jobs(path: Path, pairs: bool) -> Iterator[Job]:
+def _jsonl_jobs(path: Path, how: _Reading) -> Iterator[Job]:
+    pairs = how.pairs
     for n, line in _lines(path):
         if not line.strip():
             continue
@@ -362,10 +469,16 @@ def _jsonl_jobs(path: Path, pairs: bool) -> Iterator[Job]:
             obj = {"front": obj[0], "back": obj[1]}
         if not isinstance(obj, dict):
             raise ManifestError(f"{where}: expected a string or an object")
-        yield _row_job(obj, pairs, path.parent, where)
+        yield _row_job(obj, how, path.parent, where)
 
 
-def discover(sources: Iterable[str], *, pairs: bool) -> Iterator[Job]:
+def discover(
+    sources: Iterable[str],
+    *,
+    pairs: bool,
+    url_hmac_key: bytes | None = None,
+    allow_outside: bool = False,
+) -> Iterator[Job]:
     """The jobs named by command-line arguments, lazily, in order.
 
     Args:
@@ -374,17 +487,20 @@ def discover(sources: Iterable[str], *, pairs: bool) -> Iterator[Job]:
             line).
         pairs: whether inputs are (front, back) pairs (``--endpoint cards``): they can only
             come from manifests.
+        url_hmac_key: the HMAC key of URLs that carry credentials or a query (see ``url_key``).
+        allow_outside: whether a manifest may name files outside its folder.
 
     Raises:
         ManifestError: an argument that does not exist or cannot be read, or a manifest line
-            that cannot be read.
+            that cannot be read or names a file outside the manifest's folder.
     """
+    how = _Reading(pairs, url_hmac_key, allow_outside)
     for source in sources:
         _check_text(source, source)
         if _check_url(source, source):
             if pairs:
                 raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
-            yield Job(source, source)
+            yield Job(url_key(source, url_hmac_key), source)
             continue
         path = Path(source).expanduser()
         if path.is_dir():
@@ -399,12 +515,111 @@ def discover(sources: Iterable[str], *, pairs: bool) -> Iterator[Job]:
             raise ManifestError(f"{source}: not a regular file (a FIFO or a device is not read)")
         suffix = path.suffix.lower()
         if suffix == ".csv":
-            yield from _csv_jobs(path, pairs)
+            yield from _csv_jobs(path, how)
         elif suffix in (".jsonl", ".ndjson"):
-            yield from _jsonl_jobs(path, pairs)
+            yield from _jsonl_jobs(path, how)
         elif suffix == ".txt":
-            yield from _text_jobs(path, pairs)
+            yield from _text_jobs(path, how)
         elif pairs:
             raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
         else:
             yield Job(path.name, str(path))
+
+
+# -- what an input's bytes are -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What was sent for an input: the SHA-256 of its bytes (``a+b`` for a pair) and their
+    size in bytes (summed for a pair)."""
+
+    sha256: str
+    size: int
+
+
+_CHUNK = 1 << 20
+
+
+def _files(value: Any) -> tuple[str, ...] | None:
+    """The files an input's value names; ``None`` when a URL is among them."""
+    values = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(v, str) and "://" not in v for v in values):
+        return None
+    return values
+
+
+def _size_of(files: tuple[str, ...]) -> int | None:
+    total = 0
+    for name in files:
+        try:
+            info = os.stat(name)
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        total += info.st_size
+    return total
+
+
+def _sha256_of(name: str) -> str:
+    digest = hashlib.sha256()
+    with open(name, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(value: Any) -> Fingerprint | None:
+    """The fingerprint of an input's files as they are now, read in chunks; ``None`` for a
+    URL, or a file that cannot be read."""
+    files = _files(value)
+    size = None if files is None else _size_of(files)
+    if files is None or size is None:
+        return None
+    try:
+        return Fingerprint("+".join(_sha256_of(name) for name in files), size)
+    except (OSError, ValueError):
+        return None
+
+
+def still_as_sent(value: Any, sha256: str, size: int | None) -> bool:
+    """Whether an input's files still hold the bytes a record was made of: the sizes are
+    compared first, and the files hashed only when they match (``size`` is ``None`` in records
+    written before sizes were). An input that cannot be read now keeps its record."""
+    files = _files(value)
+    now = None if files is None else _size_of(files)
+    if now is None:
+        return True
+    if size is not None and now != size:
+        return False
+    current = fingerprint(value)
+    return current is None or current.sha256 == sha256
+
+
+def load(job: Job, max_file_size: int) -> tuple[Any, Fingerprint | None]:
+    """What to send for ``job``, and the fingerprint of its bytes (``None`` for URLs, or when
+    a file cannot be read or is over the size limit: then the path itself is sent, and the
+    client says what is wrong without reading it)."""
+    values = job.value if isinstance(job.value, tuple) else (job.value,)
+    loaded: list[Any] = []
+    digests: list[str] = []
+    size = 0
+    for value in values:
+        if isinstance(value, str) and "://" in value:
+            loaded.append(value)
+            continue
+        try:
+            path = Path(value)
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode) or info.st_size > max_file_size:
+                return job.value, None
+            data = path.read_bytes()
+            source = ImageSource.from_bytes(data, filename=path.name)
+        except Exception:
+            return job.value, None
+        loaded.append(source)
+        digests.append(hashlib.sha256(data).hexdigest())
+        size += len(data)
+    sent = Fingerprint("+".join(digests), size) if len(digests) == len(values) else None
+    return (tuple(loaded) if isinstance(job.value, tuple) else loaded[0]), sent

@@ -182,10 +182,11 @@ def test_a_second_sigint_stops_at_once(cv_emulator: RunningEmulator, tmp_path: P
     manifest = manifest_of(tmp_path, paths)
     out = tmp_path / "out.jsonl"
     env = env_for(cv_emulator)
-    # Every answer is held until the client lets go: only a second signal can end the run.
+    # Every answer is held until the client lets go, and the grace outlasts the test: only a
+    # second signal can end the run.
     cv_emulator.set_faults(rate_stall=1.0, stall_seconds=600)
     args = ["batch", str(manifest), "-o", str(out), "--concurrency", "4"]
-    with start(*args, env=env) as proc:
+    with start(*args, "--stop-grace", "600", env=env) as proc:
         assert proc.stderr is not None
         assert cv_emulator.state.wait_for_count("requests", 4, 30)
         proc.send_signal(signal.SIGINT)
@@ -203,7 +204,9 @@ def test_a_second_sigint_stops_at_once(cv_emulator: RunningEmulator, tmp_path: P
     assert proc.returncode == 128 + signal.SIGINT
     assert b"Resume with: cvekyc batch" in rest
     assert b"Traceback" not in first + rest
-    assert not out.exists()  # nothing was answered: no empty output is left behind
+    assert b"stopped at once by a second signal: 4 inputs in flight left for --resume" in rest
+    # Nothing was answered: the four in flight are recorded as not done, and sent again.
+    assert [r["error"]["type"] for r in lines(out)] == ["Interrupted"] * 4
     cv_emulator.set_faults(rate_stall=0.0)
     resumed = run(*args, "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr

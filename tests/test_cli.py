@@ -176,7 +176,9 @@ def test_batch_over_a_csv_manifest(cv_emulator: RunningEmulator, tmp_path: Path)
     rows.append(cv_emulator.specimen_url("passport.jpg"))
     manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    proc = run("batch", str(manifest), "-o", str(out), env=env_for(cv_emulator))
+    # The specimen lies outside the manifest's folder: read only when allowed.
+    args = ["batch", str(manifest), "-o", str(out)]
+    proc = run(*args, "--allow-outside", env=env_for(cv_emulator))
     assert proc.returncode == 1  # the blank page fails
     records = lines(out)
     assert len(records) == 7
@@ -213,8 +215,9 @@ def test_batch_of_pairs_from_jsonl(cv_emulator: RunningEmulator, tmp_path: Path)
     )
     out = tmp_path / "out.jsonl"
     proc = run(
-        "batch", str(manifest), "--endpoint", "cards", "-o", str(out), env=env_for(cv_emulator)
-    )
+        "batch", str(manifest), "--endpoint", "cards", "-o", str(out), "--allow-outside",
+        env=env_for(cv_emulator),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     records = lines(out)
     assert [len(r["input"]) for r in records] == [2, 2]

@@ -244,7 +244,9 @@ def test_manifests_resolve_relative_paths_and_take_pairs(tmp_path: Path) -> None
     (tmp_path / "m.csv").write_text(
         "front,back\nf1.jpg,b1.jpg\n\n/abs/f2.jpg,b2.jpg\n", encoding="utf-8"
     )
-    jobs = list(discover([str(tmp_path / "m.csv")], pairs=True))
+    with pytest.raises(ManifestError, match=r"m\.csv:4: '/abs/f2\.jpg' is outside"):
+        list(discover([str(tmp_path / "m.csv")], pairs=True))
+    jobs = list(discover([str(tmp_path / "m.csv")], pairs=True, allow_outside=True))
     assert [j.value for j in jobs] == [
         (str(tmp_path / "f1.jpg"), str(tmp_path / "b1.jpg")),
         ("/abs/f2.jpg", str(tmp_path / "b2.jpg")),
@@ -312,14 +314,14 @@ def test_merge_keeps_an_ok_record_per_key_and_lists_what_is_missing(tmp_path: Pa
 
 
 def test_an_oversized_file_is_not_read_to_be_hashed(tmp_path: Path) -> None:
-    from cvekyc_async._cli import _load
+    from cvekyc_async._jobs import load
 
     huge = tmp_path / "huge.jpg"
     with huge.open("wb") as fh:  # sparse: 12 GiB that take no room
         fh.write(b"\xff\xd8\xff\xe0")
         fh.truncate(12 * 1024**3)
-    value, digest = _load(Job("huge.jpg", str(huge)), max_file_size=10 * 1024**2)
-    assert (value, digest) == (str(huge), None)  # the client refuses it by its size
+    value, sent = load(Job("huge.jpg", str(huge)), max_file_size=10 * 1024**2)
+    assert (value, sent) == (str(huge), None)  # the client refuses it by its size
 
 
 @pytest.mark.parametrize(
@@ -340,3 +342,31 @@ def test_the_resume_command_drops_credentials(argv: list[str], shown: str) -> No
     from cvekyc_async._cli import _resume_command
 
     assert _resume_command(argv) == shown
+
+
+@pytest.mark.parametrize(
+    ("now", "recorded", "size", "same"),
+    [
+        (b"scan", b"scan", 4, True),
+        (b"scaN", b"scan", 4, False),  # the same size, other bytes
+        (b"scan!", b"scan", 4, False),  # another size: not hashed
+        (b"scan", b"scan", None, True),  # a record written before sizes: hashed
+        (b"scaN", b"scan", None, False),
+        (None, b"scan", 4, True),  # gone: the record stands
+    ],
+)
+def test_still_as_sent_compares_size_then_bytes(
+    tmp_path: Path, now: bytes | None, recorded: bytes, size: int | None, same: bool
+) -> None:
+    import hashlib
+
+    from cvekyc_async._jobs import still_as_sent
+
+    path = tmp_path / "a.jpg"
+    if now is not None:
+        path.write_bytes(now)
+    digest = hashlib.sha256(recorded).hexdigest()
+    assert still_as_sent(str(path), digest, size) is same
+    pair = (str(path), str(path))
+    assert still_as_sent(pair, f"{digest}+{digest}", None if size is None else 2 * size) is same
+    assert still_as_sent("https://x.test/a.jpg", digest, size) is True  # a URL: by its key
