@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import ipaddress
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
@@ -47,6 +48,7 @@ from ._inputs import ImageInput
 from ._models import ExtractionResult
 from ._raw import AsyncRawResponses
 from ._read import ACCEPT_ENCODING
+from ._redact import HIDE_IMAGE_URLS
 from ._retry import RetryPolicy
 from ._transport import TransportChoice, build_transport, environment_proxy
 from ._usage import Usage
@@ -87,8 +89,20 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_base_url(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    if not isinstance(url, str) or any(c.isspace() or not c.isprintable() for c in url):
+        # A CR, LF or tab would reach the request line, or fail every call inside httpx.
+        raise ConfigurationError(
+            "base_url must be a URL without spaces, tabs, line breaks or control characters"
+        )
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        _ = parts.port  # a port out of range raises here
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        raise ConfigurationError("base_url is not a valid URL") from None
+    if parts.username or parts.password:
+        raise ConfigurationError("base_url must not hold user info (credentials go in api_key)")
     if parts.scheme not in ("http", "https") or not host:
         raise ConfigurationError(f"base_url must be an http(s) URL with a host, not {url!r}")
     if parts.scheme == "http" and not _is_loopback(host):
@@ -96,8 +110,8 @@ def _check_base_url(url: str) -> str:
             f"base_url {url!r} is plain http: credentials and card images would cross the "
             "network unencrypted. Use https (http is allowed only for loopback hosts)"
         )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigurationError("base_url must not hold a query, fragment or user info")
+    if parts.query or parts.fragment:
+        raise ConfigurationError("base_url must not hold a query or fragment")
     return url.rstrip("/")
 
 
@@ -317,6 +331,9 @@ class AsyncCVClient:
         if http_client is not None and transport is not None:
             raise ConfigurationError("give http_client or transport, not both")
         direct = None
+        if http_client is not None:
+            # httpx logs each request's URL, and an image URL's token with it.
+            logging.getLogger("httpx").addFilter(HIDE_IMAGE_URLS)
         if http_client is None:
             direct = _build_transport(base, transport, concurrency, trust_env)
             http_client = httpx.AsyncClient(

@@ -8,12 +8,14 @@ masked field values for reprs, and a description (kind, size, title) for bodies 
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from http import HTTPStatus
 from typing import Any
 
 __all__ = [
+    "HIDE_IMAGE_URLS",
     "describe_body",
     "describe_head",
     "is_known_text",
@@ -201,3 +203,31 @@ def masked_text(text: str | None, known: tuple[str, ...] = ()) -> str:
     if is_known_text(text, known):
         return repr(text)
     return f"<{len(text)} chars>"
+
+
+class _ImageURLFilter(logging.Filter):
+    """Hides the query of this client's URL requests in httpx's own log lines.
+
+    An image given by URL travels in the query of a GET (``?img=...&format_type=url``), signed
+    tokens and all; httpx logs every request's URL at INFO, which a web backend's logging
+    shows. Requests of this client are recognised by ``format_type=url`` in the query.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(_is_image_url(a) for a in args):
+            record.args = tuple(_without_query(a) if _is_image_url(a) else a for a in args)
+        return True
+
+
+def _is_image_url(value: object) -> bool:
+    query = getattr(value, "query", None)
+    return isinstance(query, bytes) and b"format_type=url" in query
+
+
+def _without_query(url: Any) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{url.path}?<image URL hidden>"
+
+
+#: Added to the ``httpx`` logger when a client sends through a caller's ``http_client``.
+HIDE_IMAGE_URLS = _ImageURLFilter()

@@ -294,8 +294,19 @@ class CVClient:
 
     def close(self) -> None:
         """Close the connection pool and stop the client's thread. A view's ``close()`` does
-        nothing: the pool belongs to the client."""
+        nothing: the pool belongs to the client.
+
+        Raises:
+            ClientStateError: called from the client's own loop (a batch's progress callback).
+        """
         if self._owner is None:
+            if threading.current_thread() is self._loop.thread and not self._loop.closed:
+                # From a batch's progress callback: the loop cannot stop itself while it runs
+                # the callback, and closing half-way would leave its thread and sockets behind.
+                raise ClientStateError(
+                    "a CVClient cannot be closed from its own loop (from a batch's progress "
+                    "callback, say): stop the batch there, and close the client after it returns"
+                )
             self._close()
 
     def with_options(

@@ -97,11 +97,35 @@ def test_loopback_http_and_any_https_are_allowed(url: str) -> None:
         ("cloud.computervision.com.vn", "http\\(s\\) URL"),
         ("https://x.test/?a=1", "query"),
         ("https://user:pw@x.test", "user info"),
+        ("ftp://user:pw@x.test", "user info"),
+        ("https://x.test/\r\nX-Injected: 1", "line breaks"),
+        ("https://x.test/\tv2", "tabs"),
+        ("https://x .test", "spaces"),
+        ("https://x.test:99999", "not a valid URL"),
+        ("http://[::1", "not a valid URL"),
     ],
 )
 def test_unsafe_or_malformed_base_urls_are_refused(url: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ConfigurationError, match=message) as info:
         AsyncCVClient("k", "s", base_url=url)
+    assert "pw" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_an_image_urls_token_stays_out_of_httpx_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A caller's own http_client logs each request at INFO; the signed URL's token must not
+    # reach those lines.
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=samples.answer([])))
+    async with httpx.AsyncClient(transport=transport) as http:
+        client = AsyncCVClient("k", "s", base_url=samples.BASE_URL, http_client=http)
+        with caplog.at_level(logging.INFO, logger="httpx"):
+            await client.extract_card("https://images.example/card.jpg?X-Amz-Signature=t0ken")
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert lines
+    assert all("t0ken" not in line and "images.example" not in line for line in lines)
+    assert any("/api/v2/ekyc/card" in line for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,27 @@ def test_a_progress_callback_cannot_call_its_own_client(cv_emulator: RunningEmul
     assert "own loop" in str(errors[0])
 
 
+def test_closing_from_a_progress_callback_is_refused_and_leaves_the_client_whole(
+    cv_emulator: RunningEmulator,
+) -> None:
+    before = len(loop_threads())
+    errors: list[BaseException] = []
+    client = cv_emulator.sync_client()
+
+    def progress(_: object) -> None:
+        try:
+            client.close()
+        except ClientStateError as exc:
+            errors.append(exc)
+
+    client.extract_many([FRONT, FRONT], progress=progress)
+    assert errors
+    assert "own loop" in str(errors[0])
+    assert client.extract_card(FRONT).billed  # still open and working
+    client.close()
+    assert len(loop_threads()) == before  # closing after the call stops the thread
+
+
 def test_closing_with_a_batch_still_open_is_prompt_and_leaves_no_thread(
     cv_emulator: RunningEmulator,
 ) -> None:
