@@ -26,6 +26,8 @@ from typing import Any
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cvekyc_async import (
     APIConnectionError,
@@ -65,14 +67,7 @@ def create_app(**client_options: Any) -> FastAPI:
             yield
 
     app = FastAPI(title="Card reader", lifespan=lifespan)
-
-    @app.middleware("http")
-    async def refuse_large_uploads(request: Request, call_next: Any) -> Any:
-        # Refused on the announced size, before the body is received and spooled to disk.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_UPLOAD + 64 * 1024:
-            return _error(413, "upload_too_large", f"uploads are limited to {MAX_UPLOAD:,} bytes")
-        return await call_next(request)
+    app.add_middleware(RefuseLargeUploads)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -105,6 +100,29 @@ def create_app(**client_options: Any) -> FastAPI:
         return answer_for(exc)
 
     return app
+
+
+class RefuseLargeUploads:
+    """Refuses an upload on its announced size, before its body is received and spooled to disk.
+
+    A plain ASGI middleware: ``@app.middleware("http")`` would put Starlette's
+    ``BaseHTTPMiddleware`` around every request, and the one Python 3.10 gets (Starlette 1.7)
+    leaves the request's body stream unclosed, which trio reports as a ``ResourceWarning``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = Headers(scope=scope).get("content-length", "")
+            if length.isdigit() and int(length) > MAX_UPLOAD + 64 * 1024:
+                refusal = _error(
+                    413, "upload_too_large", f"uploads are limited to {MAX_UPLOAD:,} bytes"
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:

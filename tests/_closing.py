@@ -1,7 +1,10 @@
 """A server in a process of its own that answers each request with a card and then closes the
 connection without saying so (no ``Connection: close``), as some servers and proxies do.
 
-Run as ``python -m tests._closing``: it prints ``listening on PORT`` and serves until killed.
+Run as ``python -m tests._closing``: it prints ``listening on PORT`` and serves until killed,
+printing ``closed`` each time it has closed a connection (a test that waits for that line before
+its next request knows the connection it holds is one the server has closed, not one it is
+about to close).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def serve() -> None:
                     break
                 body += chunk
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
+        print("closed", flush=True)
 
 
 if __name__ == "__main__":
