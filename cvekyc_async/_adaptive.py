@@ -2,21 +2,35 @@
 
 Nobody knows the service's capacity for their account: too few requests in flight waste hours
 of a big batch, too many queue at the service until it answers 429. The limit here moves with
-what the answers say, in the way of TCP Vegas and Netflix's concurrency-limits (Gradient2):
+what the answers say, in the way of TCP Vegas and Netflix's concurrency-limits (Gradient2), with
+CUBIC's memory of the level that last overloaded:
 
-- a *window* is one limit's worth of finished attempts (at least ``_MIN_WINDOW``);
-- the no-load latency is the lowest window median seen (at least 1 ms); when the limit has
-  shrunk for latency ``_STALE_AFTER`` windows running and latency has not fallen with it, the
-  latency is not the client's doing (a run of quick answers set the mark too low, or the
-  service became slower for good), and the no-load latency is taken afresh;
+- a *window* is one limit's worth of finished attempts (at least ``_MIN_WINDOW``); the *round
+  trip* is the last window's median latency (or the no-load latency before there is one);
+- the no-load latency is the lowest window median seen (at least 1 ms). It is only ever taken
+  afresh, upwards, at low load: when the limit has shrunk for latency ``_STALE_AFTER`` windows
+  running and latency has not fallen with it, the limit drops to ``_LOW_LOAD`` in flight until
+  ``_PROBE_ANSWERS`` attempts sent that way have answered; their median is the new no-load
+  latency, and the limit goes back to where it was. A loaded window never sets it;
 - while the window's latency stays near the no-load latency and the limit was used in full,
-  the limit doubles (slow start, until latency first rises) and then grows by one a window;
+  the limit doubles (slow start, until latency first rises) and then grows by a step that
+  doubles each window latency stays flat (by one while it rises), at most a quarter of the limit;
 - when latency passes ``tolerance`` times the no-load latency (requests are queueing at the
   service), the limit shrinks by a tenth;
-- on an overload answer (429, 503, 504, a read timeout) it shrinks by a quarter at once, as
-  AIMD and botocore's adaptive mode do; answers to attempts sent before that cut do not cut
-  again, and for ``_HOLD`` seconds the limit stays below the level that overloaded (as CUBIC
-  lingers below its last maximum), so overloads come seldom, not as a storm of 429s.
+- an overload answer (429, 503, 504, a read timeout) opens an *overload episode*, which lasts
+  while overloads keep coming less than one round trip apart. Answers to attempts sent before
+  the latest cut never cut. The episode's first cut is at once: to the level that held without
+  overload (when the limit was probing above it), to one below the number in flight when the
+  turned-away attempt was sent (when that was below the limit: the service took fewer), or
+  else by a quarter; never by more than half. A further cut of the same episode (by half) needs
+  a round trip since the last and an attempt sent after it that was answered: overloads mixed
+  with answers say the level is still too high, while a burst that turns everything away
+  (a service failing for a moment) costs one cut, at most ``_MAX_CUTS`` in all;
+- after an episode the limit doubles back, window by window, to the level that overloaded
+  less one (the level the last further cut reached, when there was one), and holds there for
+  ``_HOLD_ROUND_TRIPS`` round trips (within ``_HOLD_MIN`` .. ``_HOLD_MAX`` seconds) before
+  probing above it again; so a hard capacity costs one 429 a hold, not a storm, and a capacity
+  that comes back is found within a few seconds.
 
 It never goes below ``minimum`` nor above ``ceiling``. A limit that is not used in full (fewer
 callers than slots) does not grow.
@@ -28,24 +42,39 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._errors import APIStatusError, APITimeoutError, CVError
 
-__all__ = ["AdaptiveConcurrency", "AdaptiveLimit", "is_overload"]
+__all__ = ["AdaptiveConcurrency", "AdaptiveLimit", "Token", "is_overload"]
 
 _MIN_WINDOW = 10
 # The no-load latency is never taken as less than this (a window of instant answers).
 _FLOOR = 0.001
 # Shrinking for latency this many windows running without latency falling by _FALLEN means the
-# no-load latency is stale: it is taken afresh.
+# no-load latency may be stale: it is measured afresh at low load.
 _STALE_AFTER = 5
 _FALLEN = 0.85
-# Slow start stops once a window's latency passes this multiple of the no-load latency.
+# At most this many in flight when an attempt was sent, for its latency to count as no-load.
+_LOW_LOAD = 2
+# Answers at low load whose median is the new no-load latency.
+_PROBE_ANSWERS = 5
+# Slow start stops once a window's latency passes this multiple of the no-load latency; above
+# it, the growth step stays at one.
 _SLOW_START_EXIT = 1.25
 _BACKOFF_LATENCY = 0.9
+# The first cut of an overload episode when nothing says where the service's level is; a
+# further cut of the same episode; no cut takes more than half.
 _BACKOFF_OVERLOAD = 0.75
-# Seconds after an overload during which the limit stays below the level that overloaded.
-_HOLD = 30.0
+_BACKOFF_AGAIN = 0.5
+_MAX_CUTS = 4
+# After an episode the limit holds below the level that overloaded for this many round trips,
+# in seconds within these bounds, before it probes above it.
+_HOLD_ROUND_TRIPS = 30
+_HOLD_MIN = 1.5
+_HOLD_MAX = 30.0
+# The round trip before any answer has said what it is.
+_FIRST_ROUND_TRIP = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,24 +129,41 @@ def is_overload(error: CVError) -> bool:
     return isinstance(error, APIStatusError) and error.status_code in (429, 503, 504)
 
 
+class Token(NamedTuple):
+    """One attempt as ``AdaptiveLimit.started`` saw it go out."""
+
+    number: int  # its place in the order attempts were started, from 1
+    in_flight: int  # attempts in flight when it was sent, itself included
+
+
 class AdaptiveLimit:
     """The moving limit of one client (pure: fed outcomes, it says what the limit is)."""
 
     __slots__ = (
+        "_answered",
         "_base",
-        "_cap",
-        "_cap_until",
         "_clock",
         "_config",
         "_cut_from",
+        "_cuts",
+        "_dirty",
+        "_episode_last",
+        "_good",
+        "_hold_until",
+        "_last_cut",
         "_latencies",
-        "_overloaded",
+        "_level",
+        "_low",
         "_peak",
+        "_restore",
+        "_round_trip",
         "_seen",
         "_shrinks",
         "_shrunk_at",
+        "_shrunk_limit",
         "_slow_start",
         "_started",
+        "_step",
         "limit",
     )
 
@@ -126,101 +172,216 @@ class AdaptiveLimit:
     ) -> None:
         self._config = config
         self._clock = clock
-        self._shrinks = 0  # windows running that shrank the limit for latency
-        self._shrunk_at = 0.0  # the window median when that run began
         #: The limit now, as a float (it moves in fractions; ``current`` is what applies).
         self.limit = float(config.initial)
         self._slow_start = True
-        self._base: float | None = None
+        self._step = 1.0  # growth of a window once slow start is over
+        self._base: float | None = None  # the no-load latency
+        self._round_trip: float | None = None  # the last window's median latency
+        # The window: answers' latencies, attempts ended, most in flight, an overload seen.
         self._latencies: list[float] = []
         self._seen = 0
-        self._overloaded = False
         self._peak = 0
-        self._started = 0  # attempts started so far: each one's number is its token
-        self._cut_from = 0  # overloads of attempts started before this do not cut again
-        self._cap = config.ceiling
-        self._cap_until = 0.0
+        self._dirty = False
+        # Windows running that shrank the limit for latency; their first median and limit.
+        self._shrinks = 0
+        self._shrunk_at = 0.0
+        self._shrunk_limit = 0.0
+        # While the no-load latency is measured at low load: the limit to go back to, and the
+        # latencies of attempts sent at low load.
+        self._restore: float | None = None
+        self._low: list[float] = []
+        self._started = 0  # attempts started so far: each one's number is in its token
+        # Overload episodes. Overloads of attempts started before ``_cut_from`` never cut.
+        self._cut_from = 0
+        self._episode_last = -math.inf  # when the last overload came
+        self._last_cut = -math.inf
+        self._cuts = 0  # cuts of the episode so far
+        self._answered = False  # an attempt started after the last cut was answered
+        self._good = 0  # the last level used in full with no overload
+        self._level = 0.0  # the level to come back to after an episode
+        self._hold_until = -math.inf
 
     @property
     def current(self) -> int:
         """Requests that may be in flight now."""
         return max(self._config.minimum, int(self.limit))
 
-    def started(self, in_flight: int) -> int:
+    def started(self, in_flight: int) -> Token:
         """An attempt was sent with ``in_flight`` attempts in flight, itself included; returns
         the token to give ``finished``."""
         if in_flight > self._peak:
             self._peak = in_flight
         self._started += 1
-        return self._started
+        return Token(self._started, in_flight)
 
-    def finished(self, token: int, latency: float | None, overloaded: bool = False) -> int | None:
+    def finished(self, token: Token, latency: float | None, overloaded: bool = False) -> int | None:
         """The attempt ``token`` ended: with an answer after ``latency`` seconds, or failed
         (``None``), saying the service is overloaded or not. Returns the new limit when it
         changes."""
-        if overloaded and token >= self._cut_from:
-            return self._cut()
+        before = self.current
+        if overloaded:
+            self._dirty = True
+            if self._level > 0 and self.limit < token.in_flight:
+                # Turned away when more were in flight than the limit now: the level to come
+                # back to is below that.
+                self._level = min(self._level, token.in_flight - 1)
+            if token.number >= self._cut_from:
+                self._overload(token)
+                return self._changed(before)
+        elif latency is not None:
+            if token.number >= self._cut_from:
+                self._answered = True
+            if self._restore is not None and token.in_flight <= self._low_load():
+                self._low.append(latency)
+                if len(self._low) >= _PROBE_ANSWERS:
+                    self._end_probe()
+                    return self._changed(before)
         self._seen += 1
         if latency is not None:
             self._latencies.append(latency)
         if self._seen < max(_MIN_WINDOW, self.current):
             return None
-        return self._end_window()
+        self._end_window()
+        return self._changed(before)
 
-    def _cut(self) -> int | None:
-        # At once, not at the window's end: each slot over the service's capacity turns into a
-        # stream of quick 429s. Attempts already in flight were sent at the old limit: their
-        # overloads do not cut again. The limit that overloaded is not reached again for a while.
-        before = self.current
-        config = self._config
-        self._slow_start = False
-        self._cut_from = self._started + 1
-        self._cap = max(config.minimum, before - 1)
-        self._cap_until = self._clock() + _HOLD
-        self.limit = max(config.minimum, self.limit * _BACKOFF_OVERLOAD)
-        self._latencies = []
-        self._seen = 0
-        self._peak = 0
+    def _changed(self, before: int) -> int | None:
         after = self.current
         return after if after != before else None
 
-    def _end_window(self) -> int | None:
-        config = self._config
-        before = self.current
-        latencies = sorted(self._latencies)
-        saturated = self._peak >= before
+    def _low_load(self) -> int:
+        return max(self._config.minimum, _LOW_LOAD)
+
+    def _trip(self) -> float:
+        """The round trip: how long an answer takes now."""
+        if self._round_trip is not None:
+            return self._round_trip
+        return self._base if self._base is not None else _FIRST_ROUND_TRIP
+
+    def _new_window(self) -> None:
         self._latencies = []
         self._seen = 0
         self._peak = 0
-        median = latencies[len(latencies) // 2] if latencies else None
+        self._dirty = False
+
+    def _overload(self, token: Token) -> None:
+        # At once, not at the window's end: each slot over the service's capacity turns into a
+        # stream of quick 429s.
+        config = self._config
         now = self._clock()
-        if median is not None and (self._base is None or median < self._base):
+        trip = self._trip()
+        if self._restore is not None:  # measuring the no-load latency: given up
+            self.limit, self._restore, self._low = self._restore, None, []
+        current = self.current
+        if now - self._episode_last > trip:
+            # A new episode. When the limit was probing above a level that held, back to it;
+            # else by a quarter; and never above what was in flight when the service said no.
+            level = float(min(current, token.in_flight) - 1)
+            if 0 < self._good < current:
+                # Above the level that last held: back to it. After a doubling (slow start, or
+                # coming back to the level before the last episode), the level that held is
+                # the level; after a step of a probe, the level that overloaded less one.
+                new = max(config.minimum, self.limit * 0.5, self._good)
+                if self._slow_start or self._level >= self.limit:
+                    level = new
+            else:
+                new = max(
+                    config.minimum, self.limit * 0.5, min(level, self.limit * _BACKOFF_OVERLOAD)
+                )
+            self._cuts = 1
+            self._level = max(level, new)
+        elif self._answered and now - self._last_cut >= trip and self._cuts < _MAX_CUTS:
+            # Answers and overloads mixed a round trip after the last cut: still too high.
+            new = max(config.minimum, self.limit * _BACKOFF_AGAIN)
+            self._cuts += 1
+            self._level = new
+        else:
+            # The same episode: one round trip since the last overload has not passed.
+            self._episode_last = now
+            self._hold_until = max(self._hold_until, now + self._hold(trip))
+            return
+        self._episode_last = self._last_cut = now
+        self._hold_until = now + self._hold(trip)
+        self.limit = new
+        self._good = min(self._good, int(self._level))
+        self._slow_start = False
+        self._step = 1.0
+        self._cut_from = self._started + 1
+        self._answered = False
+        self._new_window()
+
+    @staticmethod
+    def _hold(trip: float) -> float:
+        return min(max(trip * _HOLD_ROUND_TRIPS, _HOLD_MIN), _HOLD_MAX)
+
+    def _end_probe(self) -> None:
+        low = sorted(self._low)
+        base = max(low[len(low) // 2], _FLOOR)
+        assert self._restore is not None
+        if self._base is None or base > self._base * self._config.tolerance:
+            # The service became slower: the shrinking was for nothing, undone.
+            self.limit = self._restore
+        else:
+            self.limit = self._shrunk_limit  # a queue of ours after all: the shrinking stands
+        self._base = self._round_trip = base
+        self._restore, self._low = None, []
+        self._shrinks = 0
+        self._new_window()
+
+    def _end_window(self) -> None:
+        config = self._config
+        latencies = sorted(self._latencies)
+        saturated = self._peak >= self.current
+        dirty = self._dirty
+        self._new_window()
+        if self._restore is not None or not latencies:
+            return
+        median = latencies[len(latencies) // 2]
+        self._round_trip = median
+        if self._base is None or median < self._base:
             self._base = max(median, _FLOOR)
         base = self._base
-        ceiling = self._cap if now < self._cap_until else config.ceiling
-        if median is None or base is None:
-            pass
-        elif median > base * config.tolerance:
-            if self._shrinks == 0:
-                self._shrunk_at = median
-            self._shrinks += 1
-            if self._shrinks > _STALE_AFTER and median > self._shrunk_at * _FALLEN:
-                # Shrinking did not bring latency down: it is the service's, not a queue of
-                # ours. Take it as the no-load latency from here.
-                self._base = max(median, _FLOOR)
-                self._shrinks = 0
-                return None
-            if self._shrinks > _STALE_AFTER:
-                self._shrinks, self._shrunk_at = 1, median  # falling: a queue; go on
-            self._slow_start = False
-            self.limit = max(config.minimum, self.limit * _BACKOFF_LATENCY)
+        if median > base * config.tolerance:
+            self._shrink_for_latency(median)
+            return
+        self._shrinks = 0
+        if not saturated or dirty:
+            return
+        self._good = self.current
+        ceiling = config.ceiling
+        if self.limit >= ceiling:
+            return
+        flat = median <= base * _SLOW_START_EXIT
+        if self._level > self.limit:
+            # After an overload episode: straight back to the level before it.
+            self.limit = min(self._level, self.limit * 2, ceiling)
+        elif self._clock() < self._hold_until:
+            pass  # holding below the level that overloaded
+        elif self._slow_start and flat:
+            self.limit = min(ceiling, self.limit * 2)
         else:
-            self._shrinks = 0
-            if saturated and self.limit < ceiling:
-                if self._slow_start and median <= base * _SLOW_START_EXIT:
-                    self.limit = min(ceiling, self.limit * 2)
-                else:
-                    self._slow_start = False
-                    self.limit = min(ceiling, self.limit + 1)
-        after = self.current
-        return after if after != before else None
+            self._slow_start = False
+            self.limit = min(ceiling, self.limit + self._step)
+            self._step = min(self._step * 2, max(1.0, self.limit / 4)) if flat else 1.0
+
+    def _shrink_for_latency(self, median: float) -> None:
+        config = self._config
+        if self._shrinks == 0:
+            self._shrunk_at, self._shrunk_limit = median, self.limit
+        self._shrinks += 1
+        if self._shrinks > _STALE_AFTER:
+            if median > self._shrunk_at * _FALLEN:
+                # Shrinking did not bring latency down: it may be the service's, not a queue
+                # of ours. Measure the no-load latency afresh, at low load.
+                self._restore = max(self.limit, self._shrunk_limit)
+                self._shrunk_limit = self.limit
+                self.limit = float(self._low_load())
+                self._low = []
+                self._shrinks = 0
+                return
+            # Falling: a queue of ours; go on.
+            self._shrinks, self._shrunk_at, self._shrunk_limit = 1, median, self.limit
+        self._slow_start = False
+        self._step = 1.0
+        self._level = 0.0  # latency decides from here, not the level before an overload
+        self.limit = max(config.minimum, self.limit * _BACKOFF_LATENCY)

@@ -20,7 +20,7 @@ from typing import NoReturn
 import anyio
 import httpx
 
-from ._adaptive import AdaptiveConcurrency, AdaptiveLimit, is_overload
+from ._adaptive import AdaptiveConcurrency, AdaptiveLimit, Token, is_overload
 from ._body import BodyStream, encode_body
 from ._constants import PATH_CARD, PATH_CARDS, PATH_OCR
 from ._errors import (
@@ -162,7 +162,7 @@ class Engine:
         """Attempts that may be in flight now."""
         return self.adaptive.current if self.adaptive is not None else self.max_concurrency
 
-    def _observe(self, token: int, latency: float | None, overloaded: bool) -> None:
+    def _observe(self, token: Token, latency: float | None, overloaded: bool) -> None:
         assert self.adaptive is not None
         changed = self.adaptive.finished(token, latency, overloaded)
         if changed is not None and self._limiter is not None:

@@ -3,6 +3,13 @@ emulator's capacity model over real sockets."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import anyio
 import pytest
 
@@ -16,7 +23,7 @@ from cvekyc_async import (
     RateLimitError,
     RetryPolicy,
 )
-from cvekyc_async._adaptive import AdaptiveLimit, is_overload
+from cvekyc_async._adaptive import AdaptiveLimit, Token, is_overload
 from cvekyc_async.emulator import RunningEmulator, specimen_path
 
 CARD = specimen_path("chip_front.jpg")
@@ -79,44 +86,85 @@ def test_latency_past_the_tolerance_shrinks_the_limit() -> None:
     assert window(limit, 0.200) == int(grown * 0.9)  # 2 x: queueing at the service
 
 
-def test_an_overload_cuts_at_once_and_only_once_for_what_was_in_flight() -> None:
+def test_an_overload_cuts_at_once_back_to_the_level_that_held() -> None:
     clock = Clock()
     limit = AdaptiveLimit(AdaptiveConcurrency(initial=4, ceiling=64), clock=clock)
     for _ in range(3):
         window(limit, 0.1)
-    assert limit.current == 32
-    in_flight = [limit.started(32) for _ in range(32)]
-    # The first 429 cuts by a quarter, before any window ends.
-    assert limit.finished(in_flight[0], None, overloaded=True) == 24
+    assert limit.current == 32  # doubled from 16, which held
+    in_flight = [limit.started(17 + i) for i in range(16)]
+    # The first 429 cuts at once, before any window ends, to the level that held.
+    assert limit.finished(in_flight[0], None, overloaded=True) == 16
     # The other answers to attempts sent at the old limit do not cut again.
     for token in in_flight[1:]:
         assert limit.finished(token, None, overloaded=True) is None
-    assert limit.current == 24
-    # An attempt sent after the cut that is turned away cuts again.
-    token = limit.started(24)
-    assert limit.finished(token, None, overloaded=True) == 18
+    # Nor does one sent after the cut and turned away within a round trip: the same episode.
+    clock.now += 0.05
+    assert limit.finished(limit.started(16), None, overloaded=True) is None
+    assert limit.current == 16
 
 
-def test_after_an_overload_the_limit_stays_below_it_for_a_while() -> None:
+def test_a_probe_above_a_hard_capacity_costs_one_step_back() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(AdaptiveConcurrency(initial=16, ceiling=64), clock=clock)
+    limit = AdaptiveLimit(AdaptiveConcurrency(initial=12, ceiling=64), clock=clock)
+    window(limit, 0.1, in_flight=12)
+    limit.finished(limit.started(13), None, overloaded=True)  # 13 is one too many
+    assert limit.current == 12  # the level that held
+    levels = []
+    for _ in range(40):
+        clock.now += 0.1
+        window(limit, 0.1)
+        levels.append(limit.current)
+    assert levels[:10] == [12] * 10  # held below the level that overloaded
+    assert levels[-1] > 12  # then probed above it
+
+
+def test_one_burst_of_503_costs_one_cut_and_the_level_comes_back() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(AdaptiveConcurrency(initial=48, ceiling=48), clock=clock)
+    for _ in range(3):
+        clock.now += 0.1
+        window(limit, 0.1)
+    changes = []
+    for _ in range(200):  # one second of quick 503s, one every 5 ms
+        clock.now += 0.005
+        changed = limit.finished(limit.started(limit.current), None, overloaded=True)
+        if changed is not None:
+            changes.append(changed)
+    assert changes == [36]
+    back = None
+    for step in range(30):  # then answers again, 100 ms each
+        clock.now += 0.1
+        window(limit, 0.1)
+        if back is None and limit.current >= 47:
+            back = step
+    assert back is not None
+    assert back <= 3  # within a few round trips
+    assert limit.current == 48  # and the full level once the hold is over
+
+
+def test_overloads_mixed_with_answers_cut_again_a_bounded_number_of_times() -> None:
+    # The service's capacity fell: attempts sent after the cut are answered and turned away.
+    clock = Clock()
+    limit = AdaptiveLimit(AdaptiveConcurrency(initial=40, ceiling=40), clock=clock)
     window(limit, 0.1)
-    assert limit.current == 32
-    limit.finished(limit.started(32), None, overloaded=True)
-    assert limit.current == 24
-    for _ in range(30):
-        clock.now += 0.5
-        window(limit, 0.1)
-    assert limit.current == 31  # grew back to just below the level that overloaded
-    clock.now += 30
-    for _ in range(5):
-        window(limit, 0.1)
-    assert limit.current == 36  # then probes above it again, one at a time
+    levels = []
+    for _ in range(100):  # one answer and one overload every 20 ms, for 2 s
+        clock.now += 0.02
+        limit.finished(limit.started(limit.current), 0.1)
+        changed = limit.finished(limit.started(limit.current), None, overloaded=True)
+        if changed is not None:
+            levels.append((changed, round(clock.now, 2)))
+    # A quarter, then halves a round trip (100 ms) apart; four cuts an episode at most.
+    assert [level for level, _ in levels] == [30, 15, 7, 3]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(levels)]
+    assert all(0.1 - 1e-9 <= gap < 0.13 for gap in gaps), levels  # a round trip apart
 
 
-def test_a_run_of_quick_answers_does_not_pin_the_limit_down() -> None:
+def test_the_no_load_latency_is_only_taken_afresh_at_low_load() -> None:
     # Answers of 5 ms for a while (cache hits, tiny images), then 60 ms for good: shrinking
-    # does not bring latency back down, so the 5 ms mark is dropped and the limit grows again.
+    # does not bring latency back down, so the limit drops to two in flight until five answers
+    # sent that way give the no-load latency; the shrinking is then undone.
     limit = AdaptiveLimit(AdaptiveConcurrency(initial=32, ceiling=64), clock=Clock())
     for _ in range(3):
         window(limit, 0.005)
@@ -124,8 +172,19 @@ def test_a_run_of_quick_answers_does_not_pin_the_limit_down() -> None:
     for _ in range(40):
         window(limit, 0.060)
         levels.append(limit.current)
-    assert min(levels) >= 16  # a few steps down, not to the floor
+    probe = levels.index(2)
+    assert min(levels[:probe]) >= 16  # a few steps down, not to the floor
+    assert levels[probe + 1] == 64  # back where the shrinking began
     assert levels[-1] == 64
+
+
+def test_answers_sent_under_load_never_set_the_no_load_latency() -> None:
+    limit = AdaptiveLimit(AdaptiveConcurrency(initial=32, ceiling=64), clock=Clock())
+    window(limit, 0.005)
+    for _ in range(40):
+        # 60 ms, but sent with 32 in flight even when the limit is lower: never at low load.
+        window(limit, 0.060, in_flight=32)
+    assert limit.current == 2  # still waiting for answers at low load
 
 
 @pytest.mark.parametrize("instant", [0.0, 1e-9])
@@ -198,6 +257,150 @@ def test_the_client_takes_auto_and_refuses_other_words() -> None:
         AsyncCVClient("k", "s", max_concurrency="automatic")  # type: ignore[arg-type]
     fixed = AsyncCVClient("k", "s", max_concurrency=7)
     assert fixed.concurrency == fixed.max_concurrency == 7
+
+
+# -- a small discrete-event simulation: callers, the limit, a service model ---------------------
+
+
+class HardCapacity:
+    """Takes ``capacity(now)`` at once and answers 429 at once beyond that."""
+
+    def __init__(self, capacity: Callable[[float], int], latency: float, rng: random.Random):
+        self.capacity, self.latency, self.rng, self.busy = capacity, latency, rng, 0
+
+    def arrive(self, now: float) -> tuple[float, int]:
+        if self.busy >= self.capacity(now):
+            return 0.001, 429
+        self.busy += 1
+        return self.latency * (1 + 0.2 * self.rng.random()), 200
+
+    def leave(self, status: int) -> None:
+        self.busy -= status == 200
+
+
+class Queueing:
+    """A fixed number of workers and an unbounded queue: never says no, only grows slower."""
+
+    def __init__(self, workers: int, service: float, rng: random.Random):
+        self.free, self.service, self.rng = [0.0] * workers, service, rng
+
+    def arrive(self, now: float) -> tuple[float, int]:
+        end = max(now, heapq.heappop(self.free)) + self.service * (1 + 0.2 * self.rng.random())
+        heapq.heappush(self.free, end)
+        return end - now, 200
+
+    def leave(self, status: int) -> None:
+        pass
+
+
+class Bursts:
+    """No capacity limit, but the last second of every five answers 503 at once."""
+
+    def __init__(self, latency: float, rng: random.Random):
+        self.latency, self.rng = latency, rng
+
+    def arrive(self, now: float) -> tuple[float, int]:
+        if now % 5.0 >= 4.0:
+            return 0.001, 503
+        return self.latency * (1 + 0.2 * self.rng.random()), 200
+
+    def leave(self, status: int) -> None:
+        pass
+
+
+@dataclass
+class Run:
+    answers: list[float]  # when each answer came
+    statuses: Counter[int]
+    levels: list[int]  # the limit every 0.25 s
+
+    def rate(self, start: float, end: float) -> float:
+        return sum(start <= t < end for t in self.answers) / (end - start)
+
+    def share(self, status: int) -> float:
+        return self.statuses[status] / sum(self.statuses.values())
+
+
+def simulate(service: HardCapacity | Queueing | Bursts, seconds: float, seed: int) -> Run:
+    """100 callers, each sending as soon as the limit lets it and retrying an overload twice
+    after a random backoff (as the client does), for ``seconds`` of simulated time."""
+    rng = random.Random(seed)
+    clock = Clock()
+    limit = AdaptiveLimit(AdaptiveConcurrency(), clock=clock)
+    events: list[tuple[float, int, int, Token | None, float, int]] = []
+    waiting: deque[int] = deque([0] * 100)  # callers ready to send: their retry count
+    in_flight = 0
+    run = Run([], Counter(), [])
+    while True:
+        while waiting and in_flight < limit.current:
+            retries = waiting.popleft()
+            in_flight += 1
+            token = limit.started(in_flight)
+            latency, status = service.arrive(clock.now)
+            heapq.heappush(
+                events, (clock.now + latency, id(token), retries, token, latency, status)
+            )
+        now, _, retries, token, latency, status = heapq.heappop(events)
+        if now > seconds:
+            return run
+        while len(run.levels) * 0.25 <= now:
+            run.levels.append(limit.current)
+        clock.now = now
+        if token is None:  # a backoff is over
+            waiting.append(retries)
+            continue
+        in_flight -= 1
+        service.leave(status)
+        run.statuses[status] += 1
+        if status == 200:
+            limit.finished(token, latency)
+            run.answers.append(now)
+            waiting.append(0)
+        else:
+            limit.finished(token, None, overloaded=True)
+            if retries < 2:
+                wait = rng.uniform(0, 0.5 * 2**retries)
+                heapq.heappush(events, (now + wait, rng.getrandbits(60), retries + 1, None, 0, 0))
+            else:
+                waiting.append(0)  # that call failed; the caller takes its next input
+
+
+@pytest.mark.parametrize("capacity", [8, 16, 40])
+def test_behind_a_hard_capacity_it_settles_at_nine_tenths_of_it_or_more(capacity: int) -> None:
+    seed = 100 + capacity
+    run = simulate(HardCapacity(lambda now: capacity, 0.05, random.Random(seed)), 20, seed)
+    best = capacity / 0.055  # every slot busy, at the mean latency
+    assert run.rate(5, 20) >= 0.9 * best, (seed, run.levels)
+    assert min(run.levels[20:]) >= 0.75 * capacity, (seed, run.levels)
+    assert run.share(429) <= 0.02, (seed, run.statuses)
+
+
+@pytest.mark.parametrize("workers", [4, 8, 16])
+def test_behind_a_queue_it_stays_near_the_knee(workers: int) -> None:
+    seed = 200 + workers
+    run = simulate(Queueing(workers, 0.1, random.Random(seed)), 60, seed)
+    late = run.levels[40:]
+    assert sum(late) / len(late) <= 1.6 * workers, (seed, run.levels)  # no drift upwards
+    assert max(late) <= 2.5 * workers, (seed, run.levels)
+    assert run.rate(10, 60) >= 0.9 * workers / 0.11, (seed, run.levels)  # every worker busy
+
+
+def test_periodic_503_bursts_cost_one_cut_each() -> None:
+    run = simulate(Bursts(0.1, random.Random(7)), 30, 7)
+    free = 64 / 0.11 * 0.8  # the ceiling's worth, four seconds in five
+    assert run.rate(5, 30) >= 0.9 * free, run.levels
+    assert min(run.levels[8:]) >= 48, run.levels  # one cut by a quarter a burst, no more
+
+
+def test_capacity_steps_down_and_back_up_are_followed() -> None:
+    def capacity(now: float) -> int:
+        return 8 if 10 <= now < 20 else 40
+
+    run = simulate(HardCapacity(capacity, 0.05, random.Random(5)), 30, 5)
+    assert run.rate(13, 20) >= 0.9 * 8 / 0.055, run.levels  # down within 3 s
+    assert max(run.levels[4 * 13 : 4 * 20]) <= 10, run.levels
+    assert run.rate(23, 30) >= 0.9 * 40 / 0.055, run.levels  # back up within 3 s
+    assert run.share(429) <= 0.02, run.statuses
 
 
 # -- against the emulator's capacity model ------------------------------------------------------
