@@ -125,11 +125,11 @@ class _Upload:
                 scope.deadline = math.inf
             raise StopAsyncIteration
         handler = _sending.get()
-        if (
-            self._offset
-            and handler is not None
-            and (handler.answered or _readable(handler.transport))
-        ):
+        if self._offset and handler is not None and _readable(handler.transport):
+            # Let the loop read what arrived: an interim answer (100 Continue) is no reason
+            # to stop, a final one is.
+            await asyncio.sleep(0)
+        if self._offset and handler is not None and handler.final:
             handler.force_close()  # the body was cut short: the connection is done
             if scope is not None:
                 scope.deadline = math.inf
@@ -211,6 +211,7 @@ class _Handler(ResponseHandler):
     _idle = False
     _unsolicited = False
     answered = 0
+    final = False  # a final (not 1xx) answer to the request in progress has been parsed
 
     def data_received(self, data: bytes) -> None:
         if data:
@@ -222,7 +223,10 @@ class _Handler(ResponseHandler):
     def feed_data(self, data: Any, size: int = 0) -> None:
         # An answer parsed: one whose status retires the connection marks it now (aiohttp
         # hands a connection back as soon as a short body is read, before any caller sees it).
-        if closes_connection(getattr(data[0], "code", 0)):
+        code = getattr(data[0], "code", 0)
+        if code >= 200:
+            self.final = True
+        if closes_connection(code):
             self._should_close = True
         super().feed_data(data, size)
 
@@ -230,6 +234,7 @@ class _Handler(ResponseHandler):
         # Called as a request goes out on this connection: from here on, bytes are its answer.
         self._idle = False
         self.answered = 0
+        self.final = False
         _sending.set(self)
         super().set_response_params(*args, **kwargs)
 

@@ -19,6 +19,7 @@ answer is closed, so that ``_wire``'s rule for reuse holds as it does on aiohttp
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import socket
 import ssl
@@ -119,6 +120,22 @@ def _unread(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+# The connection the current request was written on (set by _Watched.write, in the task that
+# sends; read by GuardedPool when the request fails).
+_writing: contextvars.ContextVar[_Watched | None] = contextvars.ContextVar("_writing", default=None)
+
+
+def _final_answer_started(early: bytes) -> bool:
+    """Whether bytes a server sent during an upload begin a final answer, past any interim
+    ones (``100 Continue``, ``103 Early Hints``: a head with no body each)."""
+    while early.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1")):
+        end = early.find(b"\r\n\r\n")
+        if end < 0:
+            return False  # an interim head still arriving
+        early = early[end + 4 :]
+    return bool(early)
+
+
 class _Watched(httpcore.AsyncNetworkStream):
     """A connection that stops writing an upload once the server has begun to answer.
 
@@ -134,14 +151,26 @@ class _Watched(httpcore.AsyncNetworkStream):
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
         self._early = b""
+        #: Requests written on this connection so far, and answer bytes read since the last.
+        self.requests = 0
+        self.received = 0
+        self._reading = True
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._reading = True
         if self._early:
             data, self._early = self._early[:max_bytes], self._early[max_bytes:]
-            return data
-        return await self._inner.read(max_bytes, timeout)
+        else:
+            data = await self._inner.read(max_bytes, timeout)
+        self.received += len(data)
+        return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self._reading:  # a new request on this connection
+            self._reading = False
+            self.requests += 1
+            self.received = 0
+            _writing.set(self)
         inner = self._inner
         if len(buffer) <= _PIECE or inner.get_extra_info("ssl_object") is not None:
             await inner.write(buffer, timeout)
@@ -153,8 +182,9 @@ class _Watched(httpcore.AsyncNetworkStream):
             view = memoryview(buffer)
             for start in range(0, len(view), _PIECE):
                 if start and inner.get_extra_info("is_readable"):
-                    self._early = await inner.read(64 * 1024, timeout)
-                    raise httpcore.WriteError("the server answered before the upload ended")
+                    self._early += await inner.read(64 * 1024, timeout)
+                    if _final_answer_started(self._early):
+                        raise httpcore.WriteError("the server answered before the upload ended")
                 await inner.write(view[start : start + _PIECE], timeout)  # type: ignore[arg-type]
         except httpcore.WriteError:
             if spare is not None and not self._early:
@@ -214,15 +244,19 @@ class GuardedPool(httpx.AsyncHTTPTransport):
             pool._network_backend = _WatchedBackend(backend)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        # httpcore sends on an idle connection when it has one: a reset before the answer then
-        # means the server had closed it (see NotDelivered).
-        reused = any(c.is_idle() for c in self._pool.connections)
+        token = _writing.set(None)
         try:
             response = await super().handle_async_request(request)
         except (httpx.ReadError, httpx.WriteError) as exc:
+            # A reset of a kept-alive connection before any byte of the answer: the server had
+            # closed it (see NotDelivered).
+            stream = _writing.get()
+            reused = stream is not None and stream.requests > 1 and not stream.received
             if reused and is_reset(exc):
                 raise NotDelivered("the server had closed the kept-alive connection") from None
             raise
+        finally:
+            _writing.reset(token)
         headers = response.headers
         if "transfer-encoding" in headers and "content-length" in headers:
             connection = _http11_of(response.stream)
