@@ -24,6 +24,7 @@ SCRIPTS = (
     "bench_throughput",
     "bench_latency",
     "bench_adaptive",
+    "bench_adaptive_servers",
     "bench_memory",
     "bench_wire",
     "bench_decode",
@@ -88,6 +89,17 @@ def summary() -> str:
         f"{auto['busy'] / max(1, auto['requests']):.2%} of requests answered 429, every second at "
         f"90 % of the best fixed or more from t = {ada['converged_after_s']} s.",
     ]
+    servers = _load("adaptive_servers")["servers"]
+    lines.append(
+        "- Adaptive concurrency against five services written apart from the emulator, as a "
+        "share of the best fixed setting of a sweep: "
+        + "; ".join(
+            f"{s['title']} {s['auto_over_best']:.0%} "
+            f"({s['auto']['share_429'] + s['auto']['share_503']:.1%} answered 429 or 503)"
+            for s in servers.values()
+        )
+        + "."
+    )
     most = max(b["inputs"] for b in mem["batches"])
     least = min(b["inputs"] for b in mem["batches"])
     peak = {b["helper"]: b["peak_rss_mb"] for b in mem["batches"] if b["inputs"] == most}

@@ -11,26 +11,31 @@ CUBIC's memory of the level that last overloaded:
   afresh, upwards, at low load: when the limit has shrunk for latency ``_STALE_AFTER`` windows
   running and latency has not fallen with it, the limit drops to ``_LOW_LOAD`` in flight until
   ``_PROBE_ANSWERS`` attempts sent that way have answered; their median is the new no-load
-  latency, and the limit goes back to where it was. A loaded window never sets it;
+  latency, and the limit goes back to where the shrinking began if that is more than
+  ``tolerance`` times the old (the service became slower), else where it was. A loaded window
+  never sets it;
 - while the window's latency stays near the no-load latency and the limit was used in full,
   the limit doubles (slow start, until latency first rises) and then grows by a step that
   doubles each window latency stays flat (by one while it rises), at most a quarter of the limit;
-- when latency passes ``tolerance`` times the no-load latency (requests are queueing at the
-  service), the limit shrinks by a tenth;
+- when latency passes ``tolerance`` times the no-load latency two windows running (one may be a
+  pause of either side; two are requests queueing at the service), the limit shrinks by a tenth;
 - an overload answer (429, 503, 504, a read timeout) opens an *overload episode*, which lasts
   while overloads keep coming less than one round trip apart. Answers to attempts sent before
-  the latest cut never cut. The episode's first cut is at once: to the level that held without
-  overload (when the limit was probing above it), to one below the number in flight when the
-  turned-away attempt was sent (when that was below the limit: the service took fewer), or
-  else by a quarter; never by more than half. A further cut of the same episode (by half) needs
-  a round trip since the last and an attempt sent after it that was answered: overloads mixed
-  with answers say the level is still too high, while a burst that turns everything away
-  (a service failing for a moment) costs one cut, at most ``_MAX_CUTS`` in all;
-- after an episode the limit doubles back, window by window, to the level that overloaded
-  less one (the level the last further cut reached, when there was one), and holds there for
-  ``_HOLD_ROUND_TRIPS`` round trips (within ``_HOLD_MIN`` .. ``_HOLD_MAX`` seconds) before
-  probing above it again; so a hard capacity costs one 429 a hold, not a storm, and a capacity
-  that comes back is found within a few seconds.
+  the latest cut never cut. The episode's first cut is at once: back to the level last used in
+  full without overload when the limit was above it (a doubling, a step of a probe), else by a
+  quarter or to one below the number in flight when the turned-away attempt was sent, whichever
+  is lower, never by more than half. A further cut of the same episode needs a round trip since
+  the last and an attempt sent after it that was answered: overloads mixed with answers say the
+  level is still too high, and the limit goes to the answers of the last round trip (what the
+  service serves at once, by Little's law), cutting by a quarter at least, three at most.
+  A burst that turns everything away (a service failing for a moment) costs one cut; an episode
+  at most ``_MAX_CUTS``;
+- after an episode the limit doubles back, window by window, to the level it was cut from (less
+  one, or lower where an attempt sent with fewer in flight was turned away; the level a further
+  cut reached, when there was one), and holds there for ``_HOLD_ROUND_TRIPS`` round trips
+  (within ``_HOLD_MIN`` .. ``_HOLD_MAX`` seconds) before probing above it again; so a hard
+  capacity costs a 429 now and then, not a storm, and capacity that comes back is found within
+  a few seconds.
 
 It never goes below ``minimum`` nor above ``ceiling``. A limit that is not used in full (fewer
 callers than slots) does not grow.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -63,10 +69,10 @@ _PROBE_ANSWERS = 5
 # it, the growth step stays at one.
 _SLOW_START_EXIT = 1.25
 _BACKOFF_LATENCY = 0.9
-# The first cut of an overload episode when nothing says where the service's level is; a
-# further cut of the same episode; no cut takes more than half.
+# The first cut of an overload episode when nothing says where the service's level is (and
+# the most a further cut leaves); the least a further cut leaves.
 _BACKOFF_OVERLOAD = 0.75
-_BACKOFF_AGAIN = 0.5
+_BACKOFF_MOST = 0.25
 _MAX_CUTS = 4
 # After an episode the limit holds below the level that overloaded for this many round trips,
 # in seconds within these bounds, before it probes above it.
@@ -141,6 +147,7 @@ class AdaptiveLimit:
 
     __slots__ = (
         "_answered",
+        "_answers",
         "_base",
         "_clock",
         "_config",
@@ -154,6 +161,7 @@ class AdaptiveLimit:
         "_latencies",
         "_level",
         "_low",
+        "_over",
         "_peak",
         "_restore",
         "_round_trip",
@@ -183,6 +191,7 @@ class AdaptiveLimit:
         self._seen = 0
         self._peak = 0
         self._dirty = False
+        self._over = False  # the last window's latency was past the tolerance
         # Windows running that shrank the limit for latency; their first median and limit.
         self._shrinks = 0
         self._shrunk_at = 0.0
@@ -198,6 +207,7 @@ class AdaptiveLimit:
         self._last_cut = -math.inf
         self._cuts = 0  # cuts of the episode so far
         self._answered = False  # an attempt started after the last cut was answered
+        self._answers: deque[float] = deque()  # when the latest answers came
         self._good = 0  # the last level used in full with no overload
         self._level = 0.0  # the level to come back to after an episode
         self._hold_until = -math.inf
@@ -232,6 +242,9 @@ class AdaptiveLimit:
         elif latency is not None:
             if token.number >= self._cut_from:
                 self._answered = True
+            self._answers.append(self._clock())
+            if len(self._answers) > self._config.ceiling * 4:
+                self._answers.popleft()
             if self._restore is not None and token.in_flight <= self._low_load():
                 self._low.append(latency)
                 if len(self._low) >= _PROBE_ANSWERS:
@@ -258,6 +271,13 @@ class AdaptiveLimit:
             return self._round_trip
         return self._base if self._base is not None else _FIRST_ROUND_TRIP
 
+    def _served(self, now: float, trip: float) -> int:
+        """Answers in the last round trip."""
+        answers = self._answers
+        while answers and answers[0] < now - trip:
+            answers.popleft()
+        return len(answers)
+
     def _new_window(self) -> None:
         self._latencies = []
         self._seen = 0
@@ -278,12 +298,8 @@ class AdaptiveLimit:
             # else by a quarter; and never above what was in flight when the service said no.
             level = float(min(current, token.in_flight) - 1)
             if 0 < self._good < current:
-                # Above the level that last held: back to it. After a doubling (slow start, or
-                # coming back to the level before the last episode), the level that held is
-                # the level; after a step of a probe, the level that overloaded less one.
-                new = max(config.minimum, self.limit * 0.5, self._good)
-                if self._slow_start or self._level >= self.limit:
-                    level = new
+                # Above the level that last held (a doubling, or a step of a probe): back to it.
+                new = level = max(config.minimum, self.limit * 0.5, self._good)
             else:
                 new = max(
                     config.minimum, self.limit * 0.5, min(level, self.limit * _BACKOFF_OVERLOAD)
@@ -291,8 +307,14 @@ class AdaptiveLimit:
             self._cuts = 1
             self._level = max(level, new)
         elif self._answered and now - self._last_cut >= trip and self._cuts < _MAX_CUTS:
-            # Answers and overloads mixed a round trip after the last cut: still too high.
-            new = max(config.minimum, self.limit * _BACKOFF_AGAIN)
+            # Answers and overloads mixed a round trip after the last cut: still too high. The
+            # answers of the last round trip are what the service serves at once (Little's law).
+            served = self._served(now, trip)
+            new = max(
+                config.minimum,
+                self.limit * _BACKOFF_MOST,
+                min(self.limit * _BACKOFF_OVERLOAD, served),
+            )
             self._cuts += 1
             self._level = new
         else:
@@ -342,9 +364,13 @@ class AdaptiveLimit:
             self._base = max(median, _FLOOR)
         base = self._base
         if median > base * config.tolerance:
-            self._shrink_for_latency(median)
+            # One slow window may be a hiccup (a pause of either side): two running are a queue.
+            if self._over:
+                self._shrink_for_latency(median)
+            self._over = True
             return
         self._shrinks = 0
+        self._over = False
         if not saturated or dirty:
             return
         self._good = self.current

@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import statistics
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,7 +84,9 @@ def test_latency_past_the_tolerance_shrinks_the_limit() -> None:
     window(limit, 0.140)  # within tolerance: grows
     assert limit.current > before
     grown = limit.current
-    assert window(limit, 0.200) == int(grown * 0.9)  # 2 x: queueing at the service
+    # 2 x: queueing at the service, once it lasts two windows (one may be a hiccup).
+    assert window(limit, 0.200) is None
+    assert window(limit, 0.200) == int(grown * 0.9)
 
 
 def test_an_overload_cuts_at_once_back_to_the_level_that_held() -> None:
@@ -107,9 +110,15 @@ def test_an_overload_cuts_at_once_back_to_the_level_that_held() -> None:
 def test_a_probe_above_a_hard_capacity_costs_one_step_back() -> None:
     clock = Clock()
     limit = AdaptiveLimit(AdaptiveConcurrency(initial=12, ceiling=64), clock=clock)
-    window(limit, 0.1, in_flight=12)
+    window(limit, 0.1)  # 12 held: slow start doubles
+    assert limit.current == 24
     limit.finished(limit.started(13), None, overloaded=True)  # 13 is one too many
     assert limit.current == 12  # the level that held
+    clock.now += 5
+    window(limit, 0.1)  # the hold is over: a probe above it
+    assert limit.current == 13
+    limit.finished(limit.started(13), None, overloaded=True)
+    assert limit.current == 12  # back to the level that held, and it holds there again
     levels = []
     for _ in range(40):
         clock.now += 0.1
@@ -149,14 +158,16 @@ def test_overloads_mixed_with_answers_cut_again_a_bounded_number_of_times() -> N
     limit = AdaptiveLimit(AdaptiveConcurrency(initial=40, ceiling=40), clock=clock)
     window(limit, 0.1)
     levels = []
-    for _ in range(100):  # one answer and one overload every 20 ms, for 2 s
+    for _ in range(100):  # two answers and one overload every 20 ms, for 2 s
         clock.now += 0.02
+        limit.finished(limit.started(limit.current), 0.1)
         limit.finished(limit.started(limit.current), 0.1)
         changed = limit.finished(limit.started(limit.current), None, overloaded=True)
         if changed is not None:
-            levels.append((changed, round(clock.now, 2)))
-    # A quarter, then halves a round trip (100 ms) apart; four cuts an episode at most.
-    assert [level for level, _ in levels] == [30, 15, 7, 3]
+            levels.append((changed, clock.now))
+    # A quarter; then, a round trip (100 ms) apart, to the answers of the last round trip
+    # (10) or by a quarter when that is less; four cuts an episode at most.
+    assert [level for level, _ in levels] == [30, 10, 7, 5]
     gaps = [b - a for (_, a), (_, b) in itertools.pairwise(levels)]
     assert all(0.1 - 1e-9 <= gap < 0.13 for gap in gaps), levels  # a round trip apart
 
@@ -434,18 +445,20 @@ async def test_the_capacity_model_turns_away_what_its_queue_cannot_hold(
 async def test_auto_finds_a_level_the_service_takes(cv_emulator: RunningEmulator) -> None:
     cv_emulator.set_faults(capacity=6, queue=3, latency=0.02, jitter=0.01, retry_after="0", seed=9)
     levels: list[int] = []
-    async with cv_emulator.client(
-        max_concurrency="auto", retry=RetryPolicy(max_retries=6, backoff_base=0.0)
-    ) as client:
-        async with client.extract_as_completed(
-            [CARD] * 400, progress=lambda p: levels.append(p.concurrency)
-        ) as results:
-            ok = [r.ok async for r in results]
-        final = client.concurrency
+    async with (
+        cv_emulator.client(
+            max_concurrency="auto", retry=RetryPolicy(max_retries=6, backoff_base=0.0)
+        ) as client,
+        client.extract_as_completed(
+            [CARD] * 800, progress=lambda p: levels.append(p.concurrency)
+        ) as results,
+    ):
+        ok = [r.ok async for r in results]
     stats = cv_emulator.stats()
-    assert ok == [True] * 400
+    assert ok == [True] * 800
     assert max(levels) > 6  # it rose past the service's capacity...
-    assert final <= 6 + 3  # ...and settled where nothing is turned away
+    # ...and settled where nothing is turned away (but for a probe above it now and then).
+    assert statistics.median(levels[len(levels) // 2 :]) <= 6 + 3, levels
     # Overloads are cut short: a few requests turned away, not a storm.
     assert stats["busy"] <= 0.03 * stats["requests"], stats
 

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("bench_throughput", {"samples", "summary", "requests_loop"}),
         ("bench_latency", {"samples", "summary", "requests_loop"}),
         ("bench_adaptive", {"sweep", "auto", "best_fixed", "auto_over_best"}),
+        ("bench_adaptive_servers", {"servers"}),
     ],
 )
 def test_benchmark_runs_in_quick_mode(name: str, keys: set[str], tmp_path: Path) -> None:
