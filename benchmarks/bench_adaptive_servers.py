@@ -16,7 +16,7 @@ For each, a sweep of fixed ``max_concurrency`` settings finds the best fixed thr
 (2, with backoff); a call that still fails counts as failed, not as an answer. Reported: answers/s
 of auto against the best fixed, and auto's 429 and 503 shares of the requests the server saw.
 
-    python -m benchmarks.bench_adaptive_servers [--quick]
+    python -m benchmarks.bench_adaptive_servers [--quick] [--only hard --only steps ...]
 """
 
 from __future__ import annotations
@@ -295,6 +295,7 @@ def measure(
 def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--only", choices=SERVERS, action="append", help="run this service only")
     args = p.parse_args()
     if args.serve:
         try:
@@ -311,6 +312,8 @@ def main() -> None:
     rows = []
     with server_process() as base_url, httpx.Client(base_url=base_url, timeout=30) as control:
         for kind, (title, options, fixed) in SERVERS.items():
+            if args.only and kind not in args.only:
+                continue
             long = kind in ("bursts", "steps")  # long enough for their pattern to show
             if args.quick:
                 sweep_s, auto_s, fixed = 1.0, 2.0, fixed[1::3]
