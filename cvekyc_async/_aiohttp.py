@@ -38,7 +38,15 @@ import httpx
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, TransferEncodingError
 
-from ._wire import HEAD_LIMIT, NotDelivered, UnparsableAnswer, closes_connection, is_reset
+from ._wire import (
+    HEAD_LIMIT,
+    NotDelivered,
+    UnparsableAnswer,
+    closes_connection,
+    is_reset,
+    spare_handle,
+    unread_bytes,
+)
 
 __all__ = ["AiohttpTransport"]
 
@@ -229,6 +237,22 @@ class _Handler(ResponseHandler):
         if closes_connection(code):
             self._should_close = True
         super().feed_data(data, size)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # A server that answers an upload early (413) and closes resets the connection while
+        # the body is still going out; asyncio then drops the connection without reading what
+        # had arrived. The socket is still open here: what it holds is parsed first, so that
+        # the answer reaches the call.
+        if is_reset(exc) and not self.final and self.transport is not None:
+            spare = spare_handle(self.transport.get_extra_info("socket"))
+            if spare is not None:
+                try:
+                    data = unread_bytes(spare)
+                finally:
+                    spare.close()
+                if data:
+                    self.data_received(data)
+        super().connection_lost(exc)
 
     def set_response_params(self, *args: Any, **kwargs: Any) -> None:
         # Called as a request goes out on this connection: from here on, bytes are its answer.

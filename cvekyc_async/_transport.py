@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
-import socket
 import ssl
 import sys
 import urllib.request
@@ -32,7 +30,15 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from ._wire import NotDelivered, UnparsableAnswer, closes_connection, is_reset
+from ._wire import (
+    NotDelivered,
+    UnparsableAnswer,
+    closes_connection,
+    final_answer_started,
+    is_reset,
+    spare_handle,
+    unread_bytes,
+)
 
 __all__ = [
     "DEFAULT_CONNECTIONS_PER_POOL",
@@ -96,44 +102,9 @@ class _Retiring(httpx.AsyncByteStream):
 _PIECE = 256 * 1024
 
 
-def _spare_handle(raw: Any) -> socket.socket | None:
-    """A second handle on a connection's socket (asyncio and trio each wrap theirs)."""
-    try:
-        return socket.socket(fileno=os.dup(raw.fileno()))
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _unread(sock: socket.socket) -> bytes:
-    """What a socket has received and nobody has read yet (without waiting)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < 64 * 1024:
-        try:
-            chunk = sock.recv(64 * 1024 - size, socket.MSG_DONTWAIT)
-        except OSError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
 # The connection the current request was written on (set by _Watched.write, in the task that
 # sends; read by GuardedPool when the request fails).
 _writing: contextvars.ContextVar[_Watched | None] = contextvars.ContextVar("_writing", default=None)
-
-
-def _final_answer_started(early: bytes) -> bool:
-    """Whether bytes a server sent during an upload begin a final answer, past any interim
-    ones (``100 Continue``, ``103 Early Hints``: a head with no body each)."""
-    while early.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1")):
-        end = early.find(b"\r\n\r\n")
-        if end < 0:
-            return False  # an interim head still arriving
-        early = early[end + 4 :]
-    return bool(early)
 
 
 class _Watched(httpcore.AsyncNetworkStream):
@@ -177,18 +148,18 @@ class _Watched(httpcore.AsyncNetworkStream):
             return
         # On asyncio a failed write closes the connection, unread answer and all; a second
         # handle on the socket keeps what arrived readable after that.
-        spare = _spare_handle(inner.get_extra_info("socket"))
+        spare = spare_handle(inner.get_extra_info("socket"))
         try:
             view = memoryview(buffer)
             for start in range(0, len(view), _PIECE):
                 if start and inner.get_extra_info("is_readable"):
                     self._early += await inner.read(64 * 1024, timeout)
-                    if _final_answer_started(self._early):
+                    if final_answer_started(self._early):
                         raise httpcore.WriteError("the server answered before the upload ended")
                 await inner.write(view[start : start + _PIECE], timeout)  # type: ignore[arg-type]
         except httpcore.WriteError:
             if spare is not None and not self._early:
-                self._early = _unread(spare)
+                self._early = unread_bytes(spare)
             raise
         finally:
             if spare is not None:

@@ -18,6 +18,10 @@ Two rules that each transport applies in its own way, so that they behave alike:
 
 from __future__ import annotations
 
+import os
+import socket
+from typing import Any
+
 import httpx
 
 __all__ = [
@@ -25,8 +29,11 @@ __all__ = [
     "NotDelivered",
     "UnparsableAnswer",
     "closes_connection",
+    "final_answer_started",
     "is_reset",
     "is_unparsable",
+    "spare_handle",
+    "unread_bytes",
 ]
 
 #: The most an answer's status line or one header may take, on every transport (httpcore's
@@ -81,3 +88,40 @@ def is_unparsable(exc: BaseException) -> bool:
             return not str(seen).lower().startswith(_ENDED_EARLY)
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def final_answer_started(early: bytes) -> bool:
+    """Whether bytes a server sent during an upload begin a final answer, past any interim
+    ones (``100 Continue``, ``103 Early Hints``: a head with no body each)."""
+    while early.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1")):
+        end = early.find(b"\r\n\r\n")
+        if end < 0:
+            return False  # an interim head still arriving
+        early = early[end + 4 :]
+    return bool(early)
+
+
+def spare_handle(raw: Any) -> socket.socket | None:
+    """A second handle on a connection's socket (asyncio, uvloop and trio each wrap theirs):
+    what arrived stays readable through it after the event loop has closed its own."""
+    try:
+        return socket.socket(fileno=os.dup(raw.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def unread_bytes(sock: socket.socket, limit: int = 64 * 1024) -> bytes:
+    """What a socket has received and nobody has read yet, up to ``limit`` (without waiting).
+    A reset connection still gives what arrived before the reset."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        try:
+            chunk = sock.recv(limit - size, socket.MSG_DONTWAIT)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -143,11 +143,12 @@ Answer = list[bytes | float]
 class KeepAliveServer:
     """``with KeepAliveServer(answer) as server:`` serves any number of requests on each
     connection, answering each with what ``answer(head, body)`` returns, however wrong (one
-    answer too many, say). ``server.wait_answered(n)`` blocks until ``n`` requests have been
-    answered in full."""
+    answer too many, say), after ``interim`` if given (sent before the body is read).
+    ``server.wait_answered(n)`` blocks until ``n`` requests have been answered in full."""
 
-    def __init__(self, answer: Callable[[bytes, bytes], Answer]) -> None:
+    def __init__(self, answer: Callable[[bytes, bytes], Answer], *, interim: bytes = b"") -> None:
         self.answer = answer
+        self.interim = interim  # written as soon as a request's head is read (100 Continue)
         self.connections = 0
         self.port = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -179,6 +180,9 @@ class KeepAliveServer:
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
+                if self.interim:
+                    writer.write(self.interim)
+                    await writer.drain()
                 body = await reader.readexactly(length)
                 for item in self.answer(head, body):
                     if isinstance(item, float):

@@ -374,6 +374,32 @@ async def test_an_answer_before_the_upload_is_read_is_the_calls_answer(transport
     assert server.requests == usage.requests == 1
 
 
+@pytest.mark.parametrize(
+    "interim",
+    [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"],
+    ids=["100 Continue", "103 Early Hints"],
+)
+async def test_an_interim_answer_does_not_end_a_large_upload(
+    transport: str, interim: bytes
+) -> None:
+    # A server may say "go on" before it reads the body: that is no early answer, and the
+    # whole upload goes out and gets its answer, once.
+    big = _marked(1) + bytes(3 * 1024 * 1024)
+
+    def answer(head: bytes, body: bytes) -> Answer:
+        assert len(body) > len(big)  # the whole upload arrived
+        return [_card_answer(_mark_of(body))]
+
+    with KeepAliveServer(answer, interim=interim) as server:
+        async with raw_client(
+            server.base_url, transport, retry=NO_WAIT, max_file_size=len(big)
+        ) as client:
+            result = await client.extract_card(big)
+            usage = client.usage
+    assert result.cards[0].info.id == "000001"
+    assert usage.requests == 1
+
+
 # -- each kind of timeout --------------------------------------------------------------------
 
 
