@@ -43,6 +43,7 @@ from ._wire import (
     NotDelivered,
     UnparsableAnswer,
     closes_connection,
+    final_head_length,
     is_reset,
     spare_handle,
     unread_bytes,
@@ -53,6 +54,8 @@ __all__ = ["AiohttpTransport"]
 # Uploads larger than this are handed to aiohttp in pieces of this size, each piece moving the
 # write deadline on; a smaller body goes in one write, which the socket's buffer takes at once.
 _PIECE = 256 * 1024
+# The most of an answer kept to find where its head ends.
+_HEAD_KEEP = 256 * 1024
 
 
 def _unparsable(exc: BaseException) -> bool:
@@ -220,20 +223,52 @@ class _Handler(ResponseHandler):
     _unsolicited = False
     answered = 0
     final = False  # a final (not 1xx) answer to the request in progress has been parsed
+    # Where the answer ends on the wire, to tell whether bytes came past it in the same read
+    # (aiohttp's parser keeps a partial next head to itself, and drops it with the next request).
+    _head = b""
+    _head_end: int | None = None
+    _length: int | None = None
+    _chunked = False
+    _last = b""
 
     def data_received(self, data: bytes) -> None:
         if data:
             if self._idle:
                 self._unsolicited = True
+            else:
+                self._account(data)
             self.answered += len(data)
         super().data_received(data)
+
+    def _account(self, data: bytes) -> None:
+        if self._head_end is None and len(self._head) < _HEAD_KEEP:
+            self._head += data
+            end = final_head_length(self._head)
+            if end is not None:
+                self._head_end = end
+                self._head = b""
+        self._last = (self._last + data)[-4:]
+
+    def _past_answer(self) -> bool:
+        """Whether more bytes came than the final answer's framing says it holds."""
+        if not self.final or self._head_end is None:
+            return False
+        if self._chunked:
+            return self._last != b"\r\n\r\n"  # a chunked body ends with an empty line
+        if self._length is not None:
+            return self.answered > self._head_end + self._length
+        return False
 
     def feed_data(self, data: Any, size: int = 0) -> None:
         # An answer parsed: one whose status retires the connection marks it now (aiohttp
         # hands a connection back as soon as a short body is read, before any caller sees it).
-        code = getattr(data[0], "code", 0)
-        if code >= 200:
+        message = data[0]
+        code = getattr(message, "code", 0)
+        if code >= 200 and not self.final:
             self.final = True
+            self._chunked = bool(getattr(message, "chunked", False))
+            length = message.headers.get("Content-Length", "") if code not in (204, 304) else "0"
+            self._length = int(length) if length.isdigit() and length.isascii() else None
         if closes_connection(code):
             self._should_close = True
         super().feed_data(data, size)
@@ -259,6 +294,7 @@ class _Handler(ResponseHandler):
         self._idle = False
         self.answered = 0
         self.final = False
+        self._head, self._head_end, self._length, self._last = b"", None, None, b""
         _sending.set(self)
         super().set_response_params(*args, **kwargs)
 
@@ -266,7 +302,7 @@ class _Handler(ResponseHandler):
     def should_close(self) -> bool:
         # aiohttp's own test covers the rest: the server asked to close, the body was not read
         # to its end, an error, an answer already parsed past this one.
-        return self._unsolicited or super().should_close
+        return self._unsolicited or self._past_answer() or super().should_close
 
 
 class _Connector(aiohttp.TCPConnector):

@@ -30,6 +30,7 @@ __all__ = [
     "UnparsableAnswer",
     "closes_connection",
     "final_answer_started",
+    "final_head_length",
     "is_reset",
     "is_unparsable",
     "spare_handle",
@@ -99,6 +100,19 @@ def final_answer_started(early: bytes) -> bool:
             return False  # an interim head still arriving
         early = early[end + 4 :]
     return bool(early)
+
+
+def final_head_length(data: bytes) -> int | None:
+    """Where the final answer's head ends in bytes received (past any interim heads), or
+    ``None`` while it is incomplete."""
+    start = 0
+    while True:
+        end = data.find(b"\r\n\r\n", start)
+        if end < 0:
+            return None
+        if not data.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1"), start):
+            return end + 4
+        start = end + 4
 
 
 def spare_handle(raw: Any) -> socket.socket | None:

@@ -252,6 +252,48 @@ async def test_an_extra_answer_never_reaches_the_next_call(transport: str, mode:
     assert server.connections == 20  # no connection that held more was used again
 
 
+async def test_part_of_an_extra_head_with_the_answer_retires_the_connection(
+    transport: str,
+) -> None:
+    # The answer and the first bytes of an extra answer's head come in one read, the rest of
+    # it later, after the next call has gone out: that call must get its own answer (not the
+    # extra, not a garbled one), so the connection is not used again.
+    def answer(head: bytes, body: bytes) -> Answer:
+        mark = _mark_of(body)
+        extra = _card_answer("EXTRA" + mark)
+        return [_card_answer(mark) + extra[:40], 0.02, extra[40:]]
+
+    with KeepAliveServer(answer) as server:
+        async with raw_client(server.base_url, transport, max_retries=0) as client:
+            got = [(await client.extract_card(_marked(n))).cards[0].info.id for n in range(10)]
+    assert got == [f"{n:06d}" for n in range(10)]
+    assert server.connections == 10
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "chunked with trailers"])
+async def test_a_connection_is_reused_after_a_well_framed_answer(
+    transport: str, framing: str
+) -> None:
+    # The other side of the rule: answers that end where their framing says keep their
+    # connection, whatever the framing.
+    def answer(head: bytes, body: bytes) -> Answer:
+        data = samples.answer([{**samples.CHIP_FRONT, "info": {"id": _mark_of(body)}}])
+        if framing == "length":
+            return [_card_answer(_mark_of(body))]
+        trailer = b"X-Checksum: 1\r\n" if framing == "chunked with trailers" else b""
+        return [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n" % (len(data) - 10, data[:-10])
+            + b"%x\r\n%s\r\n0\r\n%s\r\n" % (10, data[-10:], trailer)
+        ]
+
+    with KeepAliveServer(answer) as server:
+        async with raw_client(server.base_url, transport, max_retries=0) as client:
+            got = [(await client.extract_card(_marked(n))).cards[0].info.id for n in range(10)]
+    assert got == [f"{n:06d}" for n in range(10)]
+    assert server.connections == 1
+
+
 async def test_extra_answers_under_load_reach_no_call(transport: str) -> None:
     # Extras that come in the same read as the answer are found whatever the timing. (One that
     # comes in a later packet is found only if it arrives before the connection's next request
