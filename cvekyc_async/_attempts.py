@@ -405,6 +405,10 @@ class Engine:
                 delay = None
             if delay is None:
                 self.usage.count_error(error)
+                if error.__suppress_context__:
+                    # Raised "from None" over a transport's error, whose text can quote what
+                    # the server sent (h11's show the bytes): not kept, even out of sight.
+                    error.__context__ = None
                 raise error
             self.usage.retries += 1
             self.usage.ambiguous_retries += is_ambiguous(error)
