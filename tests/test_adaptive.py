@@ -332,18 +332,27 @@ class Run:
         return self.statuses[status] / sum(self.statuses.values())
 
 
-def simulate(service: HardCapacity | Queueing | Bursts, seconds: float, seed: int) -> Run:
+def simulate(
+    service: HardCapacity | Queueing | Bursts, seconds: float, seed: int, send_gap: float = 0.0
+) -> Run:
     """100 callers, each sending as soon as the limit lets it and retrying an overload twice
-    after a random backoff (as the client does), for ``seconds`` of simulated time."""
+    after a random backoff (as the client does), for ``seconds`` of simulated time. With
+    ``send_gap``, the client can send only one request every that many seconds (a client
+    short of CPU)."""
     rng = random.Random(seed)
     clock = Clock()
     limit = AdaptiveLimit(AdaptiveConcurrency(), clock=clock)
     events: list[tuple[float, int, int, Token | None, float, int]] = []
     waiting: deque[int] = deque([0] * 100)  # callers ready to send: their retry count
     in_flight = 0
+    next_send = 0.0
     run = Run([], Counter(), [])
     while True:
         while waiting and in_flight < limit.current:
+            if clock.now < next_send:
+                heapq.heappush(events, (next_send, rng.getrandbits(60), -1, None, 0, 0))
+                break
+            next_send = clock.now + send_gap
             retries = waiting.popleft()
             in_flight += 1
             token = limit.started(in_flight)
@@ -357,8 +366,9 @@ def simulate(service: HardCapacity | Queueing | Bursts, seconds: float, seed: in
         while len(run.levels) * 0.25 <= now:
             run.levels.append(limit.current)
         clock.now = now
-        if token is None:  # a backoff is over
-            waiting.append(retries)
+        if token is None:  # a backoff is over (or the client may send again)
+            if retries >= 0:
+                waiting.append(retries)
             continue
         in_flight -= 1
         service.leave(status)
@@ -401,6 +411,15 @@ def test_periodic_503_bursts_cost_one_cut_each() -> None:
     free = 64 / 0.11 * 0.8  # the ceiling's worth, four seconds in five
     assert run.rate(5, 30) >= 0.9 * free, run.levels
     assert min(run.levels[8:]) >= 48, run.levels  # one cut by a quarter a burst, no more
+
+
+def test_a_client_short_of_cpu_is_not_ratcheted_down_by_bursts() -> None:
+    # The client sends at most 300 requests a second, so fewer are in flight than the limit
+    # allows: attempts turned away by a burst were sent with few in flight, which says nothing
+    # of the service's level. The limit must not fall burst after burst.
+    run = simulate(Bursts(0.1, random.Random(11)), 40, 11, send_gap=1 / 300)
+    assert run.rate(5, 40) >= 0.9 * 300 * 0.8, run.levels  # all the client can send
+    assert min(run.levels[8:]) >= 24, run.levels  # about 30 in flight keep it busy
 
 
 def test_capacity_steps_down_and_back_up_are_followed() -> None:
