@@ -4,6 +4,7 @@ rounds, and the table and JSON of results."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 
+from cvekyc_async import AsyncCVClient
 from cvekyc_async.emulator import synthetic_jpeg
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -220,3 +223,37 @@ def measure(contender: Any, base_url: str, files: list[Path], in_flight: int, wa
     from cvekyc_async._runner import run
 
     return run(_measure, contender, base_url, files, in_flight, warm)
+
+
+async def drive_limit(
+    base_url: str, files: list[Path], setting: Any, seconds: float
+) -> dict[str, Any]:
+    """Send ``files`` over and over for ``seconds`` at ``max_concurrency=setting``: answers,
+    failed calls (retries spent), and answers and the limit in each second."""
+    bins: list[int] = []
+    levels: list[int] = []
+    failed = 0
+    async with AsyncCVClient(
+        API_KEY, API_SECRET, base_url=base_url, max_concurrency=setting
+    ) as client:
+        started = time.perf_counter()
+        with anyio.move_on_after(seconds):
+            async with client.extract_as_completed(itertools.cycle(files)) as results:
+                async for result in results:
+                    second = int(time.perf_counter() - started)
+                    while len(bins) <= second:
+                        bins.append(0)
+                        levels.append(client.concurrency)
+                    levels[second] = client.concurrency
+                    if result.ok:
+                        bins[second] += 1
+                    else:
+                        failed += 1
+        elapsed = time.perf_counter() - started
+    return {
+        "answers": sum(bins),
+        "failed": failed,
+        "elapsed": elapsed,
+        "per_second": bins[: int(elapsed)],
+        "levels": levels[: int(elapsed)],
+    }

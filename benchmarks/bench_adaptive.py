@@ -11,16 +11,11 @@ answered 429, and the time until every further second ran at 90 % of the best fi
 
 from __future__ import annotations
 
-import itertools
 import time
-from pathlib import Path
 from typing import Any
 
-import anyio
-
 from benchmarks._harness import (
-    API_KEY,
-    API_SECRET,
+    drive_limit,
     emulator,
     loop_name,
     make_files,
@@ -29,7 +24,6 @@ from benchmarks._harness import (
     table,
     write_json,
 )
-from cvekyc_async import AsyncCVClient
 from cvekyc_async._runner import run
 
 MODEL = {
@@ -44,39 +38,6 @@ MODEL = {
 FIXED = (8, 16, 24, 32, 40, 48, 64)
 
 
-async def drive(base_url: str, files: list[Path], setting: Any, seconds: float) -> dict[str, Any]:
-    """Send for ``seconds``; answers per one-second bin and the concurrency at its end."""
-    bins: list[int] = []
-    levels: list[int] = []
-    failed = 0
-    async with AsyncCVClient(
-        API_KEY, API_SECRET, base_url=base_url, max_concurrency=setting
-    ) as client:
-        started = time.perf_counter()
-        with anyio.move_on_after(seconds):
-            async with client.extract_as_completed(itertools.cycle(files)) as results:
-                async for result in results:
-                    if not result.ok:
-                        # Retries spent on 429s: what too high a fixed setting costs.
-                        failed += 1
-                        continue
-                    second = int(time.perf_counter() - started)
-                    while len(bins) <= second:
-                        bins.append(0)
-                        levels.append(client.concurrency)
-                    bins[second] += 1
-                    levels[second] = client.concurrency
-        elapsed = time.perf_counter() - started
-    whole = list(bins[: int(elapsed)])
-    return {
-        "answers": sum(bins),
-        "failed": failed,
-        "elapsed": elapsed,
-        "per_second": whole,
-        "levels": levels,
-    }
-
-
 def main() -> None:
     args = parser(__doc__ or "").parse_args()
     sweep_seconds = 1.5 if args.quick else 10.0
@@ -88,14 +49,14 @@ def main() -> None:
     with emulator(**MODEL) as emu:
         for k in fixed:
             emu.reset()
-            run_ = run(drive, emu.base_url, files, k, sweep_seconds)
+            run_ = run(drive_limit, emu.base_url, files, k, sweep_seconds)
             stats = emu.stats()
             run_["rate"] = run_["answers"] / run_["elapsed"]
             run_["requests"], run_["busy"] = stats["requests"], stats["busy"]
             sweep[k] = run_
             time.sleep(1.2)  # let Retry-After waits and the server's queue drain
         emu.reset()
-        auto = run(drive, emu.base_url, files, "auto", auto_seconds)
+        auto = run(drive_limit, emu.base_url, files, "auto", auto_seconds)
         stats = emu.stats()
         auto["rate"] = auto["answers"] / auto["elapsed"]
         auto["requests"], auto["busy"] = stats["requests"], stats["busy"]

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import heapq
-import itertools
 import json
 import os
 import random
@@ -37,12 +36,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 
 from benchmarks._harness import (
-    API_KEY,
-    API_SECRET,
+    drive_limit,
     loop_name,
     make_files,
     parser,
@@ -50,7 +47,6 @@ from benchmarks._harness import (
     table,
     write_json,
 )
-from cvekyc_async import AsyncCVClient
 from cvekyc_async._runner import run
 
 ANSWER = json.dumps(
@@ -239,37 +235,6 @@ def server_process() -> Iterator[str]:
 # -- the client --------------------------------------------------------------------------------
 
 
-async def drive(base_url: str, files: list[Path], setting: Any, seconds: float) -> dict[str, Any]:
-    """Send for ``seconds``: answers, failed calls, answers and the limit per second."""
-    bins: list[int] = []
-    levels: list[int] = []
-    failed = 0
-    async with AsyncCVClient(
-        API_KEY, API_SECRET, base_url=base_url, max_concurrency=setting
-    ) as client:
-        started = time.perf_counter()
-        with anyio.move_on_after(seconds):
-            async with client.extract_as_completed(itertools.cycle(files)) as results:
-                async for result in results:
-                    second = int(time.perf_counter() - started)
-                    while len(bins) <= second:
-                        bins.append(0)
-                        levels.append(client.concurrency)
-                    levels[second] = client.concurrency
-                    if result.ok:
-                        bins[second] += 1
-                    else:
-                        failed += 1
-        elapsed = time.perf_counter() - started
-    return {
-        "answers": sum(bins),
-        "failed": failed,
-        "elapsed": elapsed,
-        "per_second": bins[: int(elapsed)],
-        "levels": levels[: int(elapsed)],
-    }
-
-
 def measure(
     control: httpx.Client,
     base_url: str,
@@ -280,7 +245,7 @@ def measure(
     seconds: float,
 ) -> dict[str, Any]:
     control.post("/_configure", json={"kind": kind, "options": options}).raise_for_status()
-    result = run(drive, base_url, files, setting, seconds)
+    result = run(drive_limit, base_url, files, setting, seconds)
     counts = control.get("/_counts").json()
     result["rate"] = result["answers"] / result["elapsed"]
     result["server"] = counts

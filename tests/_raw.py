@@ -9,19 +9,26 @@ import contextlib
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
+_Self = TypeVar("_Self", bound="_LoopServer")
 
 
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    """The request's head, its body read (by ``Content-Length``) and dropped."""
-    head = await reader.readuntil(b"\r\n\r\n")
+def content_length(head: bytes) -> int:
+    """A request head's ``Content-Length`` (0 without one)."""
     length = 0
     for line in head.split(b"\r\n"):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
-    await reader.readexactly(length)
+    return length
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """The request's head, its body read (by ``Content-Length``) and dropped."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    await reader.readexactly(content_length(head))
     return head
 
 
@@ -47,19 +54,13 @@ class _SaysClose:
         return getattr(self._writer, name)
 
 
-class RawServer:
-    """``with RawServer(handler) as server:`` serves on ``server.port`` until the block ends.
+class _LoopServer:
+    """A server on 127.0.0.1 run by an asyncio loop in a thread: ``with`` starts it and, at
+    the end, ends the connections still open and stops it. Subclasses define ``_serve``."""
 
-    The handler gets each request's head and the writer; the connection is closed after it
-    (the answer's head says so). With ``read_body=False`` the server answers once it has the
-    head, leaving the body unread (as a proxy refusing an upload does).
-    """
-
-    def __init__(self, handler: Handler, *, read_body: bool = True) -> None:
-        self.handler = handler
-        self.read_body = read_body
-        self.requests = 0
+    def __init__(self) -> None:
         self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -74,33 +75,66 @@ class RawServer:
         self._loop.run_until_complete(server.wait_closed())
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         try:
-            if self.read_body:
-                head = await read_request(reader)
-            else:  # an answer to the head alone, the body left unread
-                head = await reader.readuntil(b"\r\n\r\n")
-            self.requests += 1
-            await self.handler(head, _SaysClose(writer))  # type: ignore[arg-type]
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
+            self._tasks.discard(task)
+            writer.close()
             with contextlib.suppress(Exception):
-                writer.close()
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        while self._tasks:
+            await asyncio.sleep(0)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> RawServer:
+    def __enter__(self: _Self) -> _Self:
         self._thread.start()
         assert self._ready.wait(10)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+class RawServer(_LoopServer):
+    """``with RawServer(handler) as server:`` serves on ``server.port`` until the block ends.
+
+    The handler gets each request's head and the writer; the connection is closed after it
+    (the answer's head says so). With ``read_body=False`` the server answers once it has the
+    head, leaving the body unread (as a proxy refusing an upload does).
+    """
+
+    def __init__(self, handler: Handler, *, read_body: bool = True) -> None:
+        super().__init__()
+        self.handler = handler
+        self.read_body = read_body
+        self.requests = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.read_body:
+            head = await read_request(reader)
+        else:  # an answer to the head alone, the body left unread
+            head = await reader.readuntil(b"\r\n\r\n")
+        self.requests += 1
+        await self.handler(head, _SaysClose(writer))  # type: ignore[arg-type]
+        await writer.drain()
 
 
 @contextlib.contextmanager
@@ -140,88 +174,38 @@ def silent_server(receive_buffer: int | None = None) -> Iterator[int]:
 Answer = list[bytes | float]
 
 
-class KeepAliveServer:
+class KeepAliveServer(_LoopServer):
     """``with KeepAliveServer(answer) as server:`` serves any number of requests on each
     connection, answering each with what ``answer(head, body)`` returns, however wrong (one
     answer too many, say), after ``interim`` if given (sent before the body is read).
     ``server.wait_answered(n)`` blocks until ``n`` requests have been answered in full."""
 
     def __init__(self, answer: Callable[[bytes, bytes], Answer], *, interim: bytes = b"") -> None:
+        super().__init__()
         self.answer = answer
         self.interim = interim  # written as soon as a request's head is read (100 Continue)
         self.connections = 0
-        self.port = 0
-        self._tasks: set[asyncio.Task[None]] = set()
         self._answered = 0
         self._changed = threading.Condition()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        self._loop.run_until_complete(server.wait_closed())
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                if self.interim:
-                    writer.write(self.interim)
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if self.interim:
+                writer.write(self.interim)
+                await writer.drain()
+            body = await reader.readexactly(content_length(head))
+            for item in self.answer(head, body):
+                if isinstance(item, float):
+                    await asyncio.sleep(item)
+                else:
+                    writer.write(item)
                     await writer.drain()
-                body = await reader.readexactly(length)
-                for item in self.answer(head, body):
-                    if isinstance(item, float):
-                        await asyncio.sleep(item)
-                    else:
-                        writer.write(item)
-                        await writer.drain()
-                with self._changed:
-                    self._answered += 1
-                    self._changed.notify_all()
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        while self._tasks:
-            await asyncio.sleep(0)
+            with self._changed:
+                self._answered += 1
+                self._changed.notify_all()
 
     def wait_answered(self, count: int, timeout: float = 10.0) -> None:
         with self._changed:
             assert self._changed.wait_for(lambda: self._answered >= count, timeout)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> KeepAliveServer:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
