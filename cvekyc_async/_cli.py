@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import math
 import os
@@ -21,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import anyio
 import msgspec
@@ -258,6 +259,13 @@ def _without_images(result: ExtractionResult) -> dict[str, Any]:
     return data
 
 
+def _thumb_folder(folder: Path) -> None:
+    """Make the thumbnails' folder (mode 0700), or raise why it cannot be one."""
+    make_folders(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+
+
 async def _extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     endpoint = args.endpoint or ("cards" if args.back else "card")
     if args.back and endpoint != "cards":
@@ -266,8 +274,12 @@ async def _extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--endpoint cards needs both IMAGE and BACK")
     thumb_dir: Path | None = args.thumb
     if thumb_dir is not None:
-        # Card images are personal data: folders of the owner's only.
-        await anyio.to_thread.run_sync(make_folders, thumb_dir)
+        # Card images are personal data: folders of the owner's only. Made (or refused) before
+        # the call is paid for.
+        try:
+            await anyio.to_thread.run_sync(_thumb_folder, thumb_dir)
+        except OSError as exc:
+            raise UsageError(f"cannot use --thumb {thumb_dir}: {exc.strerror or exc}") from None
     async with _client(args, err) as client:
         try:
             if endpoint == "cards":
@@ -863,6 +875,23 @@ def _outcome(result: BatchResult) -> str:
 # -- merge ---------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the block as Ctrl-C does, so that what it was writing is cleaned up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     expected = None
     if args.inputs:
@@ -881,7 +910,8 @@ def _merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not part.is_file():
             raise UsageError(f"{part}: not a regular file (give the JSONL outputs of batches)")
     try:
-        report = merge(parts, Path(args.output), expected)
+        with _terminate_as_interrupt():
+            report = merge(parts, Path(args.output), expected)
     except LockedError:
         raise UsageError(f"{args.output} is being written by another cvekyc command") from None
     except NotRegularError as exc:
@@ -1068,10 +1098,63 @@ def _needs_emulator() -> None:
         ) from None
 
 
+class _BestEffort:
+    """Standard error as the command writes to it: messages and progress are best effort.
+    A stream that cannot be written (closed by its reader, a full disk, closed at start) is
+    given up on, and the run goes on: the records are what matters, not the progress line."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if self._stream is not None:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self._give_up()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._give_up()
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream is not None and self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def _give_up(self) -> None:
+        stream, self._stream = self._stream, None
+        # Python flushes the stream again at exit: what it holds goes nowhere instead.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())  # type: ignore[union-attr]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _fill_closed_descriptors() -> None:
+    """Put /dev/null where standard input or error is closed: a socket the event loop opens
+    would otherwise take that number, and uvloop aborts on it."""
+    for fd in (0, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cvekyc`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    out, err = sys.stdout, sys.stderr
+    _fill_closed_descriptors()
+    out, err = sys.stdout, cast(TextIO, _BestEffort(sys.stderr))
     if argv[:1] == ["emulator"]:
         # Its options belong to the emulator's own parser.
         try:

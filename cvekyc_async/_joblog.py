@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import stat
 import sys
@@ -509,6 +510,17 @@ def write_replacing(path: Path, lines: Iterable[bytes]) -> None:
             os.close(folder)
 
 
+def _remove_stale_copies(output: Path) -> None:
+    """Remove new copies of ``output`` that a killed merge left beside it (``write_replacing``'s
+    temporary files hold card data). Called with ``output`` locked, so none is being written."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for stale in output.parent.glob(f".{glob.escape(output.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            info = stale.lstat()
+            if stat.S_ISREG(info.st_mode) and (uid is None or info.st_uid == uid):
+                stale.unlink()
+
+
 def merge(
     parts: Iterable[Path], output: Path, expected: Iterable[Job] | None = None
 ) -> MergeReport:
@@ -543,6 +555,7 @@ def merge(
     fd = create_private(output, append=False)
     try:
         _lock(fd, output)
+        _remove_stale_copies(output)
         if os.fstat(fd).st_size and not _holds_records(fd):
             raise ManifestError(
                 f"{output} holds something other than cvekyc batch records: merge into another file"

@@ -243,12 +243,18 @@ def _has_secrets(url: str) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return True
-    return bool(parts.username or parts.password or parts.query or parts.fragment)
+    return bool(
+        parts.username or parts.password or parts.query or parts.fragment or ";" in parts.path
+    )
+
+
+_PATH_PARAMS = re.compile(r";[^/]*")
 
 
 def safe_url(url: str) -> str:
     """A URL as records and messages may show it: scheme, host, port and path, without
-    credentials, query or fragment (signed URLs carry their tokens there)."""
+    credentials, path parameters (``;jsessionid=``), query or fragment (signed URLs and
+    sessions carry their tokens there)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -257,7 +263,8 @@ def safe_url(url: str) -> str:
         return "<a URL that cannot be read>"
     if ":" in host:
         host = f"[{host}]"
-    return f"{parts.scheme}://{host}{'' if port is None else f':{port}'}{parts.path}"
+    path = _PATH_PARAMS.sub("", parts.path)
+    return f"{parts.scheme}://{host}{'' if port is None else f':{port}'}{path}"
 
 
 def url_key(url: str, secret: bytes | None, where: str = "") -> str:
@@ -274,7 +281,7 @@ def url_key(url: str, secret: bytes | None, where: str = "") -> str:
     if secret is None:
         raise ManifestError(
             f"{where or safe_url(url)}: a URL with credentials or a query is named by a keyed "
-            "hash of it: set CVEKYC_API_KEY (or give --api-key)"
+            "hash of it under the API key: set CVEKYC_API_KEY"
         )
     mac = hmac.new(secret, url.encode("utf-8", "surrogatepass"), hashlib.sha256)
     return f"{safe_url(url)}#hmac={mac.hexdigest()[:32]}"

@@ -489,11 +489,13 @@ async def test_auto_rises_to_its_ceiling_on_an_unlimited_service(
     cv_emulator.set_faults(latency=0.05)
     auto = AdaptiveConcurrency(initial=2, ceiling=12)
     levels: list[int] = []
-    async with cv_emulator.client(max_concurrency=auto) as client:
-        async with client.extract_as_completed(
+    async with (
+        cv_emulator.client(max_concurrency=auto) as client,
+        client.extract_as_completed(
             [CARD] * 200, progress=lambda p: levels.append(p.concurrency)
-        ) as results:
-            assert all([r.ok async for r in results])
+        ) as results,
+    ):
+        assert all([r.ok async for r in results])
     # It gets there, and mostly stays (a busy machine's slower answers may cost a step late on).
     assert max(levels) == 12
     assert sorted(levels)[len(levels) // 2] >= 10

@@ -417,3 +417,89 @@ def test_large_inputs_are_read_and_hashed_whole(
     assert proc.returncode == 0, proc.stderr
     assert {r["key"]: (r["sha256"], r["size"]) for r in lines(out)} == sizes
     assert cv_emulator.stats()["billed"] == 4
+
+
+# -- standard streams, thumbnails, merges killed, URL path parameters ------------------------------
+
+
+@pytest.mark.parametrize("stderr", ["full", "closed"])
+def test_a_batch_goes_on_when_standard_error_cannot_be_written(
+    cv_emulator: RunningEmulator, tmp_path: Path, stderr: str
+) -> None:
+    # Progress and messages are best effort: a full disk under a log, or a closed stream,
+    # must not stop the run and lose what was paid for.
+    make_images(tmp_path / "imgs", 40)
+    out = tmp_path / "out.jsonl"
+    args = [*CLI, "batch", str(tmp_path / "imgs"), "-o", str(out), "--concurrency", "4"]
+    with open(os.devnull if stderr == "closed" else "/dev/full", "w") as target:
+        proc = subprocess.run(
+            args, stdout=subprocess.PIPE, text=True, timeout=120, check=False,
+            env=env_for(cv_emulator), stderr=target if stderr == "full" else None,
+            pass_fds=(), preexec_fn=(lambda: os.close(2)) if stderr == "closed" else None,
+        )  # fmt: skip
+    assert proc.returncode == 0
+    records = lines(out)
+    assert len(records) == 40
+    assert all(r["ok"] for r in records)
+    assert cv_emulator.stats()["requests"] == 40
+
+
+def test_a_thumbnail_folder_that_cannot_be_made_is_refused_before_the_call(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    image = tmp_path / "card.jpg"
+    image.write_bytes(samples.JPEG)
+    not_a_folder = tmp_path / "afile"
+    not_a_folder.write_text("x", encoding="utf-8")
+    for thumb in (not_a_folder, not_a_folder / "inside"):
+        proc = run("extract", str(image), "--thumb", str(thumb), env=env_for(cv_emulator))
+        assert proc.returncode == 2, proc.stderr
+        assert "cannot use --thumb" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert cv_emulator.stats()["requests"] == 0
+
+
+def test_a_merge_ended_by_sigterm_leaves_nothing_behind(tmp_path: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    write_records(big, [f"card-{i:06d}.jpg" for i in range(60_000)])
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    out = folder / "all.jsonl"
+    with subprocess.Popen(
+        [*CLI, "merge", str(big), "-o", str(out)], stderr=subprocess.PIPE, text=True
+    ) as proc:
+        # Signalled once the new copy is being written (or, on a fast machine, after).
+        while proc.poll() is None and not any(p.suffix == ".tmp" for p in folder.iterdir()):
+            pass
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr
+    leftovers = sorted(p.name for p in folder.iterdir())
+    assert leftovers in ([], ["all.jsonl"]), leftovers  # interrupted, or done before the signal
+    if leftovers:
+        assert len(lines(out)) == 60_000
+
+
+def test_a_merge_removes_the_copy_a_killed_merge_left(tmp_path: Path) -> None:
+    part = tmp_path / "part.jsonl"
+    write_records(part, ["a.jpg", "b.jpg"])
+    out = tmp_path / "all.jsonl"
+    stale = tmp_path / ".all.jsonl.k1ll3d.tmp"  # as a SIGKILL mid-write leaves it
+    stale.write_bytes(part.read_bytes()[:10])
+    proc = run("merge", str(part), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.jsonl", "part.jsonl"]
+
+
+def test_url_path_parameters_stay_out_of_records(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    plain = cv_emulator.specimen_url("passport.jpg")
+    manifest = tmp_path / "urls.txt"
+    manifest.write_text(plain + ";jsessionid=S3SS10N\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    proc = run("batch", str(manifest), "-o", str(out), env=env_for(cv_emulator))
+    [record] = lines(out)
+    assert record["input"] == plain
+    assert "S3SS10N" not in out.read_text(encoding="utf-8") + proc.stdout + proc.stderr
