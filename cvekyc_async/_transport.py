@@ -174,7 +174,9 @@ class _Watched(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        return await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        # Still watched: the request count and the answer's bytes tell a stale connection
+        # over TLS too (uploads over TLS are written whole, see above).
+        return _Watched(await self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable" and self._early:
