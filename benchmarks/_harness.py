@@ -97,9 +97,12 @@ class Emulator:
 
 
 @contextmanager
-def emulator(core: int = 1, **faults: Any) -> Iterator[Emulator]:
-    cmd = [sys.executable, "-m", "cvekyc_async.emulator", "--port", "0"]
-    cmd += ["--api-key", API_KEY, "--api-secret", API_SECRET]
+def server(
+    cmd: list[str], core: int = 1, what: str = "the server"
+) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
+    """A server process that prints ``listening on URL`` on stderr first, pinned to ``core``
+    where there are two: the process, its base URL and its last lines of stderr. Ended when the
+    block ends."""
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         cmd = ["taskset", "-c", str(core), *cmd]
     with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) as proc:
@@ -107,18 +110,26 @@ def emulator(core: int = 1, **faults: Any) -> Iterator[Emulator]:
             assert proc.stderr is not None
             banner = proc.stderr.readline()
             if "listening on " not in banner:
-                raise RuntimeError(f"the emulator did not start: {banner!r}")
+                raise RuntimeError(f"{what} did not start: {banner!r}")
             # Keep reading its stderr, or a full pipe would stall the server mid-benchmark.
             log: list[str] = []
             threading.Thread(target=_drain, args=(proc.stderr, log), daemon=True).start()
-            emu = Emulator(banner.split("listening on ")[1].split()[0], proc)
-            emu.log = log
-            if faults:
-                emu.set_faults(**faults)
-            yield emu
+            yield proc, banner.split("listening on ")[1].split()[0], log
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@contextmanager
+def emulator(core: int = 1, **faults: Any) -> Iterator[Emulator]:
+    cmd = [sys.executable, "-m", "cvekyc_async.emulator", "--port", "0"]
+    cmd += ["--api-key", API_KEY, "--api-secret", API_SECRET]
+    with server(cmd, core, "the emulator") as (proc, base_url, log):
+        emu = Emulator(base_url, proc)
+        emu.log = log
+        if faults:
+            emu.set_faults(**faults)
+        yield emu
 
 
 def _drain(stream: Any, into: list[str]) -> None:

@@ -26,10 +26,7 @@ import asyncio
 import contextlib
 import heapq
 import json
-import os
 import random
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -44,6 +41,7 @@ from benchmarks._harness import (
     make_files,
     parser,
     pin_to_core,
+    server,
     table,
     write_json,
 )
@@ -218,18 +216,8 @@ async def serve() -> None:
 def server_process() -> Iterator[str]:
     """The services in a process of their own (on core 1 where there are two); its base URL."""
     cmd = [sys.executable, "-m", "benchmarks.bench_adaptive_servers", "--serve"]
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        cmd = ["taskset", "-c", "1", *cmd]
-    with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stderr is not None
-            banner = proc.stderr.readline()
-            if "listening on " not in banner:
-                raise RuntimeError(f"the test server did not start: {banner!r}")
-            yield banner.split("listening on ")[1].strip()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with server(cmd, 1, "the test server") as (_, base_url, _log):
+        yield base_url
 
 
 # -- the client --------------------------------------------------------------------------------

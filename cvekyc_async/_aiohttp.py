@@ -42,6 +42,7 @@ from ._wire import (
     HEAD_LIMIT,
     NotDelivered,
     UnparsableAnswer,
+    causes,
     closes_connection,
     final_head_length,
     is_reset,
@@ -61,14 +62,12 @@ _HEAD_KEEP = 256 * 1024
 def _unparsable(exc: BaseException) -> bool:
     """Whether aiohttp failed on an answer it received but could not parse (not on one that
     ended early: a body shorter than announced is a lost connection)."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in causes(exc):
         if isinstance(seen, HttpProcessingError):
             ended_early = isinstance(seen, ContentLengthError) or (
                 isinstance(seen, TransferEncodingError) and "not enough data" in str(seen).lower()
             )
             return not ended_early
-        seen = seen.__cause__ or seen.__context__
     return False
 
 
@@ -93,11 +92,9 @@ def _mapped(exc: BaseException) -> type[httpx.TransportError]:
 
 def _os_error(exc: BaseException) -> BaseException | None:
     """The operating system's error under an aiohttp failure, if there is one."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in causes(exc):
         if isinstance(seen, OSError) and not type(seen).__module__.startswith("aiohttp"):
             return seen
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
@@ -184,14 +181,10 @@ async def _body_of(request: httpx.Request) -> bytes | None:
     return data or None
 
 
-def _closed_by_peer(connection: aiohttp.connector.Connection) -> bool:
-    """Whether an idle kept-alive connection reads as ready: the server has closed it (or
-    spoken out of turn), and a request sent into it would fail. httpcore checks the same."""
-    return _readable(connection.transport)
-
-
 def _readable(transport: asyncio.BaseTransport | None) -> bool:
-    """Whether a connection's socket has something to read (or has been closed)."""
+    """Whether a connection's socket has something to read (or has been closed): for an idle
+    kept-alive connection, the server has closed it or spoken out of turn (httpcore checks the
+    same); during an upload, the server has begun to answer."""
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None:
         return False
@@ -329,7 +322,7 @@ class _Connector(aiohttp.TCPConnector):
             if (
                 protocol is not None
                 and not protocol.should_close
-                and not _closed_by_peer(connection)
+                and not _readable(connection.transport)
             ):
                 if isinstance(protocol, _Handler):
                     _reused.set(protocol)

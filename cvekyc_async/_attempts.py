@@ -43,7 +43,7 @@ from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, r
 from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
 from ._transport import AutoTransport
 from ._usage import Usage
-from ._wire import is_unparsable
+from ._wire import causes, is_unparsable
 
 __all__ = ["Engine", "Exchange", "Secret", "Settings"]
 
@@ -654,9 +654,7 @@ def _describe_failure(exc: BaseException) -> str:
     """Name a transport failure without its message, which can quote what the server sent
     (h11's protocol errors show the offending bytes) or the URL (aiohttp's OS errors do); an
     OS error is named by the system's text for its number, never by its own."""
-    cause: BaseException | None = exc
-    while cause is not None:
+    for cause in causes(exc):
         if isinstance(cause, OSError) and isinstance(cause.errno, int) and cause.errno > 0:
             return f"{type(exc).__name__} ({os.strerror(cause.errno)})"
-        cause = cause.__cause__ or cause.__context__
     return type(exc).__name__

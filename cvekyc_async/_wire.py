@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ __all__ = [
     "HEAD_LIMIT",
     "NotDelivered",
     "UnparsableAnswer",
+    "causes",
     "closes_connection",
     "final_answer_started",
     "final_head_length",
@@ -63,14 +65,17 @@ class NotDelivered(httpx.ConnectError):
     the server closes an idle connection as the client reuses it)."""
 
 
+def causes(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or during, outermost first."""
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def is_reset(exc: BaseException | None) -> bool:
     """Whether a failure comes from the peer resetting the connection (or a write into one it
     had closed), anywhere in its chain."""
-    while exc is not None:
-        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(isinstance(e, (ConnectionResetError, BrokenPipeError)) for e in causes(exc))
 
 
 # h11's messages for a connection that ended early: lost, not malformed.
@@ -83,36 +88,37 @@ def is_unparsable(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, httpx.RemoteProtocolError):
         return False
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in causes(exc):
         if type(seen).__module__.startswith("h11") and type(seen).__name__ == "RemoteProtocolError":
             return not str(seen).lower().startswith(_ENDED_EARLY)
-        seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _past_interim(data: bytes) -> int | None:
+    """Where the interim answers (``100 Continue``, ``103 Early Hints``: a head with no body
+    each) at the start of ``data`` end, or ``None`` while one of them is still arriving."""
+    start = 0
+    while data.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1"), start):
+        end = data.find(b"\r\n\r\n", start)
+        if end < 0:
+            return None
+        start = end + 4
+    return start
 
 
 def final_answer_started(early: bytes) -> bool:
     """Whether bytes a server sent during an upload begin a final answer, past any interim
-    ones (``100 Continue``, ``103 Early Hints``: a head with no body each)."""
-    while early.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1")):
-        end = early.find(b"\r\n\r\n")
-        if end < 0:
-            return False  # an interim head still arriving
-        early = early[end + 4 :]
-    return bool(early)
+    ones."""
+    start = _past_interim(early)
+    return start is not None and start < len(early)
 
 
 def final_head_length(data: bytes) -> int | None:
     """Where the final answer's head ends in bytes received (past any interim heads), or
     ``None`` while it is incomplete."""
-    start = 0
-    while True:
-        end = data.find(b"\r\n\r\n", start)
-        if end < 0:
-            return None
-        if not data.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1"), start):
-            return end + 4
-        start = end + 4
+    start = _past_interim(data)
+    end = -1 if start is None else data.find(b"\r\n\r\n", start)
+    return None if end < 0 else end + 4
 
 
 def spare_handle(raw: Any) -> socket.socket | None:
