@@ -440,7 +440,7 @@ def test_the_scheduler_examples_use_commands_that_parse(name: str) -> None:
     import re
     import shlex
 
-    from cvekyc_async._cli import build_parser
+    from cvekyc_async.cli.main import build_parser
 
     text = (Path(__file__).resolve().parent.parent / "examples" / name).read_text(encoding="utf-8")
     text = re.sub(r"\\\s*\n\s*#?\s*", " ", text)

@@ -19,7 +19,7 @@ from PIL import Image
 from cvekyc_async.emulator import RunningEmulator, specimen_path
 from tests import samples
 
-CLI = [sys.executable, "-m", "cvekyc_async._cli"]
+CLI = [sys.executable, "-m", "cvekyc_async.cli"]
 
 
 def env_for(emu: RunningEmulator, **extra: str) -> dict[str, str]:

@@ -340,7 +340,7 @@ def test_url_credentials_and_tokens_stay_out_of_records_and_messages(
 
 
 def test_the_resume_command_never_repeats_a_urls_token() -> None:
-    from cvekyc_async._cli import _resume_command
+    from cvekyc_async.cli.batch import resume_command as _resume_command
 
     argv = ["batch", "https://u:pw@x.test/a.jpg?sig=t0ken", "scan#1.jpg", "-o", "o.jsonl"]
     command = _resume_command(argv)

@@ -12,15 +12,12 @@ import cvekyc_async
 PRIVATE_MODULES = [
     "_batch",
     "_body",
-    "_cli",
     "_client",
     "_constants",
     "_errors",
     "_inputs",
-    "_jobs",
     "_models",
     "_pacing",
-    "_progress",
     "_read",
     "_redact",
     "_retry",
@@ -28,6 +25,18 @@ PRIVATE_MODULES = [
     "_usage",
     "testing",
     "checks",
+    "cli",
+    "cli.batch",
+    "cli.demo",
+    "cli.extract",
+    "cli.joblog",
+    "cli.jobs",
+    "cli.main",
+    "cli.merge",
+    "cli.options",
+    "cli.progress",
+    "cli.records",
+    "cli.summary",
     "emulator",
     "emulator._app",
     "emulator._fake",
@@ -70,3 +79,18 @@ def test_exported_objects_say_they_come_from_the_package() -> None:
 
 def test_version_is_a_string() -> None:
     assert isinstance(cvekyc_async.__version__, str)
+
+
+def test_the_library_never_imports_the_command_line_application() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cvekyc_async, cvekyc_async.checks, cvekyc_async.testing;"
+        "import cvekyc_async.emulator;"
+        "print(sorted(m for m in sys.modules if m.startswith('cvekyc_async.cli')))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown.strip() == "[]"

@@ -11,14 +11,14 @@ import pytest
 
 from cvekyc_async._batch import BatchResult
 from cvekyc_async._errors import APIConnectionError, InvalidImageError, QuotaExceededError
-from cvekyc_async._joblog import (
+from cvekyc_async.cli.joblog import (
     LockedError,
     ResultLog,
     _end_of_last_line,
     merge,
     result_record,
 )
-from cvekyc_async._jobs import Job, ManifestError, Shard, discover
+from cvekyc_async.cli.jobs import Job, ManifestError, Shard, discover
 
 
 def record(key: str, ok: bool, error: Exception | None = None, attempts: int = 1) -> str:
@@ -314,7 +314,7 @@ def test_merge_keeps_an_ok_record_per_key_and_lists_what_is_missing(tmp_path: Pa
 
 
 def test_an_oversized_file_is_not_read_to_be_hashed(tmp_path: Path) -> None:
-    from cvekyc_async._jobs import load
+    from cvekyc_async.cli.jobs import load
 
     huge = tmp_path / "huge.jpg"
     with huge.open("wb") as fh:  # sparse: 12 GiB that take no room
@@ -339,7 +339,7 @@ def test_an_oversized_file_is_not_read_to_be_hashed(tmp_path: Path) -> None:
     ],
 )
 def test_the_resume_command_drops_credentials(argv: list[str], shown: str) -> None:
-    from cvekyc_async._cli import _resume_command
+    from cvekyc_async.cli.batch import resume_command as _resume_command
 
     assert _resume_command(argv) == shown
 
@@ -360,7 +360,7 @@ def test_still_as_sent_compares_size_then_bytes(
 ) -> None:
     import hashlib
 
-    from cvekyc_async._jobs import still_as_sent
+    from cvekyc_async.cli.jobs import still_as_sent
 
     path = tmp_path / "a.jpg"
     if now is not None:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ._inputs import ImageSource, describe_input, sniff_format
+from .._inputs import ImageSource, describe_input, sniff_format
 
 __all__ = [
     "SINGLE_COLUMNS",

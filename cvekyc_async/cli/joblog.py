@@ -31,10 +31,10 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from ._batch import BatchResult
-from ._errors import APIError, APIStatusError, CVError
-from ._jobs import Job, ManifestError, record_input
-from .checks import Assessment
+from .._batch import BatchResult
+from .._errors import APIError, APIStatusError, CVError
+from ..checks import Assessment
+from .jobs import Job, ManifestError, record_input
 
 __all__ = [
     "FINAL_ERRORS",

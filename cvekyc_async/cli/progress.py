@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
-from ._batch import BatchProgress
+from .._batch import BatchProgress
 
 __all__ = ["ProgressDisplay", "format_duration"]
 

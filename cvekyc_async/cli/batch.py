@@ -1,0 +1,529 @@
+"""``cvekyc batch``: read many inputs, one JSONL record per input, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from .._batch import DEFAULT_FATAL_ERRORS, BatchResult, extract_as_completed
+from .._constants import DEFAULT_MAX_FILE_SIZE, ENV_API_KEY
+from .joblog import (
+    INTERRUPTED,
+    LockedError,
+    OutputGoneError,
+    ResultLog,
+    result_record,
+)
+from .jobs import (
+    Fingerprint,
+    Job,
+    ManifestError,
+    Shard,
+    carries_secrets,
+    discover,
+    key_hash,
+    load,
+    record_input,
+    safe_url,
+    shown,
+    still_as_sent,
+    url_secret,
+)
+from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WRITE, UsageError, make_client
+from .progress import ProgressDisplay
+from .summary import assess, outcome, write_summary
+
+__all__ = ["hmac_key_of", "resume_command", "run_batch"]
+
+
+class _Stop:
+    """Why no more inputs are taken: the first SIGINT or SIGTERM, or a failed write. Those in
+    flight are finished (and recorded when the file allows), unless ``forced``: a second signal,
+    or the grace after the first one ran out, cancelled them."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.write_error: OSError | None = None
+        self.unrecorded = 0
+        self.forced: str | None = None
+
+
+async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO, grace: float) -> None:
+    async def cancel_after_grace() -> None:
+        await anyio.sleep(grace)
+        stop.forced = f"the answers in flight did not arrive within --stop-grace {grace:g} s"
+        now.cancel()
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async with anyio.create_task_group() as timer:
+            async for signum in received:
+                if stop.signal is None:
+                    stop.signal = signum
+                    err.write(
+                        "\ncvekyc batch: stopping: no new inputs; the answers in flight (they are "
+                        f"billed) have {grace:g} s to arrive and be recorded, then they are left "
+                        "for --resume; press Ctrl-C again to stop at once\n"
+                    )
+                    err.flush()
+                    timer.start_soon(cancel_after_grace)
+                else:
+                    stop.forced = "stopped at once by a second signal"
+                    now.cancel()
+                    timer.cancel_scope.cancel()
+                    return
+
+
+def _interrupted_record(job: Job, sent: Fingerprint | None) -> dict[str, Any]:
+    """The record of an input whose call was cancelled by a forced stop: not done, so
+    ``--resume`` sends it again. Whether the service read (and billed) it is unknown."""
+    return {
+        "key": job.key,
+        "input": record_input(job.value),
+        "sha256": None if sent is None else sent.sha256,
+        "size": None if sent is None else sent.size,
+        "ok": False,
+        "result": None,
+        "error": {
+            "type": INTERRUPTED,
+            "message": "the run stopped before this input's answer was read (the service may "
+            "have read and billed it); --resume sends it again",
+        },
+        "attempts": None,
+        "elapsed": 0.0,
+        "billed": False,
+        "assessment": None,
+    }
+
+
+# Options whose values must not be repeated in a message (the resume command is printed).
+_SECRET_OPTIONS = ("--api-secret", "--api-key")
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    words: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if word in ("--overwrite", "--resume"):
+            continue
+        if word in _SECRET_OPTIONS:
+            skip = True
+            continue
+        if word.startswith(tuple(f"{o}=" for o in _SECRET_OPTIONS)):
+            continue
+        # A URL's credentials and query are never repeated: the user gives them again.
+        words.append(safe_url(word) + "?..." if carries_secrets(word) else word)
+    return shlex.join(["cvekyc", *words, "--resume"])
+
+
+def _to_file_command(argv: Sequence[str]) -> str:
+    """The command again, writing to a file instead of standard output."""
+    words = list(argv)
+    for n, word in enumerate(words):
+        if word in ("-o", "--output") and n + 1 < len(words) and words[n + 1] == "-":
+            words[n + 1] = "results.jsonl"
+        elif word in ("-o-", "--output=-"):
+            words[n] = "--output=results.jsonl"
+    return resume_command(words).removesuffix(" --resume")
+
+
+def _same_file_as_an_input(output: Path, sources: Sequence[str]) -> str | None:
+    """The argument that names the output's own file (a manifest, an image), if any."""
+    try:
+        mine = output.stat()
+    except OSError:
+        return None
+    for source in sources:
+        with contextlib.suppress(OSError, ValueError):
+            theirs = Path(source).expanduser().stat()
+            if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
+                return source
+    return None
+
+
+def _output_of(args: argparse.Namespace) -> Path | None:
+    """The batch's output file (``None`` for standard output), checked before anything."""
+    if args.output == "-":
+        return None
+    if args.output.endswith(("/", os.sep)) or Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output} names a folder: give the file to write")
+    output = Path(args.output)
+    clash = _same_file_as_an_input(output, args.paths)
+    if clash is not None:
+        raise UsageError(f"-o {output} is also an input ({clash}): write to another file")
+    return output
+
+
+#: Inputs up to this size are read and hashed on the event loop: a thread costs more than that.
+_INLINE_LOAD = 256 * 1024
+
+
+async def _load(job: Job, max_file_size: int) -> tuple[Any, Fingerprint | None]:
+    """``load`` the input, in a worker thread when it is large: hashing 10 MB takes about 20 ms,
+    a stall for every call in flight. The batch pulls one input at a time, so one load runs at
+    once, and what is loaded is held only while its call is in flight (bounded by the
+    concurrency)."""
+    values = job.value if isinstance(job.value, tuple) else (job.value,)
+    size = 0
+    for value in values:
+        if isinstance(value, str) and "://" not in value:
+            with contextlib.suppress(OSError, ValueError):
+                size += os.stat(value).st_size
+    if size <= _INLINE_LOAD:
+        return load(job, max_file_size)
+    return await anyio.to_thread.run_sync(load, job, max_file_size)
+
+
+def hmac_key_of(args: argparse.Namespace) -> bytes | None:
+    """The HMAC key URL inputs with credentials or a query are named by: derived from the API
+    key, so every shard and run of one account agrees (``None`` without one)."""
+    api_key = getattr(args, "api_key", None) or os.environ.get(ENV_API_KEY)
+    return url_secret(api_key) if api_key else None
+
+
+def _free_space(output: Path) -> int | None:
+    """Bytes free to this user on the output's disk (``None`` where it cannot be told)."""
+    try:
+        info = os.statvfs(output.parent if str(output.parent) else ".")
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return info.f_bavail * info.f_frsize
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.0f} MiB"
+
+
+def _value_id(value: Any) -> str:
+    """The input a key stands for, to tell two inputs that share a key apart."""
+    values = value if isinstance(value, tuple) else (value,)
+    return "\t".join(v if "://" in v else os.path.abspath(v) for v in values)
+
+
+def _same_as_record(
+    job: Job, sent: Fingerprint, first: str, ok: bool, error: Any
+) -> dict[str, Any]:
+    return {
+        "key": job.key,
+        "input": record_input(job.value),
+        "sha256": sent.sha256,
+        "size": sent.size,
+        "ok": ok,
+        "same_as": first,
+        "result": None,
+        "error": error,
+        "attempts": 0,
+        "elapsed": 0.0,
+        "billed": False,
+        "assessment": None,
+    }
+
+
+#: Why an input recorded as done is sent again: its bytes are not those recorded.
+_CHANGED = "re-sent: changed since it was recorded"
+
+
+class _InputsChanged(Exception):
+    """The inputs read differently the second time (a manifest changed during the run)."""
+
+
+async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    pairs = args.endpoint == "cards"
+    try:
+        shard = Shard.parse(args.shard) if args.shard else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    output = _output_of(args)
+    report = err if output is None else out  # with -o -, stdout carries the records
+    client = make_client(args, err)
+    max_file_size = args.max_file_size or DEFAULT_MAX_FILE_SIZE
+    url_hmac_key = hmac_key_of(args)
+    log = ResultLog(output, retry_failed=args.retry_failed)
+    try:
+        torn = log.open(resume=args.resume, overwrite=args.overwrite)
+    except LockedError:
+        raise UsageError(
+            f"{output} is being written by another cvekyc batch: let it finish, or write "
+            "to another file"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+
+    # Keys whose recorded bytes are no longer what the input holds (another folder of the
+    # same name, a file replaced in place): found by the first pass, sent again by the second.
+    changed: set[str] = set()
+
+    def planned(check: bool = False) -> Iterator[tuple[Job, str | None]]:
+        """Each input once, with what to do: ``None`` to send it, else why it is skipped.
+        With ``check``, a recorded input is compared with its bytes (size, then SHA-256)."""
+        seen: dict[int, str] = {}
+        for job in discover(
+            args.paths,
+            pairs=pairs,
+            url_hmac_key=url_hmac_key,
+            allow_outside=args.allow_outside,
+        ):
+            if shard is not None and job.key not in shard:
+                continue
+            hashed = key_hash(job.key)
+            if hashed in seen:
+                if seen[hashed] != _value_id(job.value):
+                    raise ManifestError(
+                        f"two different inputs have the key {shown(job.key)!r}: give them in one "
+                        "manifest, or in folders of different names, so that each has its own"
+                    )
+                yield job, "skipped: listed twice"
+                continue
+            seen[hashed] = _value_id(job.value)
+            latest = log.decide(job)
+            if latest is not None and not latest.resend and latest.sha256 is not None:
+                if check and not still_as_sent(job.value, latest.sha256, latest.size):
+                    changed.add(job.key)
+                if job.key in changed:
+                    yield job, _CHANGED
+                    continue
+            if latest is None:
+                yield job, None
+            elif latest.ok:
+                yield job, "skipped: already ok"
+            elif not latest.resend:
+                yield job, f"skipped: {latest.reason} (--retry-failed sends it)"
+            else:
+                yield job, f"re-sent: {latest.reason}"
+
+    plan: Counter[str] = Counter()
+
+    def first_pass() -> tuple[int, int]:
+        total = skipped = 0
+        for _, why in planned(check=True):
+            sending = why is None or why.startswith("re-sent")
+            total += sending
+            skipped += not sending
+            if why is not None:
+                plan[why] += 1
+        return total, skipped
+
+    try:
+        # A first pass reads and checks every input before anything is sent (in a thread: on
+        # resume it hashes what it skips).
+        total, skipped = await anyio.to_thread.run_sync(first_pass)
+    except (ManifestError, UsageError):
+        log.discard()
+        raise
+    if output is not None:
+        free = _free_space(output)
+        if free is not None and free < args.min_free_space:
+            log.discard()
+            err.write(
+                f"cvekyc batch: only {_mib(free)} free on the disk of {output}, under "
+                f"--min-free-space {_mib(args.min_free_space)}: free some space (or lower "
+                "--min-free-space); nothing was sent\n"
+            )
+            return EXIT_WRITE
+    if torn:
+        err.write(
+            f"cvekyc batch: the last line of {output} was cut short (a run was killed while "
+            "writing it): that input is sent again\n"
+        )
+
+    stop = _Stop()
+    pending: dict[int, tuple[Job, Fingerprint | None]] = {}
+    # Inputs whose bytes are in flight under another key: recorded when that one ends, so
+    # that the same scan is never paid for twice, even at once.
+    in_flight: dict[str, str] = {}
+    waiting: dict[str, list[Job]] = {}
+    problems: list[str] = []
+
+    async def inputs() -> AsyncIterator[Any]:
+        index = 0
+        try:
+            for job, why in planned():
+                if stop.signal is not None or stop.write_error is not None:
+                    return
+                if why is not None and not why.startswith("re-sent"):
+                    continue
+                try:
+                    # Nothing more is sent (and paid for) once the output is gone.
+                    log.check_in_place()
+                except OSError as exc:
+                    stop.write_error = exc
+                    return
+                value, sent = await _load(job, max_file_size)
+                if sent is not None:
+                    same = log.known_digest(sent.sha256)
+                    if same is not None and same != job.key:
+                        # These bytes were read already under another name: not paid again.
+                        if not _write(_same_as_record(job, sent, same, True, None)):
+                            return
+                        plan["not sent: same bytes as another input, already read"] += 1
+                        continue
+                    if sent.sha256 in in_flight:
+                        waiting.setdefault(sent.sha256, []).append(job)
+                        plan["not sent: same bytes as another input, already read"] += 1
+                        continue
+                    in_flight[sent.sha256] = job.key
+                pending[index] = (job, sent)
+                index += 1
+                yield value
+        except (ManifestError, OSError) as exc:
+            # The inputs no longer read as they did in the first pass: no more are taken.
+            problems.append(f"the inputs changed during the run: {exc}")
+
+    def _write(record: dict[str, Any]) -> bool:
+        if stop.write_error is not None:
+            stop.unrecorded += bool(record.get("billed"))
+            return False
+        try:
+            log.write(record)
+        except OSError as exc:
+            stop.write_error = exc
+            stop.unrecorded += bool(record.get("billed"))
+            return False
+        return True
+
+    display = ProgressDisplay(err, total=total + skipped, offset=skipped)
+    outcomes: Counter[str] = Counter()
+    verdicts: Counter[str] = Counter()
+
+    def take(result: BatchResult) -> None:
+        job, sent = pending.pop(result.index)
+        assessment = assess(result)
+        record = result_record(
+            job,
+            result,
+            assessment,
+            None if sent is None else sent.sha256,
+            None if sent is None else sent.size,
+        )
+        if _write(record):
+            outcomes[outcome(result)] += 1
+            if assessment is not None:
+                verdicts[assessment.verdict] += 1
+        if sent is not None:
+            in_flight.pop(sent.sha256, None)
+            error = record["error"]
+            for other in waiting.pop(sent.sha256, []):
+                _write(_same_as_record(other, sent, job.key, result.ok, error))
+
+    started = time.perf_counter()
+    try:
+        with anyio.CancelScope() as at_once:
+            async with anyio.create_task_group() as watcher:
+                if threading.current_thread() is threading.main_thread():
+                    watcher.start_soon(_watch_signals, stop, at_once, err, args.stop_grace)
+                async with (
+                    client,
+                    # The batch's own stream, not the client's view of it: what arrived before a
+                    # forced stop is drained from it without waiting.
+                    extract_as_completed(
+                        client,
+                        inputs(),
+                        endpoint=args.endpoint,
+                        concurrency=client.max_concurrency,
+                        progress=display.update,
+                        fatal_errors=DEFAULT_FATAL_ERRORS,
+                    ) as results,
+                ):
+                    # After a failed write, no input is taken, and the answers in flight (they
+                    # are billed) are still read and offered to the file, which may take them.
+                    try:
+                        async for result in results:
+                            take(result)
+                    finally:
+                        # A forced stop: answers that arrived before it are still recorded.
+                        with contextlib.suppress(
+                            anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError
+                        ):
+                            while True:
+                                take(results.receive_nowait())
+                watcher.cancel_scope.cancel()
+    finally:
+        # What a forced stop cancelled is recorded as not done: --resume sends it again.
+        for job, sent in pending.values():
+            if _write(_interrupted_record(job, sent)):
+                outcomes[INTERRUPTED] += 1
+        pending.clear()
+        display.finish()
+        if log.recorded == 0:
+            log.discard()  # nothing recorded: no empty output left behind
+        else:
+            log.close()
+    write_summary(
+        report,
+        outcomes,
+        usage=client.usage,
+        wall=time.perf_counter() - started,
+        verdicts=verdicts,
+        plan=plan,
+    )
+    resume = f"Resume with: {resume_command(args.argv)}"
+    if stop.write_error is not None:
+        lost = (
+            f"; {stop.unrecorded} billed answers in flight could not be recorded"
+            if stop.unrecorded
+            else ""
+        )
+        if isinstance(stop.write_error, OutputGoneError):
+            err.write(
+                f"cvekyc batch: stopped: {output} was deleted or replaced during the run, so "
+                f"nothing more is written to it{lost}. {resume}\n"
+            )
+            return EXIT_WRITE
+        if output is None:
+            # Records on standard output cannot be resumed: the way on is a file that can.
+            closed = isinstance(stop.write_error, BrokenPipeError)
+            err.write(
+                "cvekyc batch: stopped: "
+                + ("standard output was closed" if closed else "cannot write standard output")
+                + f" after {log.recorded} records{lost}. Standard output cannot be resumed; "
+                f"to go on, write to a file (and --resume it): {_to_file_command(args.argv)}\n"
+            )
+            return EXIT_WRITE
+        err.write(
+            f"cvekyc batch: stopped: cannot write {output}: "
+            f"{stop.write_error.strerror or stop.write_error}{lost}; what is recorded is intact."
+            f" {resume}\n"
+        )
+        return EXIT_WRITE
+    for problem in problems:
+        err.write(f"cvekyc batch: stopped: {problem}. {resume}\n")
+    if problems:
+        return EXIT_USAGE
+    if stop.signal is not None or at_once.cancel_called:
+        if output is not None:
+            cut = (
+                f" ({stop.forced}: {outcomes[INTERRUPTED]} inputs in flight left for --resume)"
+                if stop.forced and outcomes[INTERRUPTED]
+                else ""
+            )
+            err.write(f"cvekyc batch: interrupted{cut}. {resume}\n")
+        return 128 + (stop.signal or signal.SIGINT)
+    fatal = [
+        name
+        for name in (
+            "QuotaExceededError",
+            "AuthenticationError",
+            "PermissionDeniedError",
+            "NotFoundError",
+        )
+        if outcomes[name]
+    ]
+    if fatal and output is not None:
+        err.write(
+            f"cvekyc batch: stopped sending after {fatal[0]} (see the summary); fix the cause, "
+            f"then {resume[0].lower()}{resume[1:]}\n"
+        )
+    return EXIT_FAILED if sum(outcomes.values()) > outcomes["ok"] else EXIT_OK

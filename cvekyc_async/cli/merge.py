@@ -1,0 +1,84 @@
+"""``cvekyc merge``: combine batch outputs (shards, reruns) into one."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from .batch import hmac_key_of
+from .joblog import (
+    LockedError,
+    NotRegularError,
+    merge,
+)
+from .jobs import (
+    discover,
+    shown,
+)
+from .options import EXIT_FAILED, EXIT_OK, EXIT_WRITE, UsageError
+
+__all__ = ["run_merge"]
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the block as Ctrl-C does, so that what it was writing is cleaned up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    expected = None
+    if args.inputs:
+        expected = list(
+            discover(
+                args.inputs,
+                pairs=args.endpoint == "cards",
+                url_hmac_key=hmac_key_of(args),
+                allow_outside=args.allow_outside,
+            )
+        )
+    parts = [Path(p) for p in args.parts]
+    for part in parts:
+        if not part.exists():
+            raise UsageError(f"{part}: no such file")
+        if not part.is_file():
+            raise UsageError(f"{part}: not a regular file (give the JSONL outputs of batches)")
+    try:
+        with _terminate_as_interrupt():
+            report = merge(parts, Path(args.output), expected)
+    except LockedError:
+        raise UsageError(f"{args.output} is being written by another cvekyc command") from None
+    except NotRegularError as exc:
+        raise UsageError(f"cannot merge into {args.output}: {exc.strerror or exc}") from None
+    except OSError as exc:
+        name = exc.filename if isinstance(exc.filename, str) else args.output
+        if name in {str(part) for part in parts}:
+            raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+        err.write(
+            f"cvekyc merge: cannot write {args.output}: {exc.strerror or exc}; "
+            "it is left as it was\n"
+        )
+        return EXIT_WRITE
+    out.write(f"merged {report.written} inputs ({report.ok} ok) into {args.output}\n")
+    if report.missing:
+        out.write(f"missing {len(report.missing)} inputs:\n")
+        for key in report.missing:
+            out.write(f"  {shown(key)}\n")
+        return EXIT_FAILED
+    return EXIT_OK

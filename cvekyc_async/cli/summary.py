@@ -1,0 +1,54 @@
+"""The end-of-run figures of a batch or the demo."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TextIO
+
+from .._batch import BatchResult
+from .._usage import Usage
+from ..checks import Assessment
+from .progress import format_duration
+
+__all__ = ["assess", "outcome", "wall_time", "write_summary"]
+
+
+def write_summary(
+    out: TextIO,
+    results: Counter[str],
+    *,
+    usage: Usage,
+    wall: float,
+    verdicts: Counter[str],
+    plan: Counter[str] | None = None,
+) -> None:
+    ok = results.pop("ok", 0)
+    failed = sum(results.values())
+    done = ok + failed
+    rows = [("inputs", f"{done}"), ("ok", f"{ok}"), ("failed", f"{failed}")]
+    rows += [(f"  {name}", f"{n}") for name, n in results.most_common()]
+    rows += [
+        ("billed", f"{usage.billed}"),
+        ("retries", f"{usage.retries} ({usage.ambiguous_retries} possibly billed twice)"),
+        ("wall time", f"{wall_time(wall)} ({done / wall if wall > 0 else 0:.0f}/s)"),
+    ]
+    shown = ", ".join(f"{v} {verdicts[v]}" for v in ("accept", "review", "reject"))
+    rows.append(("verdicts", shown))
+    for reason, n in sorted((plan or Counter()).items()):
+        rows.append((reason, f"{n}"))
+    width = max(len(k) for k, _ in rows)
+    out.write("batch summary\n")
+    for key, value in rows:
+        out.write(f"  {key:<{width}}  {value}\n")
+
+
+def assess(result: BatchResult) -> Assessment | None:
+    return result.result.assess() if result.result is not None else None
+
+
+def wall_time(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 60 else format_duration(seconds)
+
+
+def outcome(result: BatchResult) -> str:
+    return "ok" if result.error is None else type(result.error).__name__
