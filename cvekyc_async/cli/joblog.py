@@ -23,7 +23,6 @@ import os
 import stat
 import sys
 import tempfile
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from .._batch import BatchResult
 from .._errors import APIError, APIStatusError, CVError
 from ..checks import Assessment
 from .jobs import Job, ManifestError, record_input
+from .records import NotRecordsError, Results
 
 __all__ = [
     "FINAL_ERRORS",
@@ -524,8 +524,9 @@ def _remove_stale_copies(output: Path) -> None:
 def merge(
     parts: Iterable[Path], output: Path, expected: Iterable[Job] | None = None
 ) -> MergeReport:
-    """Combine batch outputs by key: an ok record wins over a failure, and among equals the
-    latest (later files, later lines) wins. With ``expected`` (the batch's inputs), the keys
+    """Combine batch outputs by key (see ``records.Results``): within one part the latest
+    record counts; across parts an ok record wins over a failure, and the later part among
+    equals. The parts are streamed (only an index of keys is held). With ``expected`` (the batch's inputs), the keys
     that none of the parts holds are reported missing.
 
     The output is written whole beside its place and renamed into it, so the file it replaces
@@ -542,13 +543,10 @@ def merge(
         for part in parts:
             if _same_file(os.stat(part), mine):
                 raise ManifestError(f"-o {output} is also a part ({part}): merge into another file")
-    best: dict[str, tuple[bool, bytes]] = {}
-    for part in parts:
-        for key, head, line in _heads(part):
-            ok = head.ok is True
-            held = best.get(key)
-            if held is None or ok or not held[0]:
-                best[key] = (ok, line if line.endswith(b"\n") else line + b"\n")
+    try:
+        results = Results(parts)
+    except NotRecordsError as exc:
+        raise ManifestError(f"{exc}: give the JSONL outputs of cvekyc batch") from None
     created = not os.path.lexists(output)
     # Opened only to be locked (a batch writing it is refused) and checked: never a symlink,
     # a device, or a file that is not batch records.
@@ -560,7 +558,7 @@ def merge(
             raise ManifestError(
                 f"{output} holds something other than cvekyc batch records: merge into another file"
             )
-        write_replacing(output, (line for _, line in best.values()))
+        write_replacing(output, results.lines())
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
@@ -569,6 +567,6 @@ def merge(
         raise
     finally:
         os.close(fd)
-    missing = [] if expected is None else [j.key for j in expected if j.key not in best]
-    oks = Counter(ok for ok, _ in best.values())
-    return MergeReport(written=len(best), ok=oks[True], missing=missing)
+    keys = results.keys()
+    missing = [] if expected is None else [j.key for j in expected if j.key not in keys]
+    return MergeReport(written=len(results), ok=results.ok, missing=missing)

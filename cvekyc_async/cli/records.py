@@ -1,9 +1,37 @@
-"""What the command knows of cards and records."""
+"""Reading batch outputs back: the record that counts for each input, over one output or the
+parts of a sharded run, streamed.
+
+Within one output the latest record of a key counts (as ``--resume`` reads it). Across parts,
+an ok record wins over a failure, and among equals the later part wins (as ``cvekyc merge``
+has always combined shards and reruns). A ``same_as`` record (an input whose bytes were read
+under another key, not paid for again) takes the answer it shares.
+
+Only a small index is held (per key: where its record lies, and whether it is ok); records are
+read again from the files when they are used, so an output of any size is read in bounded
+memory.
+"""
 
 from __future__ import annotations
 
-__all__ = ["DOCUMENTED_TYPES"]
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
 
+import msgspec
+
+__all__ = [
+    "DOCUMENTED_TYPES",
+    "SCHEMA_VERSION",
+    "NotRecordsError",
+    "Results",
+    "cards_of",
+]
+
+#: The version of the record format (see the README's "Batch records"); records without a
+#: ``schema`` field were written before it was kept, and read as version 1.
+SCHEMA_VERSION = 2
 
 # The card types the API documents (API notes, "type" values).
 DOCUMENTED_TYPES = frozenset(
@@ -22,3 +50,205 @@ DOCUMENTED_TYPES = frozenset(
         "vehicle_registration_back",
     }
 )
+
+
+class NotRecordsError(ValueError):
+    """A file given as batch output holds something else (its first line is no record)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} holds something other than cvekyc batch records")
+        self.path = path
+
+
+_NULL = msgspec.Raw(b"null")
+
+
+class _Head(msgspec.Struct):
+    """What the index reads of a record: never its result."""
+
+    key: Any = None
+    input: Any = None
+    ok: Any = None
+    sha256: Any = None
+    same_as: Any = None
+    result: msgspec.Raw = msgspec.field(default_factory=lambda: _NULL)
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+_RECORD = msgspec.json.Decoder(dict[str, Any])
+
+
+def _key_of(head: _Head) -> str | None:
+    if isinstance(head.key, str):
+        return head.key
+    value = head.input  # records written before keys existed
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\t".join(value)
+    return value if isinstance(value, str) else None
+
+
+def _complete_end(fh: BinaryIO, block: int = 65536) -> int:
+    """The offset just past the file's last newline: a last line cut short by a kill is not
+    read."""
+    position = fh.seek(0, os.SEEK_END)
+    while position > 0:
+        start = max(0, position - block)
+        fh.seek(start)
+        chunk = fh.read(position - start)
+        found = chunk.rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
+    return 0
+
+
+def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of each complete line."""
+    end = _complete_end(fh)
+    fh.seek(0)
+    offset = 0
+    while offset < end:
+        line = fh.readline()
+        if not line:
+            break
+        yield offset, line
+        offset += len(line)
+
+
+def _line_at(fh: BinaryIO, offset: int) -> bytes:
+    fh.seek(offset)
+    return fh.readline()
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    part: int
+    offset: int
+    ok: bool
+    shared: bytes | None  # a same_as record: the SHA-256 of the bytes it shares
+
+
+class Results:
+    """The record that counts for each key over batch outputs (``parts``, in order).
+
+    Args:
+        parts: JSONL outputs of ``cvekyc batch`` (or ``cvekyc merge``).
+
+    Raises:
+        NotRecordsError: a part holds something other than batch records.
+        OSError: a part cannot be read.
+    """
+
+    def __init__(self, parts: Sequence[Path]) -> None:
+        self.parts = [Path(p) for p in parts]
+        self._index: dict[str, _Place] = {}
+        # The latest ok record with an answer, by the SHA-256 of its bytes: what a same_as
+        # record shares.
+        self._answers: dict[bytes, tuple[int, int]] = {}
+        #: Lines that are not records (not JSON, or without a key), left out.
+        self.unreadable = 0
+        #: Records read, every one (not only those that count).
+        self.read = 0
+        for number, part in enumerate(self.parts):
+            self._index_part(number, part)
+
+    def _index_part(self, number: int, part: Path) -> None:
+        latest: dict[str, _Place] = {}
+        with part.open("rb") as fh:
+            first = True
+            for offset, line in _lines(fh):
+                try:
+                    head = _HEAD.decode(line)
+                except (msgspec.MsgspecError, RecursionError):
+                    head = None
+                key = None if head is None else _key_of(head)
+                if head is None or key is None or not isinstance(head.ok, bool):
+                    if first:
+                        raise NotRecordsError(part)
+                    self.unreadable += 1
+                    continue
+                first = False
+                self.read += 1
+                digest = _digest(head.sha256)
+                shared = digest if isinstance(head.same_as, str) else None
+                latest[key] = _Place(number, offset, head.ok, shared)
+                if head.ok and shared is None and digest is not None and _has_answer(head):
+                    self._answers[digest] = (number, offset)
+        for key, place in latest.items():
+            held = self._index.get(key)
+            if held is None or place.ok or not held.ok:
+                self._index[key] = place
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def ok(self) -> int:
+        """How many keys' records are ok."""
+        return sum(place.ok for place in self._index.values())
+
+    def keys(self) -> set[str]:
+        return set(self._index)
+
+    def _places(self) -> list[_Place]:
+        # In the order each key first appeared (a dict keeps the place of its first insertion).
+        return list(self._index.values())
+
+    def lines(self) -> Iterator[bytes]:
+        """The records that count, as written, in the order their keys first appeared."""
+        handles: dict[int, BinaryIO] = {}
+        try:
+            for place in self._places():
+                line = _line_at(self._handle(handles, place.part), place.offset)
+                yield line if line.endswith(b"\n") else line + b"\n"
+        finally:
+            for fh in handles.values():
+                fh.close()
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The records that count, decoded, in the order their keys first appeared. A ``same_as``
+        record carries the answer (``result``) and verdict (``assessment``) it shares; it
+        keeps ``billed: false`` (it was not paid for again)."""
+        handles: dict[int, BinaryIO] = {}
+        try:
+            for place in self._places():
+                line = _line_at(self._handle(handles, place.part), place.offset)
+                record = _RECORD.decode(line)
+                if place.shared is not None and record.get("result") is None:
+                    found = self._answers.get(place.shared)
+                    if found is not None:
+                        shared = _RECORD.decode(_line_at(self._handle(handles, found[0]), found[1]))
+                        record["result"] = shared.get("result")
+                        record["assessment"] = shared.get("assessment")
+                yield record
+        finally:
+            for fh in handles.values():
+                fh.close()
+
+    def _handle(self, handles: dict[int, BinaryIO], part: int) -> BinaryIO:
+        fh = handles.get(part)
+        if fh is None:
+            fh = handles[part] = self.parts[part].open("rb")
+        return fh
+
+
+def _digest(value: Any) -> bytes | None:
+    if isinstance(value, str) and len(value) == 64:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _has_answer(head: _Head) -> bool:
+    return bytes(head.result).strip() not in (b"null", b"")
+
+
+def cards_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cards of a record's answer (none for a failure, or a record without an answer)."""
+    result = record.get("result")
+    if not isinstance(result, dict):
+        return []
+    cards = result.get("cards")
+    return [c for c in cards if isinstance(c, dict)] if isinstance(cards, list) else []

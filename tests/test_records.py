@@ -1,0 +1,98 @@
+"""Reading batch outputs back (``cvekyc_async.cli.records.Results``): the record that counts for
+each key, over one output or several parts, with shared answers resolved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cvekyc_async.cli.records import NotRecordsError, Results, cards_of
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def rec(key: str, ok: bool, **extra: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "key": key,
+        "input": key,
+        "sha256": None,
+        "ok": ok,
+        "result": {"cards": [{"type": "passport", "info": {"id": key}}]} if ok else None,
+        "error": None if ok else {"type": "APIConnectionError", "message": "x"},
+        "attempts": 1,
+        "billed": ok,
+        "assessment": {"verdict": "accept", "findings": []} if ok else None,
+    }
+    record.update(extra)
+    return record
+
+
+def write(path: Path, *records: dict[str, Any], tail: bytes = b"") -> Path:
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records) + tail)
+    return path
+
+
+def test_within_one_output_the_latest_record_of_a_key_counts(tmp_path: Path) -> None:
+    part = write(tmp_path / "a.jsonl", rec("a", False), rec("b", True), rec("a", True),
+                 rec("b", False))  # fmt: skip
+    results = Results([part])
+    assert [(r["key"], r["ok"]) for r in results.records()] == [("a", True), ("b", False)]
+    assert (len(results), results.ok, results.read) == (2, 1, 4)
+
+
+def test_across_parts_an_ok_record_wins_over_a_failure_and_the_later_part_among_equals(
+    tmp_path: Path,
+) -> None:
+    one = write(tmp_path / "1.jsonl", rec("a", True, attempts=1), rec("b", False, attempts=1),
+                rec("c", False, attempts=1))  # fmt: skip
+    two = write(tmp_path / "2.jsonl", rec("a", False, attempts=2), rec("b", True, attempts=2),
+                rec("c", False, attempts=2))  # fmt: skip
+    got = {r["key"]: (r["ok"], r["attempts"]) for r in Results([one, two]).records()}
+    assert got == {"a": (True, 1), "b": (True, 2), "c": (False, 2)}
+
+
+def test_a_same_as_record_takes_the_answer_it_shares_and_stays_unbilled(tmp_path: Path) -> None:
+    part = write(
+        tmp_path / "a.jsonl",
+        rec("first", True, sha256=SHA_A),
+        rec(
+            "copy", True, sha256=SHA_A, same_as="first", result=None, billed=False, assessment=None
+        ),
+    )
+    copy = next(r for r in Results([part]).records() if r["key"] == "copy")
+    assert cards_of(copy)[0]["info"]["id"] == "first"
+    assert copy["assessment"]["verdict"] == "accept"
+    assert copy["billed"] is False
+    assert copy["same_as"] == "first"
+
+
+def test_a_same_as_record_finds_its_answer_in_another_part(tmp_path: Path) -> None:
+    one = write(tmp_path / "1.jsonl", rec("copy", True, sha256=SHA_B, same_as="first",
+                                           result=None))  # fmt: skip
+    two = write(tmp_path / "2.jsonl", rec("first", True, sha256=SHA_B))
+    copy = next(r for r in Results([one, two]).records() if r["key"] == "copy")
+    assert cards_of(copy)[0]["info"]["id"] == "first"
+
+
+def test_a_line_cut_short_and_lines_that_are_not_records_are_left_out(tmp_path: Path) -> None:
+    part = write(tmp_path / "a.jsonl", rec("a", True), tail=b'not json\n{"key": "b", "ok"')
+    results = Results([part])
+    assert [r["key"] for r in results.records()] == ["a"]
+    assert results.unreadable == 1
+
+
+@pytest.mark.parametrize("content", [b"path\nscan.jpg\n", b'{"name": "x"}\n', b"\x89PNG\r\n"])
+def test_a_file_that_holds_no_records_is_refused_by_name(tmp_path: Path, content: bytes) -> None:
+    other = tmp_path / "notes.csv"
+    other.write_bytes(content)
+    with pytest.raises(NotRecordsError, match=r"notes\.csv holds something other than"):
+        Results([other])
+
+
+def test_lines_are_the_records_as_written(tmp_path: Path) -> None:
+    part = write(tmp_path / "a.jsonl", rec("a", False), rec("a", True))
+    (line,) = Results([part]).lines()
+    assert json.loads(line) == rec("a", True)
