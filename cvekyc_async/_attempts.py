@@ -34,6 +34,7 @@ from ._errors import (
     QueueTimeoutError,
     ResponseTooLargeError,
     api_error_for_code,
+    request_id_of,
     status_error_for,
 )
 from ._inputs import ImageInput, Payload, as_source
@@ -388,6 +389,7 @@ class Engine:
                 result = exchange.result
                 result.attempts = attempt
                 result.elapsed = time.perf_counter() - started
+                result.request_id = request_id_of(exchange.headers)
                 self.usage.answers += 1
                 self.usage.billed += result.billed
                 self.budget.refund(policy.success_refund)

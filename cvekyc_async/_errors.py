@@ -34,6 +34,7 @@ body whole on ``.body`` and its headers on ``.headers`` (for a support ticket), 
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from ._redact import describe_body, is_known_text, safe_token
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ERROR_MESSAGE_KEYS",
+    "REQUEST_ID_HEADERS",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -65,6 +67,7 @@ __all__ = [
     "ResponseTooLargeError",
     "URLUnavailableError",
     "api_error_for_code",
+    "request_id_of",
     "status_error_for",
 ]
 
@@ -101,6 +104,23 @@ def _service_text(text: str) -> str:
     return f"(a message of {len(text)} characters, on .error_message)"
 
 
+#: Headers a service names its requests by, in the order they are looked for.
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-correlation-id")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def request_id_of(headers: httpx.Headers | None) -> str | None:
+    """The request id an answer's headers carry: an opaque token of at most 128 characters
+    (letters, digits and ``._:/+=-``); anything else is not taken (it could carry any text)."""
+    if headers is None:
+        return None
+    for name in REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if isinstance(value, str) and _REQUEST_ID.fullmatch(value.strip()):
+            return value.strip()
+    return None
+
+
 class CVError(Exception):
     """Root of every error this library raises.
 
@@ -133,6 +153,11 @@ class CVError(Exception):
         self.path = path
         self.attempts = attempts
         self.elapsed = elapsed
+
+    @property
+    def request_id(self) -> str | None:
+        """The service's id of the request, when the answer behind this error carried one."""
+        return request_id_of(self.headers)
 
     def __str__(self) -> str:
         where = f" ({self.method} {self.path})" if self.method and self.path else ""

@@ -607,6 +607,9 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
     """How many HTTP attempts the request took."""
     elapsed: float = 0.0
     """Seconds from the first attempt to the answer, retries included."""
+    request_id: str | None = None
+    """The service's id of the request, when its answer carried one (``X-Request-Id`` or
+    ``Request-Id``): what its support asks for."""
 
     @property
     def billed(self) -> bool:
@@ -620,6 +623,7 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
             ("error_message", masked_text(self.error_message, ERROR_MESSAGE_KEYS)),
             ("attempts", repr(self.attempts)),
             ("elapsed", repr(self.elapsed)),
+            ("request_id", repr(self.request_id)),
         ]
 
     def __repr__(self) -> str:
@@ -637,6 +641,7 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
             "error_message": self.error_message,
             "attempts": self.attempts,
             "elapsed": self.elapsed,
+            "request_id": self.request_id,
         }
 
     def assess(self, *, today: _dt.date | None = None, min_confidence: float = 0.8) -> Assessment:

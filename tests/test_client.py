@@ -547,3 +547,38 @@ async def test_in_flight_requests_never_exceed_max_concurrency(
             tg.start_soon(c.extract_card, jpeg_file)
     assert mock.calls.call_count == 25
     assert peak == 3
+
+
+# -- the service's request id ----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-Request-Id": "req-7f3a9c"}, "req-7f3a9c"),
+        ({"Request-Id": "0b1c:22/ab+="}, "0b1c:22/ab+="),
+        ({}, None),
+        # Anything but an opaque token is not taken: a header could carry any text.
+        ({"X-Request-Id": "Nguyen Van A 079090001234"}, None),
+        ({"X-Request-Id": "a" * 129}, None),
+    ],
+)
+async def test_an_answers_request_id_is_kept_on_the_result_and_on_errors(
+    mock: respx.MockRouter,
+    jpeg_file: Path,
+    flavour: str,
+    headers: dict[str, str],
+    expected: str | None,
+) -> None:
+    mock.route().respond(200, content=samples.answer(samples.CHIP_FRONT), headers=headers)
+    async with client(flavour) as c:
+        result = await c.extract_card(jpeg_file)
+    assert result.request_id == expected
+    assert result.to_dict()["request_id"] == expected
+    mock.routes.clear()
+    mock.route().respond(503, text="busy", headers=headers)
+    async with client(flavour) as c:
+        with pytest.raises(APIStatusError) as caught:
+            await c.extract_card(jpeg_file)
+    assert caught.value.request_id == expected
