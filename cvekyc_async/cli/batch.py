@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+import msgspec
 
 from .._batch import DEFAULT_FATAL_ERRORS, BatchResult, extract_as_completed
 from .._constants import DEFAULT_MAX_FILE_SIZE, ENV_API_KEY
@@ -23,7 +25,11 @@ from .joblog import (
     LockedError,
     OutputGoneError,
     ResultLog,
+    make_folders,
     result_record,
+    thumb_folder,
+    utc_now,
+    write_replacing,
 )
 from .jobs import (
     Fingerprint,
@@ -42,6 +48,7 @@ from .jobs import (
 )
 from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WRITE, UsageError, make_client
 from .progress import ProgressDisplay
+from .records import DOCUMENTED_TYPES
 from .summary import assess, outcome, write_summary
 
 __all__ = ["hmac_key_of", "resume_command", "run_batch"]
@@ -232,6 +239,9 @@ def _same_as_record(
     }
 
 
+#: Why an input is not sent: its bytes were read under another key.
+_SHARED = "not sent: same bytes as another input, already read"
+
 #: Why an input recorded as done is sent again: its bytes are not those recorded.
 _CHANGED = "re-sent: changed since it was recorded"
 
@@ -247,11 +257,29 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     output = _output_of(args)
+    summary_path = _summary_path_of(args, output)
     report = err if output is None else out  # with -o -, stdout carries the records
+    thumbnails: Path | None = args.thumbnails
+    if thumbnails is not None:
+        # Card images are personal data: a folder of the owner's only, made (or refused)
+        # before anything is paid for.
+        try:
+            await anyio.to_thread.run_sync(thumb_folder, thumbnails)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot use --thumbnails {thumbnails}: {exc.strerror or exc}"
+            ) from None
     client = make_client(args, err)
     max_file_size = args.max_file_size or DEFAULT_MAX_FILE_SIZE
     url_hmac_key = hmac_key_of(args)
-    log = ResultLog(output, retry_failed=args.retry_failed)
+    run_id = secrets.token_hex(8)
+    log = ResultLog(
+        output,
+        retry_failed=args.retry_failed,
+        run=run_id,
+        shard=None if shard is None else f"{shard.index}/{shard.count}",
+    )
+    started_at = utc_now()
     try:
         torn = log.open(resume=args.resume, overwrite=args.overwrite)
     except LockedError:
@@ -368,11 +396,11 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         # These bytes were read already under another name: not paid again.
                         if not _write(_same_as_record(job, sent, same, True, None)):
                             return
-                        plan["not sent: same bytes as another input, already read"] += 1
+                        plan[_SHARED] += 1
                         continue
                     if sent.sha256 in in_flight:
                         waiting.setdefault(sent.sha256, []).append(job)
-                        plan["not sent: same bytes as another input, already read"] += 1
+                        plan[_SHARED] += 1
                         continue
                     in_flight[sent.sha256] = job.key
                 pending[index] = (job, sent)
@@ -408,6 +436,8 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             None if sent is None else sent.sha256,
             None if sent is None else sent.size,
         )
+        if thumbnails is not None:
+            _keep_thumbnails(record, result, job.key, thumbnails, err)
         if _write(record):
             outcomes[outcome(result)] += 1
             if assessment is not None:
@@ -435,6 +465,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         concurrency=client.max_concurrency,
                         progress=display.update,
                         fatal_errors=DEFAULT_FATAL_ERRORS,
+                        get_thumb=thumbnails is not None,
                     ) as results,
                 ):
                     # After a failed write, no input is taken, and the answers in flight (they
@@ -461,69 +492,196 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             log.discard()  # nothing recorded: no empty output left behind
         else:
             log.close()
+    wall = time.perf_counter() - started
+    shared = plan[_SHARED]
+    not_started = max(0, total - sum(outcomes.values()) - shared)
     write_summary(
         report,
-        outcomes,
+        Counter(outcomes),
         usage=client.usage,
-        wall=time.perf_counter() - started,
+        wall=wall,
         verdicts=verdicts,
         plan=plan,
+        not_started=not_started,
+        output=None if output is None or log.recorded == 0 else str(output),
     )
-    resume = f"Resume with: {resume_command(args.argv)}"
-    if stop.write_error is not None:
-        lost = (
-            f"; {stop.unrecorded} billed answers in flight could not be recorded"
-            if stop.unrecorded
-            else ""
-        )
-        if isinstance(stop.write_error, OutputGoneError):
-            err.write(
-                f"cvekyc batch: stopped: {output} was deleted or replaced during the run, so "
-                f"nothing more is written to it{lost}. {resume}\n"
-            )
-            return EXIT_WRITE
-        if output is None:
-            # Records on standard output cannot be resumed: the way on is a file that can.
-            closed = isinstance(stop.write_error, BrokenPipeError)
-            err.write(
-                "cvekyc batch: stopped: "
-                + ("standard output was closed" if closed else "cannot write standard output")
-                + f" after {log.recorded} records{lost}. Standard output cannot be resumed; "
-                f"to go on, write to a file (and --resume it): {_to_file_command(args.argv)}\n"
-            )
-            return EXIT_WRITE
-        err.write(
-            f"cvekyc batch: stopped: cannot write {output}: "
-            f"{stop.write_error.strerror or stop.write_error}{lost}; what is recorded is intact."
-            f" {resume}\n"
-        )
-        return EXIT_WRITE
-    for problem in problems:
-        err.write(f"cvekyc batch: stopped: {problem}. {resume}\n")
-    if problems:
-        return EXIT_USAGE
-    if stop.signal is not None or at_once.cancel_called:
-        if output is not None:
-            cut = (
-                f" ({stop.forced}: {outcomes[INTERRUPTED]} inputs in flight left for --resume)"
-                if stop.forced and outcomes[INTERRUPTED]
+
+    def conclude() -> tuple[int, str | None]:
+        """The exit status, and why the run stopped early (``None`` when it did not)."""
+        resume = f"Resume with: {resume_command(args.argv)}"
+        if stop.write_error is not None:
+            lost = (
+                f"; {stop.unrecorded} billed answers in flight could not be recorded"
+                if stop.unrecorded
                 else ""
             )
-            err.write(f"cvekyc batch: interrupted{cut}. {resume}\n")
-        return 128 + (stop.signal or signal.SIGINT)
-    fatal = [
-        name
-        for name in (
-            "QuotaExceededError",
-            "AuthenticationError",
-            "PermissionDeniedError",
-            "NotFoundError",
-        )
-        if outcomes[name]
-    ]
-    if fatal and output is not None:
-        err.write(
-            f"cvekyc batch: stopped sending after {fatal[0]} (see the summary); fix the cause, "
-            f"then {resume[0].lower()}{resume[1:]}\n"
-        )
-    return EXIT_FAILED if sum(outcomes.values()) > outcomes["ok"] else EXIT_OK
+            if isinstance(stop.write_error, OutputGoneError):
+                err.write(
+                    f"cvekyc batch: stopped: {output} was deleted or replaced during the run, so "
+                    f"nothing more is written to it{lost}. {resume}\n"
+                )
+                return EXIT_WRITE, "output gone"
+            if output is None:
+                # Records on standard output cannot be resumed: the way on is a file that can.
+                closed = isinstance(stop.write_error, BrokenPipeError)
+                err.write(
+                    "cvekyc batch: stopped: "
+                    + ("standard output was closed" if closed else "cannot write standard output")
+                    + f" after {log.recorded} records{lost}. Standard output cannot be resumed; "
+                    f"to go on, write to a file (and --resume it): {_to_file_command(args.argv)}\n"
+                )
+                return EXIT_WRITE, "cannot write standard output"
+            err.write(
+                f"cvekyc batch: stopped: cannot write {output}: "
+                f"{stop.write_error.strerror or stop.write_error}{lost}; what is recorded is "
+                f"intact. {resume}\n"
+            )
+            return EXIT_WRITE, "cannot write the output"
+        for problem in problems:
+            err.write(f"cvekyc batch: stopped: {problem}. {resume}\n")
+        if problems:
+            return EXIT_USAGE, "inputs changed"
+        if stop.signal is not None or at_once.cancel_called:
+            if output is not None:
+                cut = (
+                    f" ({stop.forced}: {outcomes[INTERRUPTED]} inputs in flight left for --resume)"
+                    if stop.forced and outcomes[INTERRUPTED]
+                    else ""
+                )
+                err.write(f"cvekyc batch: interrupted{cut}. {resume}\n")
+            signum = stop.signal or signal.SIGINT
+            return 128 + signum, f"signal: {signal.Signals(signum).name}"
+        fatal = [
+            name
+            for name in (
+                "QuotaExceededError",
+                "AuthenticationError",
+                "PermissionDeniedError",
+                "NotFoundError",
+            )
+            if outcomes[name]
+        ]
+        if fatal and output is not None:
+            err.write(
+                f"cvekyc batch: stopped sending after {fatal[0]} (see the summary); fix the cause, "
+                f"then {resume[0].lower()}{resume[1:]}\n"
+            )
+        failed = sum(outcomes.values()) > outcomes["ok"]
+        return (EXIT_FAILED if failed else EXIT_OK), (f"fatal: {fatal[0]}" if fatal else None)
+
+    status, stopped = conclude()
+    if output is not None and log.recorded and stopped is None:
+        _next_steps(report, output, verdicts)
+    if summary_path is not None:
+        figures = {
+            "schema": 1,
+            "run": run_id,
+            "output": "-" if output is None else str(output),
+            "shard": log.shard,
+            "endpoint": args.endpoint,
+            "started": started_at,
+            "ended": utc_now(),
+            "wall_seconds": round(wall, 3),
+            "exit_status": status,
+            "stopped": stopped,
+            # inputs = sent + shared + skipped + not_started
+            "inputs": total + skipped,
+            "sent": sum(outcomes.values()),
+            "shared": shared,
+            "not_started": not_started,
+            "recorded": log.recorded,
+            "outcomes": dict(sorted(outcomes.items())),
+            "ok": outcomes["ok"],
+            "failed": sum(n for name, n in outcomes.items() if name != "ok"),
+            "verdicts": {v: verdicts[v] for v in ("accept", "review", "reject")},
+            "billed": client.usage.billed,
+            "retries": client.usage.retries,
+            "possibly_billed_twice": client.usage.ambiguous_retries,
+            "skipped": {why: n for why, n in sorted(plan.items()) if why.startswith("skipped")},
+            "resent": {why: n for why, n in sorted(plan.items()) if why.startswith("re-sent")},
+            "resume_command": None if output is None else resume_command(args.argv),
+        }
+        if not _write_summary_json(summary_path, figures, out, err) and status < EXIT_USAGE:
+            status = EXIT_WRITE
+    return status
+
+
+def _summary_path_of(args: argparse.Namespace, output: Path | None) -> Path | str | None:
+    """Where ``--summary-json`` goes (``"-"``: standard output), checked before anything."""
+    given: str | None = args.summary_json
+    if given is None:
+        return None
+    if given == "-":
+        if output is None:
+            raise UsageError(
+                "--summary-json - needs standard output, which -o - already gives the records: "
+                "write the records or the summary to a file"
+            )
+        return "-"
+    path = Path(given)
+    if given.endswith(("/", os.sep)) or path.is_dir():
+        raise UsageError(f"--summary-json {given} names a folder: give the file to write")
+    if output is not None and _same_file_as_an_input(path, [str(output)]) is not None:
+        raise UsageError(f"--summary-json {given} is the output itself: give another file")
+    if _same_file_as_an_input(path, args.paths) is not None:
+        raise UsageError(f"--summary-json {given} is also an input: give another file")
+    return path
+
+
+def _write_summary_json(
+    where: Path | str, figures: dict[str, Any], out: TextIO, err: TextIO
+) -> bool:
+    """Write the run's figures as JSON; whether it could be written."""
+    data = msgspec.json.format(msgspec.json.encode(figures), indent=2) + b"\n"
+    try:
+        if where == "-":
+            out.write(data.decode())
+            out.flush()
+        else:
+            path = Path(where)
+            make_folders(path.parent)
+            write_replacing(path, [data])
+    except OSError as exc:
+        err.write(f"cvekyc batch: cannot write --summary-json {where}: {exc.strerror or exc}\n")
+        return False
+    return True
+
+
+def _keep_thumbnails(
+    record: dict[str, Any], result: BatchResult, key: str, folder: Path, err: TextIO
+) -> None:
+    """Save the card crops of an answer in ``folder`` (mode 0600, named by the key's hash and
+    the card's position, never by the input's name) and keep their paths in the record, in
+    place of the images themselves (``None`` for a card without one)."""
+    if result.result is None or not isinstance(record.get("result"), dict):
+        return
+    stem = f"{key_hash(key):016x}"
+    saved: list[str | None] = []
+    for n, (card, shown_card) in enumerate(
+        zip(result.result.cards, record["result"]["cards"], strict=False), 1
+    ):
+        info = shown_card.get("info")
+        if isinstance(info, dict):
+            info.pop("image", None)
+        path = None
+        if card.info.image_bytes():
+            kind = card.type if card.type in DOCUMENTED_TYPES else "card"
+            try:
+                path = str(card.info.save_image(folder / f"{stem}-{n}-{kind}.jpg").absolute())
+            except (ValueError, OSError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                err.write(f"cvekyc batch: a thumbnail was not saved: {reason}\n")
+        saved.append(path)
+    record["thumbnails"] = saved
+
+
+def _next_steps(report: TextIO, output: Path, verdicts: Counter[str]) -> None:
+    """The commands that turn the records into something people act on."""
+    name = shlex.quote(str(output))
+    steps = []
+    if verdicts["review"]:
+        review = shlex.quote(str(output.with_name(f"{output.stem}-review.csv")))
+        steps.append(f"cvekyc export {name} --verdict review -o {review}")
+    steps.append(f"cvekyc export {name} -o {shlex.quote(str(output.with_suffix('.xlsx')))}")
+    steps.append(f"cvekyc report {name} -o {shlex.quote(str(output.with_suffix('.html')))}")
+    report.write("next:\n" + "".join(f"  {step}\n" for step in steps))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import os
 import re
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,7 +15,7 @@ from .._models import Card, ExtractionResult
 from .joblog import (
     cli_words,
     error_record,
-    make_folders,
+    thumb_folder,
 )
 from .options import EXIT_FAILED, EXIT_OK, UsageError, make_client
 from .records import DOCUMENTED_TYPES
@@ -55,13 +53,6 @@ def _without_images(result: ExtractionResult) -> dict[str, Any]:
     return data
 
 
-def _thumb_folder(folder: Path) -> None:
-    """Make the thumbnails' folder (mode 0700), or raise why it cannot be one."""
-    make_folders(folder)
-    if not folder.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-
-
 async def run_extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     endpoint = args.endpoint or ("cards" if args.back else "card")
     if args.back and endpoint != "cards":
@@ -73,7 +64,7 @@ async def run_extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         # Card images are personal data: folders of the owner's only. Made (or refused) before
         # the call is paid for.
         try:
-            await anyio.to_thread.run_sync(_thumb_folder, thumb_dir)
+            await anyio.to_thread.run_sync(thumb_folder, thumb_dir)
         except OSError as exc:
             raise UsageError(f"cannot use --thumb {thumb_dir}: {exc.strerror or exc}") from None
     async with make_client(args, err) as client:

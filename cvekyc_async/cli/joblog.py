@@ -17,6 +17,7 @@ leaves at most one partial last line, which the next run cuts off.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import glob
 import os
@@ -34,7 +35,7 @@ from .._batch import BatchResult
 from .._errors import APIError, APIStatusError, CVError
 from ..checks import Assessment
 from .jobs import Job, ManifestError, record_input
-from .records import NotRecordsError, Results
+from .records import SCHEMA_VERSION, NotRecordsError, Results
 
 __all__ = [
     "FINAL_ERRORS",
@@ -52,6 +53,8 @@ __all__ = [
     "merge",
     "read_records",
     "result_record",
+    "thumb_folder",
+    "utc_now",
     "write_replacing",
 ]
 
@@ -86,6 +89,12 @@ class OutputGoneError(OSError):
     replaced during the run, so what is written would be lost."""
 
 
+def utc_now() -> str:
+    """The time now, UTC, as ISO 8601 to the millisecond (``2026-12-06T09:30:00.123Z``)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def make_folders(folder: Path) -> None:
     """Create ``folder`` and its missing parents, each mode 0700."""
     missing = []
@@ -97,6 +106,13 @@ def make_folders(folder: Path) -> None:
     for made in reversed(missing):
         with contextlib.suppress(FileExistsError):
             made.mkdir(mode=0o700)
+
+
+def thumb_folder(folder: Path) -> None:
+    """Make a folder for card images (mode 0700), or raise why it cannot be one."""
+    make_folders(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
 
 
 def create_private(path: Path, *, truncate: bool = False, append: bool = True) -> int:
@@ -204,7 +220,14 @@ def result_record(
         "elapsed": round(result.elapsed, 4),
         "billed": result.billed,
         "assessment": assessment,
+        "request_id": _request_id(result),
     }
+
+
+def _request_id(result: BatchResult) -> str | None:
+    if result.result is not None:
+        return result.result.request_id
+    return None if result.error is None else result.error.request_id
 
 
 class _Head(msgspec.Struct):
@@ -311,14 +334,28 @@ def _holds_records(fd: int) -> bool:
 class ResultLog:
     """The JSONL output of a batch (``None`` for standard output), one line per finished input.
 
+    Every record written is stamped with the record format's version (``schema``), the time
+    it was written (``written``, UTC), the run's id (``run``) and the shard (``shard``).
+
     Args:
         path: the output file, or ``None`` to write to standard output (no lock, no resume).
         retry_failed: on resume, send again the failures that cannot change too.
+        run: the id of this run (each invocation of the command is one).
+        shard: the shard this run reads (``"K/N"``), if any.
     """
 
-    def __init__(self, path: Path | None, *, retry_failed: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        retry_failed: bool = False,
+        run: str | None = None,
+        shard: str | None = None,
+    ) -> None:
         self.path = path
         self.retry_failed = retry_failed
+        self.run = run
+        self.shard = shard
         self._fd = -1
         self._encoder = msgspec.json.Encoder()
         self._latest: dict[str, _Latest] = {}
@@ -422,7 +459,14 @@ class ResultLog:
             OSError: the write failed (disk full, file too large...).
         """
         self.check_in_place()
-        data = self._encoder.encode(line) + b"\n"
+        stamped = {
+            "schema": SCHEMA_VERSION,
+            **line,
+            "written": utc_now(),
+            "run": self.run,
+            "shard": self.shard,
+        }
+        data = self._encoder.encode(stamped) + b"\n"
         view = memoryview(data)
         start = os.fstat(self._fd).st_size if self.path is not None else 0
         try:

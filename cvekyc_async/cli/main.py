@@ -88,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse to start when OUTPUT's disk has less free space (default 64M)",
     )
     b.add_argument(
+        "--thumbnails",
+        type=Path,
+        metavar="DIR",
+        help="ask for the service's crop of each card and save it in DIR (mode 0700), for "
+        "cvekyc report; the records name the files",
+    )
+    b.add_argument(
+        "--summary-json",
+        metavar="PATH",
+        help="write the run's figures (counts by outcome, error class and verdict, billed, "
+        "time, the resume command) as JSON to PATH, or - for standard output",
+    )
+    b.add_argument(
         "--shard",
         metavar="K/N",
         help="only the K-th of N stable parts (1 <= K <= N), or auto from a Kubernetes Indexed "

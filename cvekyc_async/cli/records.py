@@ -207,7 +207,8 @@ class Results:
 
     def records(self) -> Iterator[dict[str, Any]]:
         """The records that count, decoded, in the order their keys first appeared. A ``same_as``
-        record carries the answer (``result``) and verdict (``assessment``) it shares; it
+        record carries the answer (``result``), verdict (``assessment``) and saved card images
+        (``thumbnails``) it shares; it
         keeps ``billed: false`` (it was not paid for again)."""
         handles: dict[int, BinaryIO] = {}
         try:
@@ -218,8 +219,9 @@ class Results:
                     found = self._answers.get(place.shared)
                     if found is not None:
                         shared = _RECORD.decode(_line_at(self._handle(handles, found[0]), found[1]))
-                        record["result"] = shared.get("result")
-                        record["assessment"] = shared.get("assessment")
+                        for name in ("result", "assessment", "thumbnails"):
+                            if name in shared:
+                                record[name] = shared[name]
                 yield record
         finally:
             for fh in handles.values():

@@ -21,7 +21,11 @@ def write_summary(
     wall: float,
     verdicts: Counter[str],
     plan: Counter[str] | None = None,
+    not_started: int = 0,
+    output: str | None = None,
 ) -> None:
+    """Write the end-of-run figures as a table: inputs by outcome, billed, time, verdicts,
+    what was skipped or sent again and why, what a stop left unsent, and the output."""
     ok = results.pop("ok", 0)
     failed = sum(results.values())
     done = ok + failed
@@ -36,6 +40,10 @@ def write_summary(
     rows.append(("verdicts", shown))
     for reason, n in sorted((plan or Counter()).items()):
         rows.append((reason, f"{n}"))
+    if not_started:
+        rows.append(("not started", f"{not_started} (the run stopped first; --resume sends them)"))
+    if output is not None:
+        rows.append(("records in", output))
     width = max(len(k) for k, _ in rows)
     out.write("batch summary\n")
     for key, value in rows:
