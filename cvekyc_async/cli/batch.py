@@ -621,11 +621,28 @@ def _summary_path_of(args: argparse.Namespace, output: Path | None) -> Path | st
     path = Path(given)
     if given.endswith(("/", os.sep)) or path.is_dir():
         raise UsageError(f"--summary-json {given} names a folder: give the file to write")
-    if output is not None and _same_file_as_an_input(path, [str(output)]) is not None:
+    if output is not None and (
+        path.resolve() == output.resolve() or _same_file_as_an_input(path, [str(output)])
+    ):
         raise UsageError(f"--summary-json {given} is the output itself: give another file")
     if _same_file_as_an_input(path, args.paths) is not None:
         raise UsageError(f"--summary-json {given} is also an input: give another file")
+    if path.exists() and not _is_summary(path):
+        raise UsageError(
+            f"--summary-json {given} holds something other than a batch summary: give "
+            "another file (it is replaced only when it is one)"
+        )
     return path
+
+
+def _is_summary(path: Path) -> bool:
+    """Whether ``path`` holds a summary an earlier run wrote (one a new run may replace)."""
+    try:
+        with path.open("rb") as fh:
+            figures = msgspec.json.decode(fh.read(1024 * 1024))
+    except (OSError, msgspec.MsgspecError, RecursionError):
+        return False
+    return isinstance(figures, dict) and {"run", "outcomes", "exit_status"} <= figures.keys()
 
 
 def _write_summary_json(

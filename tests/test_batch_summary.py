@@ -1,0 +1,211 @@
+"""What a batch leaves for the people after it: records stamped with their format, time, run
+and shard; the run's figures as JSON (checked against the records they describe); the end-of-run
+text with the next commands; card crops kept as files the records name."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import shutil
+import signal
+import stat
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cvekyc_async.emulator import RunningEmulator, specimens
+from tests.test_batch_jobs import manifest_of, start, wait_for_lines
+from tests.test_cli import env_for, lines, make_images, run
+
+
+def specimen_folder(folder: Path) -> list[Path]:
+    """The bundled specimens (cards of every kind, a blank page, a PDF), and a copy of one."""
+    folder.mkdir(parents=True)
+    paths = [Path(shutil.copy(p, folder)) for p in specimens().values()]
+    paths.append(Path(shutil.copy(folder / "chip_front.jpg", folder / "copy.jpg")))
+    (folder / "notes.jpg").write_bytes(b"not an image at all")
+    return [*paths, folder / "notes.jpg"]
+
+
+def parse_utc(text: str) -> datetime.datetime:
+    assert text.endswith("Z"), text
+    return datetime.datetime.fromisoformat(text[:-1] + "+00:00")
+
+
+def test_every_record_carries_its_format_time_run_and_shard(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    make_images(tmp_path / "imgs", 12)
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator)
+    before = datetime.datetime.now(datetime.timezone.utc)
+    first = run("batch", str(tmp_path / "imgs"), "--shard", "1/2", "-o", str(out), env=env)
+    assert first.returncode == 0, first.stderr
+    after = datetime.datetime.now(datetime.timezone.utc)
+    records = lines(out)
+    assert records
+    assert {r["schema"] for r in records} == {2}
+    assert {r["shard"] for r in records} == {"1/2"}
+    (run_id,) = {r["run"] for r in records}
+    assert re.fullmatch(r"[0-9a-f]{16}", run_id)
+    for record in records:
+        # Truncated to the millisecond, so compared at that precision.
+        assert before - datetime.timedelta(milliseconds=1) <= parse_utc(record["written"]) <= after
+        assert record["request_id"] is None  # the emulator sends none
+    # A later run of the same output is another run.
+    again = run("batch", str(tmp_path / "imgs"), "--shard", "1/2", "-o", str(out), "--overwrite",
+                env=env)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert {r["run"] for r in lines(out)} - {run_id}
+
+
+def test_the_summary_json_agrees_with_the_records_it_describes(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    paths = specimen_folder(tmp_path / "imgs")
+    out, summary = tmp_path / "out.jsonl", tmp_path / "reports" / "summary.json"
+    proc = run("batch", str(tmp_path / "imgs"), "--endpoint", "ocr", "-o", str(out),
+               "--summary-json", str(summary), env=env_for(cv_emulator))  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # the blank page and the text file fail
+    figures = json.loads(summary.read_text(encoding="utf-8"))
+    records = lines(out)
+    sent = [r for r in records if "same_as" not in r]
+    outcomes = Counter("ok" if r["ok"] else r["error"]["type"] for r in sent)
+    assert figures["outcomes"] == dict(outcomes)
+    assert figures["ok"] == outcomes["ok"]
+    assert figures["failed"] == len(sent) - outcomes["ok"]
+    assert figures["failed"] >= 2
+    assert figures["billed"] == sum(r["billed"] for r in records)
+    verdicts = Counter(r["assessment"]["verdict"] for r in sent if r["assessment"])
+    assert figures["verdicts"] == {v: verdicts[v] for v in ("accept", "review", "reject")}
+    assert figures["shared"] == sum("same_as" in r for r in records) == 1
+    assert figures["inputs"] == len(paths) == len(records)
+    assert figures["sent"] + figures["shared"] + figures["not_started"] == figures["inputs"]
+    assert figures["exit_status"] == 1
+    assert figures["stopped"] is None
+    assert figures["run"] == records[0]["run"]
+    assert figures["output"] == str(out)
+    assert figures["resume_command"].endswith("--resume")
+    assert parse_utc(figures["started"]) <= parse_utc(figures["ended"])
+    assert stat.S_IMODE(summary.stat().st_mode) == 0o600
+
+
+def test_the_summary_json_goes_to_standard_output_when_the_records_go_to_a_file(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    make_images(tmp_path / "imgs", 3)
+    out = tmp_path / "out.jsonl"
+    env = env_for(cv_emulator)
+    proc = run("batch", str(tmp_path / "imgs"), "-o", str(out), "--summary-json", "-", env=env)
+    assert proc.returncode == 0, proc.stderr
+    start_of_json = proc.stdout.index("{\n")
+    figures = json.loads(proc.stdout[start_of_json:])
+    assert figures["ok"] == 3
+    # Records on standard output leave no room for the summary there: refused before sending.
+    refused = run("batch", str(tmp_path / "imgs"), "-o", "-", "--summary-json", "-", env=env)
+    assert refused.returncode == 2
+    assert "--summary-json -" in refused.stderr
+    assert refused.stdout == ""
+    other = tmp_path / "o2.jsonl"
+    for bad in (str(tmp_path / "imgs"), str(other), str(tmp_path / "imgs" / "scan-00000.jpg")):
+        refused = run("batch", str(tmp_path / "imgs"), "-o", str(other),
+                      "--summary-json", bad, env=env)  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert "--summary-json" in refused.stderr
+
+
+def test_the_end_of_run_text_names_the_output_and_the_next_commands(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    specimen_folder(tmp_path / "imgs")
+    out = tmp_path / "run 1" / "out.jsonl"
+    proc = run("batch", str(tmp_path / "imgs"), "--endpoint", "ocr", "-o", str(out),
+               env=env_for(cv_emulator))  # fmt: skip
+    assert re.search(r"records in +" + re.escape(str(out)), proc.stdout)
+    quoted = f"'{out}'"  # a path with a space is quoted, so the command works as pasted
+    assert f"cvekyc export {quoted} --verdict review -o" in proc.stdout
+    assert f"cvekyc report {quoted} -o" in proc.stdout
+
+
+def test_a_stopped_run_says_how_many_inputs_were_not_started(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    paths = make_images(tmp_path / "imgs", 300)
+    manifest = manifest_of(tmp_path, paths)
+    out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
+    cv_emulator.set_faults(latency=0.02)
+    with start("batch", str(manifest), "-o", str(out), "--concurrency", "4",
+               "--summary-json", str(summary), env=env_for(cv_emulator)) as proc:  # fmt: skip
+        wait_for_lines(out, 20, proc)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT
+    figures = json.loads(summary.read_text(encoding="utf-8"))
+    recorded = len(lines(out))
+    assert figures["stopped"] == "signal: SIGINT"
+    assert figures["not_started"] == 300 - recorded > 0
+    assert f"not started  {300 - recorded} " in stdout.decode().replace("  +", "  ")
+    assert cv_emulator.wait_idle(30)
+
+
+def test_thumbnails_are_kept_as_owner_only_files_that_the_records_name(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    specimen_folder(tmp_path / "imgs")
+    out, thumbs = tmp_path / "out.jsonl", tmp_path / "thumbs"
+    proc = run("batch", str(tmp_path / "imgs"), "--endpoint", "ocr", "-o", str(out),
+               "--thumbnails", str(thumbs), env=env_for(cv_emulator))  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert stat.S_IMODE(thumbs.stat().st_mode) == 0o700
+    named: list[Any] = []
+    for record in lines(out):
+        if not record["ok"] or "same_as" in record:
+            assert "thumbnails" not in record
+            continue
+        cards = record["result"]["cards"]
+        assert len(record["thumbnails"]) == len(cards)
+        # The images are in the files, not in the records.
+        assert all("image" not in card["info"] for card in cards)
+        named += [p for p in record["thumbnails"] if p is not None]
+    assert named
+    for path in map(Path, named):
+        assert path.parent == thumbs.absolute()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
+        # Named by the key's hash, never by the input's own name (which may name a person).
+        assert re.fullmatch(r"[0-9a-f]{16}-\d+-[a-z0-9_]+\.jpg", path.name)
+
+
+def test_a_thumbnails_folder_that_cannot_be_made_is_refused_before_sending(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    make_images(tmp_path / "imgs", 2)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cv_emulator.reset()
+    proc = run("batch", str(tmp_path / "imgs"), "-o", str(tmp_path / "o.jsonl"),
+               "--thumbnails", str(blocker / "sub"), env=env_for(cv_emulator))  # fmt: skip
+    assert proc.returncode == 2
+    assert "--thumbnails" in proc.stderr
+    assert cv_emulator.stats()["requests"] == 0
+
+
+def test_a_summary_json_replaces_only_an_earlier_summary(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    make_images(tmp_path / "imgs", 2)
+    env = env_for(cv_emulator)
+    summary = tmp_path / "summary.json"
+    for n in range(2):
+        proc = run("batch", str(tmp_path / "imgs"), "-o", str(tmp_path / f"{n}.jsonl"),
+                   "--summary-json", str(summary), env=env)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(summary.read_text())["output"] == str(tmp_path / f"{n}.jsonl")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}')
+    proc = run("batch", str(tmp_path / "imgs"), "-o", str(tmp_path / "2.jsonl"),
+               "--summary-json", str(notes), env=env)  # fmt: skip
+    assert proc.returncode == 2
+    assert "holds something other than a batch summary" in proc.stderr
+    assert notes.read_text() == '{"mine": true}'
