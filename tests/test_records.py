@@ -4,6 +4,8 @@ each key, over one output or several parts, with shared answers resolved."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +98,36 @@ def test_lines_are_the_records_as_written(tmp_path: Path) -> None:
     part = write(tmp_path / "a.jsonl", rec("a", False), rec("a", True))
     (line,) = Results([part]).lines()
     assert json.loads(line) == rec("a", True)
+
+
+def test_merge_streams_a_large_part_in_bounded_memory(tmp_path: Path) -> None:
+    # 15,000 records of 4 KB: 60 MB. Holding the lines (as merge once did) costs at least that;
+    # the index of keys costs a few MB.
+    part = tmp_path / "part.jsonl"
+    filler = "x" * 4000
+    with part.open("w", encoding="utf-8") as fh:
+        for i in range(15_000):
+            record = rec(f"scans/{i:06d}.jpg", i % 7 != 0, sha256=f"{i:064x}")
+            if record["result"]:
+                record["result"]["cards"][0]["info"]["address"] = filler
+            else:
+                record["error"]["message"] = filler
+            fh.write(json.dumps(record) + "\n")
+    code = (
+        "import resource, sys\n"
+        "from cvekyc_async.cli import main\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "status = main(['merge', sys.argv[1], '-o', sys.argv[2]])\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(status, (after - before) // 1024)\n"
+    )
+    merged = tmp_path / "merged.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(part), str(merged)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    status, grown_mib = map(int, proc.stdout.split()[-2:])
+    assert status == 0
+    assert merged.read_bytes().count(b"\n") == 15_000
+    assert part.stat().st_size > 60 * 1024**2
+    assert grown_mib < 24, f"merge grew by {grown_mib} MiB for a 60 MB part"
