@@ -526,8 +526,8 @@ def merge(
 ) -> MergeReport:
     """Combine batch outputs by key (see ``records.Results``): within one part the latest
     record counts; across parts an ok record wins over a failure, and the later part among
-    equals. The parts are streamed (only an index of keys is held). With ``expected`` (the batch's inputs), the keys
-    that none of the parts holds are reported missing.
+    equals. The parts are streamed (only an index of keys is held). With ``expected`` (the
+    batch's inputs), the keys that none of the parts holds are reported missing.
 
     The output is written whole beside its place and renamed into it, so the file it replaces
     is intact until the new one is complete; an output that is one of the parts is refused.
