@@ -387,13 +387,14 @@ def test_what_cannot_be_shown_says_no_image_and_the_page_goes_on(tmp_path: Path)
 
 
 def test_without_pillow_the_page_says_no_image(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     thumb = solid(tmp_path / "thumb.jpg", (200, 30, 30))
     monkeypatch.setitem(sys.modules, "PIL", None)
     text, _ = report(tmp_path, [ok("a", thumbnails=[str(thumb)])])
     assert "data:image" not in text
     assert "Pillow is not installed" in text
+    assert "Pillow is not installed" in capsys.readouterr().err
 
 
 def test_the_page_is_written_a_piece_at_a_time(tmp_path: Path) -> None:

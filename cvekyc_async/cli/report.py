@@ -81,6 +81,7 @@ _GENERATOR = '<meta name="generator" content="cvekyc report">'
 # Fields not shown as rows: the image itself, and what the confidence column and the
 # extract command leave out (boxes, administrative codes).
 _HIDDEN = ("_confidence", "_box", "_code")
+_NO_PILLOW = "no image: Pillow is not installed (pip install 'cvekyc-async[cli]')"
 
 
 class ReportReadError(Exception):
@@ -260,14 +261,10 @@ class _Images:
             self._pil = (Image, ImageOps)
         self._cache: collections.OrderedDict[bytes, _Picture | str] = collections.OrderedDict()
 
-    @property
-    def available(self) -> bool:
-        return self._pil is not None
-
     def from_bytes(self, data: bytes) -> _Picture | str:
         """The image, or why there is none."""
         if self._pil is None:
-            return "no image: Pillow is not installed (pip install 'cvekyc-async[cli]')"
+            return _NO_PILLOW
         fmt = sniff_format(data[:16])
         if fmt == "pdf":
             return "no image: a PDF"
@@ -320,7 +317,7 @@ class _Images:
         """The image in the file ``name`` (``sha256``: the digest recorded when it was sent;
         a file that no longer holds those bytes is not shown as what was read)."""
         if self._pil is None:
-            return self.from_bytes(b"")
+            return _NO_PILLOW
         data = _read_regular(Path(name))
         if isinstance(data, str):
             return data
@@ -966,6 +963,10 @@ def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     options = ReportOptions(
         images=args.images, image_size=args.image_size, low_confidence=args.low_confidence
     )
+    if options.images and not _has_pillow():
+        err.write(
+            f"cvekyc report: {_NO_PILLOW.removeprefix('no image: ')}: the page has no images\n"
+        )
     try:
         with terminate_as_interrupt():
             make_folders(output.parent)
@@ -984,6 +985,14 @@ def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         f"({_megabytes(size)})\n"
     )
     return EXIT_OK
+
+
+def _has_pillow() -> bool:
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _megabytes(size: int) -> str:
