@@ -342,11 +342,16 @@ def test_the_saved_thumbnail_comes_first_then_the_crop_then_the_input(tmp_path: 
 def test_each_card_of_a_pair_shows_its_own_thumbnail(tmp_path: Path) -> None:
     red = solid(tmp_path / "front.jpg", (220, 20, 20))
     blue = solid(tmp_path / "back.jpg", (20, 20, 220))
-    record = ok("pair", cards=[card(), card("chip_id_card_back")], thumbnails=[str(red), str(blue)])
+    Image.new("RGBA", (300, 200), (20, 20, 220, 128)).save(blue.with_suffix(".png"), "PNG")
+    record = ok(
+        "pair",
+        cards=[card(), card("chip_id_card_back")],
+        thumbnails=[str(red), str(blue.with_suffix(".png"))],
+    )
     text, _ = report(tmp_path, [record])
     first, second = pictures(text)
     assert colour_of(first)[0] > 200
-    assert colour_of(second)[2] > 200
+    assert colour_of(second)[2] > 200  # a PNG with transparency, as JPEG
 
 
 def test_what_cannot_be_shown_says_no_image_and_the_page_goes_on(tmp_path: Path) -> None:
@@ -369,6 +374,7 @@ def test_what_cannot_be_shown_says_no_image_and_the_page_goes_on(tmp_path: Path)
         failed("missing", input=str(tmp_path / "missing.jpg")),
         failed("url", input="https://files.example/a.jpg"),
         ok("bad-crop", cards=[card(image="not base64 at all!")]),
+        ok("text-crop", cards=[card(image=base64.b64encode(b"hello, world").decode())]),
     ]
     text, _ = report(tmp_path, records)
     assert "data:image" not in text
@@ -381,6 +387,7 @@ def test_what_cannot_be_shown_says_no_image_and_the_page_goes_on(tmp_path: Path)
         "input: no image: No such file or directory",
         "input: no image: a URL (not fetched)",
         "crop: no image: the service&#x27;s crop is not base64",
+        "crop: no image: not an image file",
     ):
         assert reason in text, reason
     assert len(Parsed(text).entries()) == len(records)

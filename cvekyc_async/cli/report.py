@@ -24,7 +24,6 @@ import binascii
 import collections
 import contextlib
 import datetime as dt
-import errno
 import hashlib
 import html
 import io
@@ -975,8 +974,6 @@ def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"{exc}; {output} is left as it was") from None
     except OSError as exc:
         reason = exc.strerror or exc
-        if exc.errno == errno.EISDIR:
-            reason = "a folder"
         err.write(f"cvekyc report: cannot write {output}: {reason}; it is left as it was\n")
         return EXIT_WRITE
     size = output.stat().st_size
