@@ -32,6 +32,7 @@ from .options import (
     add_client_options,
     parse_size,
 )
+from .report import add_report_parser, run_report
 
 __all__ = ["build_parser", "main"]
 
@@ -128,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let manifests given to --inputs name files outside their own folder",
     )
+
+    add_report_parser(sub)
 
     demo = sub.add_parser(
         "demo", help="read the bundled specimens through a local emulator (no account needed)"
@@ -232,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "merge":
             return run_merge(args, out, err)
+        if args.command == "report":
+            return run_report(args, out, err)
         if args.command == "demo":
             _needs_emulator()
             if args.concurrency < 1:

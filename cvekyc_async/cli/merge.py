@@ -22,11 +22,11 @@ from .jobs import (
 )
 from .options import EXIT_FAILED, EXIT_OK, EXIT_WRITE, UsageError
 
-__all__ = ["run_merge"]
+__all__ = ["run_merge", "terminate_as_interrupt"]
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM ends the block as Ctrl-C does, so that what it was writing is cleaned up."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -60,7 +60,7 @@ def run_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not part.is_file():
             raise UsageError(f"{part}: not a regular file (give the JSONL outputs of batches)")
     try:
-        with _terminate_as_interrupt():
+        with terminate_as_interrupt():
             report = merge(parts, Path(args.output), expected)
     except LockedError:
         raise UsageError(f"{args.output} is being written by another cvekyc command") from None
