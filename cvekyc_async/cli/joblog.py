@@ -320,15 +320,18 @@ def _heads(path: Path) -> Iterator[tuple[str, _Head, bytes]]:
             yield key, head, line
 
 
-def _holds_records(fd: int) -> bool:
-    """Whether the file's first line is one of our records (a manifest, a photo or any other
-    file given as ``-o`` by mistake is never appended to, nor cut)."""
-    first = os.pread(fd, 65536, 0).split(b"\n", 1)[0]
+def _is_record(line: bytes) -> bool:
     try:
-        head = _HEAD.decode(first)
+        head = _HEAD.decode(line)
     except (msgspec.MsgspecError, RecursionError):
         return False
     return _key_of(head) is not None and isinstance(head.ok, bool)
+
+
+def _holds_records(fd: int) -> bool:
+    """Whether the file's first line is one of our records (a manifest, a photo or any other
+    file given as ``-o`` by mistake is never appended to, nor cut)."""
+    return _is_record(os.pread(fd, 65536, 0).split(b"\n", 1)[0])
 
 
 class ResultLog:
@@ -413,9 +416,15 @@ class ResultLog:
         torn = False
         with os.fdopen(os.dup(fd), "r+b") as fh:
             end = _end_of_last_line(fh)
-            if end < fh.seek(0, os.SEEK_END):  # a line cut short by a kill: its input goes again
-                fh.truncate(end)
-                torn = True
+            size = fh.seek(0, os.SEEK_END)
+            if end < size:
+                fh.seek(end)
+                if _is_record(fh.read()):
+                    # A whole record whose newline is missing (written by another tool): kept.
+                    fh.write(b"\n")
+                else:  # a line cut short by a kill: its input goes again
+                    fh.truncate(end)
+                    torn = True
         # Streamed line by line, reading only each record's head: an output of millions of
         # results is resumed without holding it in memory.
         for key, head, _ in _heads(self.path):

@@ -13,6 +13,8 @@ memory.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ __all__ = [
     "DOCUMENTED_TYPES",
     "SCHEMA_VERSION",
     "NotRecordsError",
+    "RecordsChangedError",
     "Results",
     "cards_of",
 ]
@@ -61,6 +64,18 @@ class NotRecordsError(ValueError):
 
 
 _NULL = msgspec.Raw(b"null")
+
+
+class RecordsChangedError(OSError):
+    """A batch output changed (cut, replaced, rewritten) between its index and its reading:
+    what was indexed is no longer what the file holds."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            errno.ESTALE,
+            "it changed while it was read (a batch or merge is writing it?)",
+            str(path),
+        )
 
 
 class _Head(msgspec.Struct):
@@ -103,8 +118,15 @@ def _complete_end(fh: BinaryIO, block: int = 65536) -> int:
 
 
 def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) of each complete line."""
+    """(offset, line) of each complete line; a last line without its newline counts when it
+    is a whole JSON value (one cut short by a kill is not)."""
     end = _complete_end(fh)
+    size = fh.seek(0, os.SEEK_END)
+    if end < size:
+        fh.seek(end)
+        tail = fh.read()
+        if _whole_json(tail):
+            end = size
     fh.seek(0)
     offset = 0
     while offset < end:
@@ -113,6 +135,14 @@ def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
             break
         yield offset, line
         offset += len(line)
+
+
+def _whole_json(data: bytes) -> bool:
+    try:
+        msgspec.json.decode(data)
+    except (msgspec.MsgspecError, RecursionError):
+        return False
+    return True
 
 
 def _line_at(fh: BinaryIO, offset: int) -> bytes:
@@ -125,7 +155,7 @@ class _Place:
     part: int
     offset: int
     ok: bool
-    shared: bytes | None  # a same_as record: the SHA-256 of the bytes it shares
+    shared: bytes | None  # a same_as record: a digest of the bytes it shares
 
 
 class Results:
@@ -140,7 +170,15 @@ class Results:
     """
 
     def __init__(self, parts: Sequence[Path]) -> None:
-        self.parts = [Path(p) for p in parts]
+        self.parts: list[Path] = []
+        self._stats: list[tuple[int, int, int]] = []
+        for part in map(Path, parts):
+            info = part.stat()
+            seen = (info.st_dev, info.st_ino, info.st_size)
+            # The same file given twice (by any name) is read once.
+            if not any(s[:2] == seen[:2] for s in self._stats):
+                self.parts.append(part)
+                self._stats.append(seen)
         self._index: dict[str, _Place] = {}
         # The latest ok record with an answer, by the SHA-256 of its bytes: what a same_as
         # record shares.
@@ -195,37 +233,79 @@ class Results:
         return list(self._index.values())
 
     def lines(self) -> Iterator[bytes]:
-        """The records that count, as written, in the order their keys first appeared."""
-        handles: dict[int, BinaryIO] = {}
-        try:
-            for place in self._places():
-                line = _line_at(self._handle(handles, place.part), place.offset)
+        """The records that count, in the order their keys first appeared: as written, except
+        that a ``same_as`` record carries the answer it shares (see ``records``), so that it
+        stands on its own wherever it is copied.
+
+        Raises:
+            RecordsChangedError: a part changed since it was indexed.
+        """
+        encoder = msgspec.json.Encoder()
+        for place, record, line in self._read():
+            if place.shared is not None and self._share(record):
+                yield encoder.encode(record) + b"\n"
+            else:
                 yield line if line.endswith(b"\n") else line + b"\n"
-        finally:
-            for fh in handles.values():
-                fh.close()
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """The records that count, decoded, in the order their keys first appeared. A ``same_as``
-        record carries the answer (``result``), verdict (``assessment``) and saved card images
-        (``thumbnails``) it shares; it
-        keeps ``billed: false`` (it was not paid for again)."""
+        """The records that count, decoded, in the order their keys first appeared. A
+        ``same_as`` record carries the answer (``result``), verdict (``assessment``) and saved
+        card images (``thumbnails``) it shares; it keeps ``billed: false`` (it was not paid for
+        again).
+
+        Raises:
+            RecordsChangedError: a part changed since it was indexed.
+        """
+        for place, record, _ in self._read():
+            if place.shared is not None:
+                self._share(record)
+            yield record
+
+    def _read(self) -> Iterator[tuple[_Place, dict[str, Any], bytes]]:
+        self._check_unchanged()
         handles: dict[int, BinaryIO] = {}
         try:
-            for place in self._places():
+            for key, place in self._index.items():
                 line = _line_at(self._handle(handles, place.part), place.offset)
-                record = _RECORD.decode(line)
-                if place.shared is not None and record.get("result") is None:
-                    found = self._answers.get(place.shared)
-                    if found is not None:
-                        shared = _RECORD.decode(_line_at(self._handle(handles, found[0]), found[1]))
-                        for name in ("result", "assessment", "thumbnails"):
-                            if name in shared:
-                                record[name] = shared[name]
-                yield record
+                record = self._decode(line, place.part)
+                if record.get("key", record.get("input")) not in (key, key.split("\t")):
+                    raise RecordsChangedError(self.parts[place.part])
+                yield place, record, line
         finally:
             for fh in handles.values():
                 fh.close()
+        self._check_unchanged()
+
+    def _decode(self, line: bytes, part: int) -> dict[str, Any]:
+        try:
+            return _RECORD.decode(line)
+        except (msgspec.MsgspecError, RecursionError):
+            raise RecordsChangedError(self.parts[part]) from None
+
+    def _share(self, record: dict[str, Any]) -> bool:
+        """Fill a ``same_as`` record with what it shares; whether anything was found."""
+        if record.get("result") is not None:
+            return False
+        shared = _digest(record.get("sha256"))
+        found = None if shared is None else self._answers.get(shared)
+        if found is None:
+            return False
+        with self.parts[found[0]].open("rb") as fh:
+            source = self._decode(_line_at(fh, found[1]), found[0])
+        for name in ("result", "assessment", "thumbnails"):
+            if name in source:
+                record[name] = source[name]
+        return True
+
+    def _check_unchanged(self) -> None:
+        for part, seen in zip(self.parts, self._stats, strict=True):
+            try:
+                info = part.stat()
+            except OSError:
+                raise RecordsChangedError(part) from None
+            # Records appended since (a batch still running) leave what was indexed in place.
+            if (info.st_dev, info.st_ino) != seen[:2] or info.st_size < seen[2]:
+                raise RecordsChangedError(part)
 
     def _handle(self, handles: dict[int, BinaryIO], part: int) -> BinaryIO:
         fh = handles.get(part)
@@ -235,11 +315,10 @@ class Results:
 
 
 def _digest(value: Any) -> bytes | None:
-    if isinstance(value, str) and len(value) == 64:
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            return None
+    """A short digest of a record's ``sha256`` text (one file's, or ``front+back`` for a
+    pair), to find the record whose answer a ``same_as`` record shares."""
+    if isinstance(value, str) and value:
+        return hashlib.blake2b(value.encode("utf-8", "replace"), digest_size=16).digest()
     return None
 
 
