@@ -642,6 +642,62 @@ def test_an_output_that_cannot_be_created_exits_3(
     assert "cannot write" in err
 
 
+def test_copies_a_killed_export_left_beside_the_output_are_removed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, results: Path
+) -> None:
+    out = tmp_path / "out.xlsx"
+    (tmp_path / ".out.xlsx.k1l2m3.tmp").write_bytes(b"half a sheet of card data")
+    scratch = tmp_path / ".out.xlsx.n4o5p6.tmp"
+    scratch.mkdir()
+    (scratch / "tmprows").write_text("<row>card data</row>", "utf-8")
+    (tmp_path / ".other.xlsx.q7.tmp").write_bytes(b"another output's")
+    assert export(capsys, results, "-o", out)[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".other.xlsx.q7.tmp",
+        "out.xlsx",
+        "results.jsonl",
+    ]
+
+
+def test_sigterm_during_an_export_leaves_the_old_output_and_nothing_else(tmp_path: Path) -> None:
+    source = write_many(tmp_path / "results.jsonl", 20_000)
+    out = tmp_path / "out.xlsx"
+    out.write_bytes(b"the export of yesterday")
+    with subprocess.Popen(
+        [sys.executable, "-m", "cvekyc_async.cli", "export", str(source), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the new copy is being written
+            if any(p.name.startswith(".out.xlsx.") for p in tmp_path.iterdir()):
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert out.read_bytes() == b"the export of yesterday"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.xlsx", "results.jsonl"]
+
+
+def test_more_rows_than_a_sheet_holds_is_refused_before_writing(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    results: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cvekyc_async.cli.export as command
+
+    monkeypatch.setattr(command, "XLSX_MAX_ROWS", 5)
+    status, _, err = export(capsys, results, "-o", tmp_path / "out.xlsx")
+    assert status == 2
+    assert "8 rows do not fit in a sheet (at most 5): export to csv or parquet" in err
+    assert not (tmp_path / "out.xlsx").exists()
+    assert export(capsys, results, "-o", tmp_path / "out.xlsx", "--failed")[0] == 0
+
+
 _WITHOUT = """
 import sys
 for name in sys.argv[1].split(","):

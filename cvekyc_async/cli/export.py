@@ -728,7 +728,8 @@ def add_export_parser(sub: Any) -> None:
         help="write batch results as a table (CSV, XLSX, Parquet or JSONL), one row per card",
         description="Write the record that counts for each input (over the parts of a sharded "
         "run, as merge combines them) as a table: one row per card, a failed input as one "
-        "row with its error. The format comes from the output's suffix, or --format.",
+        "row with its error. The format comes from the output's suffix, or --format; XLSX "
+        f"and Parquet need {INSTALL_HINT}.",
     )
     p.add_argument(
         "results", nargs="+", metavar="RESULTS", help="JSONL outputs of cvekyc batch (or merge)"
