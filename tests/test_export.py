@@ -519,6 +519,19 @@ def test_xlsx_has_a_frozen_header_an_autofilter_and_real_booleans(
     assert (valid.value, valid.data_type) == (True, "b")
 
 
+def test_text_longer_than_a_sheet_cell_holds_is_cut_and_said(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    long = "Đ" * 40_000
+    records = write(tmp_path / "r.jsonl", rec("a", card("vehicle_registration_front", note=long)))
+    for suffix in ("xlsx", "csv"):
+        status, _, err = export(capsys, records, "-o", tmp_path / f"out.{suffix}")
+        assert status == 0
+        assert ("a cell cut to the 32,767 characters" in err) == (suffix == "xlsx")
+    assert read_xlsx(tmp_path / "out.xlsx")[0]["note"] == long[:32_767]
+    assert read_csv(tmp_path / "out.csv")[0]["note"] == long
+
+
 def test_csv_starts_with_a_byte_order_mark_and_every_output_is_private(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, results: Path
 ) -> None:
@@ -551,6 +564,10 @@ def test_the_format_comes_from_the_suffix_or_format(
     assert len(read_jsonl(tmp_path / "out.txt")) == 8
     assert export(capsys, results, "-o", tmp_path / "OUT.XLSX")[0] == 0
     assert len(read_xlsx(tmp_path / "OUT.XLSX")) == 8
+    status, _, err = export(capsys, results, "-o", tmp_path / "out.csv", "--format", "jsonl")
+    assert status == 0
+    assert "warning: writing jsonl to a file named .csv" in err
+    assert len(read_jsonl(tmp_path / "out.csv")) == 8
 
 
 def test_standard_output_takes_csv_and_jsonl_only(

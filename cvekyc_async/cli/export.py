@@ -908,7 +908,8 @@ class _Export:
         if self.results.unreadable:
             text += f"; {self.results.unreadable} lines that are not records left out"
         if self.cut:
-            text += f"; {self.cut} cells cut to a sheet's 32,767 characters"
+            cells = "a cell" if self.cut == 1 else f"{self.cut} cells"
+            text += f"; {cells} cut to the 32,767 characters a sheet's cell holds"
         return text + "\n"
 
 
