@@ -28,6 +28,7 @@ PRIVATE_MODULES = [
     "cli",
     "cli.batch",
     "cli.demo",
+    "cli.export",
     "cli.extract",
     "cli.joblog",
     "cli.jobs",

@@ -21,10 +21,11 @@ import datetime
 import errno
 import glob
 import os
+import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,10 +49,13 @@ __all__ = [
     "cli_words",
     "create_private",
     "error_record",
+    "holds_records",
     "make_folders",
     "make_private",
     "merge",
     "read_records",
+    "replacing",
+    "replacing_output",
     "result_record",
     "thumb_folder",
     "utc_now",
@@ -328,7 +332,7 @@ def _is_record(line: bytes) -> bool:
     return _key_of(head) is not None and isinstance(head.ok, bool)
 
 
-def _holds_records(fd: int) -> bool:
+def holds_records(fd: int) -> bool:
     """Whether the file's first line is one of our records (a manifest, a photo or any other
     file given as ``-o`` by mistake is never appended to, nor cut)."""
     return _is_record(os.pread(fd, 65536, 0).split(b"\n", 1)[0])
@@ -390,7 +394,7 @@ class ResultLog:
         try:
             _lock(fd, self.path)
             size = os.fstat(fd).st_size
-            if size and not _holds_records(fd):
+            if size and not holds_records(fd):
                 raise ManifestError(
                     f"{self.path} holds something other than cvekyc batch records: "
                     "write to another file"
@@ -534,19 +538,20 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def write_replacing(path: Path, lines: Iterable[bytes]) -> None:
-    """Write ``lines`` to a new file beside ``path`` (mode 0600), flush it to the disk, and
-    rename it over ``path`` in one step: a kill or a full disk at any moment leaves ``path`` as
-    it was (and no half-written file in its place).
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new file beside ``path`` (mode 0600) for the block to write; when the block ends, it is
+    flushed to the disk and renamed over ``path`` in one step: a kill or a full disk at any
+    moment leaves ``path`` as it was (and no half-written file in its place).
 
     Raises:
-        OSError: the new file could not be written; it is removed, ``path`` is untouched.
+        OSError: the new file could not be written; it is removed, ``path`` is untouched (so is
+            it when the block raises).
     """
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            for line in lines:
-                fh.write(line)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(name, path)
@@ -563,15 +568,66 @@ def write_replacing(path: Path, lines: Iterable[bytes]) -> None:
             os.close(folder)
 
 
+def write_replacing(path: Path, lines: Iterable[bytes]) -> None:
+    """Write ``lines`` to a new file beside ``path`` and rename it over ``path`` (see
+    ``replacing``).
+
+    Raises:
+        OSError: the new file could not be written; it is removed, ``path`` is untouched.
+    """
+    with replacing(path) as fh:
+        for line in lines:
+            fh.write(line)
+
+
 def _remove_stale_copies(output: Path) -> None:
-    """Remove new copies of ``output`` that a killed merge left beside it (``write_replacing``'s
-    temporary files hold card data). Called with ``output`` locked, so none is being written."""
+    """Remove new copies of ``output`` that a killed command left beside it (``replacing``'s
+    temporary files, and scratch folders named the same way, hold card data). Called with
+    ``output`` locked, so none is being written."""
     uid = os.getuid() if hasattr(os, "getuid") else None
     for stale in output.parent.glob(f".{glob.escape(output.name)}.*.tmp"):
         with contextlib.suppress(OSError):
             info = stale.lstat()
-            if stat.S_ISREG(info.st_mode) and (uid is None or info.st_uid == uid):
+            if uid is not None and info.st_uid != uid:
+                continue
+            if stat.S_ISREG(info.st_mode):
                 stale.unlink()
+            elif stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(stale)
+
+
+@contextlib.contextmanager
+def replacing_output(output: Path, check: Callable[[int], None]) -> Iterator[BinaryIO]:
+    """Replace a command's output file with what the block writes (see ``replacing``).
+
+    The output is opened first (created mode 0600 when missing, missing folders 0700; never a
+    symlink, a folder or a device) and locked, so that a batch or another command writing it is
+    refused; ``check`` is given its descriptor to refuse what it holds; copies of it that a
+    killed command left are removed. When the block raises, an output this call created is
+    removed again: a failed command leaves nothing behind.
+
+    Raises:
+        LockedError: another process holds the output.
+        NotRegularError: the output is not a regular file (a symlink is not followed).
+        OSError: the output cannot be opened, or the new file written (the old output is
+            intact).
+    """
+    created = not os.path.lexists(output)
+    fd = create_private(output, append=False)
+    try:
+        _lock(fd, output)
+        check(fd)
+        _remove_stale_copies(output)
+        with replacing(output) as fh:
+            yield fh
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_size == 0 and _same_file(os.fstat(fd), os.stat(output)):
+                    output.unlink()
+        raise
+    finally:
+        os.close(fd)
 
 
 def merge(
@@ -600,26 +656,18 @@ def merge(
         results = Results(parts)
     except NotRecordsError as exc:
         raise ManifestError(f"{exc}: give the JSONL outputs of cvekyc batch") from None
-    created = not os.path.lexists(output)
-    # Opened only to be locked (a batch writing it is refused) and checked: never a symlink,
-    # a device, or a file that is not batch records.
-    fd = create_private(output, append=False)
-    try:
-        _lock(fd, output)
-        _remove_stale_copies(output)
-        if os.fstat(fd).st_size and not _holds_records(fd):
+
+    def check(fd: int) -> None:
+        if os.fstat(fd).st_size and not holds_records(fd):
             raise ManifestError(
                 f"{output} holds something other than cvekyc batch records: merge into another file"
             )
-        write_replacing(output, results.lines())
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                if os.fstat(fd).st_size == 0 and _same_file(os.fstat(fd), os.stat(output)):
-                    output.unlink()
-        raise
-    finally:
-        os.close(fd)
+
+    # The output is never a symlink, a device, or a file that is not batch records, and a batch
+    # writing it is refused.
+    with replacing_output(output, check) as fh:
+        for line in results.lines():
+            fh.write(line)
     keys = results.keys()
     missing = [] if expected is None else [j.key for j in expected if j.key not in keys]
     return MergeReport(written=len(results), ok=results.ok, missing=missing)

@@ -19,6 +19,7 @@ from typing import Any, TextIO, cast
 from .._runner import run as run_loop
 from .batch import run_batch
 from .demo import run_demo
+from .export import add_export_parser, run_export
 from .extract import run_extract
 from .jobs import (
     ManifestError,
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="let manifests given to --inputs name files outside their own folder",
     )
 
+    add_export_parser(sub)
     add_report_parser(sub)
 
     demo = sub.add_parser(
@@ -235,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "merge":
             return run_merge(args, out, err)
+        if args.command == "export":
+            return run_export(args, out, err)
         if args.command == "report":
             return run_report(args, out, err)
         if args.command == "demo":

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -20,26 +16,9 @@ from .jobs import (
     discover,
     shown,
 )
-from .options import EXIT_FAILED, EXIT_OK, EXIT_WRITE, UsageError
+from .options import EXIT_FAILED, EXIT_OK, EXIT_WRITE, UsageError, terminate_as_interrupt
 
-__all__ = ["run_merge", "terminate_as_interrupt"]
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the block as Ctrl-C does, so that what it was writing is cleaned up."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+__all__ = ["run_merge"]
 
 
 def run_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

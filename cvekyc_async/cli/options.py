@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,6 +33,7 @@ __all__ = [
     "parse_concurrency",
     "parse_seconds",
     "parse_size",
+    "terminate_as_interrupt",
 ]
 
 
@@ -46,6 +51,23 @@ DEFAULT_STOP_GRACE = 10.0
 
 class UsageError(Exception):
     """Bad arguments: reported on stderr with exit status 2."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the block as Ctrl-C does, so that what it was writing is cleaned up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- shared options ------------------------------------------------------------------------------

@@ -39,9 +39,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._inputs import sniff_format
-from .joblog import make_folders, write_replacing
-from .merge import terminate_as_interrupt
-from .options import EXIT_OK, EXIT_WRITE, UsageError
+from .joblog import LockedError, NotRegularError, replacing_output
+from .options import EXIT_OK, EXIT_WRITE, UsageError, terminate_as_interrupt
 from .records import NotRecordsError, Results, cards_of
 
 __all__ = [
@@ -966,10 +965,23 @@ def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(
             f"cvekyc report: {_NO_PILLOW.removeprefix('no image: ')}: the page has no images\n"
         )
+
+    def check(fd: int) -> None:
+        # Checked again on the locked file: what is there now is what is replaced.
+        if os.fstat(fd).st_size and _GENERATOR.encode() not in os.pread(fd, 2048, 0):
+            raise UsageError(
+                f"{output} holds something other than a cvekyc report: write to another file, "
+                "or remove it first"
+            )
+
     try:
-        with terminate_as_interrupt():
-            make_folders(output.parent)
-            write_replacing(output, page(results, options))
+        with terminate_as_interrupt(), replacing_output(output, check) as fh:
+            for piece in page(results, options):
+                fh.write(piece)
+    except LockedError:
+        raise UsageError(f"{output} is being written by another cvekyc command") from None
+    except NotRegularError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
     except ReportReadError as exc:
         raise UsageError(f"{exc}; {output} is left as it was") from None
     except OSError as exc:
