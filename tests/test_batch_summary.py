@@ -4,7 +4,9 @@ text with the next commands; card crops kept as files the records name."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import json
 import re
 import shutil
@@ -172,9 +174,11 @@ def test_thumbnails_are_kept_as_owner_only_files_that_the_records_name(
     for path in map(Path, named):
         assert path.parent == thumbs.absolute()
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert path.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
-        # Named by the key's hash, never by the input's own name (which may name a person).
-        assert re.fullmatch(r"[0-9a-f]{16}-\d+-[a-z0-9_]+\.jpg", path.name)
+        data = path.read_bytes()
+        assert data[:3] == b"\xff\xd8\xff"  # a JPEG
+        # Named by its bytes' SHA-256, never by the input's own name (which may name a person):
+        # a name always stands for the same image.
+        assert path.name == hashlib.sha256(data).hexdigest() + ".jpg"
 
 
 def test_a_thumbnails_folder_that_cannot_be_made_is_refused_before_sending(
@@ -209,3 +213,42 @@ def test_a_summary_json_replaces_only_an_earlier_summary(
     assert proc.returncode == 2
     assert "holds something other than a batch summary" in proc.stderr
     assert notes.read_text() == '{"mine": true}'
+
+
+def test_a_thumbnails_folder_inside_an_input_folder_is_refused(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    make_images(tmp_path / "imgs", 2)
+    cv_emulator.reset()
+    for inside in (tmp_path / "imgs", tmp_path / "imgs" / "thumbs"):
+        proc = run("batch", str(tmp_path / "imgs"), "-o", str(tmp_path / "o.jsonl"),
+                   "--thumbnails", str(inside), env=env_for(cv_emulator))  # fmt: skip
+        assert proc.returncode == 2
+        assert "lies in the input folder" in proc.stderr
+    assert cv_emulator.stats()["requests"] == 0
+
+
+def test_a_thumbnail_that_cannot_be_decoded_is_left_out_and_the_answer_kept(
+    tmp_path: Path,
+) -> None:
+    import io
+
+    from cvekyc_async._batch import BatchResult
+    from cvekyc_async._models import decode_answer
+    from cvekyc_async.cli.batch import _keep_thumbnails
+    from tests import samples
+
+    good = base64.b64encode(samples.JPEG).decode()
+    cards = [
+        {**samples.CHIP_FRONT, "info": {**samples.CHIP_FRONT["info"], "image": image}}
+        for image in ("abcde", good)
+    ]
+    result = decode_answer(samples.answer(cards))
+    record: dict[str, Any] = {"result": result.to_dict()}
+    err = io.StringIO()
+    _keep_thumbnails(record, BatchResult(0, "x.jpg", result=result), tmp_path, err)
+    bad, saved = record["thumbnails"]
+    assert bad is None
+    assert Path(saved).read_bytes() == samples.JPEG
+    assert "a thumbnail was not saved" in err.getvalue()
+    assert all("image" not in card["info"] for card in record["result"]["cards"])

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cvekyc_async.cli.records import NotRecordsError, Results, cards_of
+from cvekyc_async.cli.records import NotRecordsError, RecordsChangedError, Results, cards_of
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
@@ -131,3 +131,75 @@ def test_merge_streams_a_large_part_in_bounded_memory(tmp_path: Path) -> None:
     assert merged.read_bytes().count(b"\n") == 15_000
     assert part.stat().st_size > 60 * 1024**2
     assert grown_mib < 24, f"merge grew by {grown_mib} MiB for a 60 MB part"
+
+
+def test_a_copy_of_a_pair_shares_the_pairs_answer(tmp_path: Path) -> None:
+    pair = f"{SHA_A}+{SHA_B}"
+    part = write(
+        tmp_path / "a.jsonl",
+        rec("f.jpg\tb.jpg", True, sha256=pair, input=["f.jpg", "b.jpg"]),
+        rec(
+            "f2.jpg\tb2.jpg",
+            True,
+            sha256=pair,
+            same_as="f.jpg\tb.jpg",
+            result=None,
+            input=["f2.jpg", "b2.jpg"],
+        ),
+    )
+    copy = next(r for r in Results([part]).records() if r["key"] == "f2.jpg\tb2.jpg")
+    assert cards_of(copy)[0]["info"]["id"] == "f.jpg\tb.jpg"
+
+
+def test_merge_writes_the_shared_answer_into_a_same_as_record(tmp_path: Path) -> None:
+    # b was read, then changed and read again; a holds b's old bytes: the answer a shares is
+    # in a record that no longer counts, and must not be lost when only b's latest is kept.
+    part = write(
+        tmp_path / "a.jsonl",
+        rec("b", True, sha256=SHA_A),
+        rec("b", True, sha256=SHA_B),
+        rec("a", True, sha256=SHA_A, same_as="b", result=None, billed=False),
+    )
+    merged = [json.loads(line) for line in Results([part]).lines()]
+    a = next(r for r in merged if r["key"] == "a")
+    assert cards_of(a)[0]["info"]["id"] == "b"
+    assert a["billed"] is False
+    assert a["same_as"] == "b"
+    # Read back on its own, it still stands.
+    alone = write(tmp_path / "merged.jsonl", *merged)
+    assert cards_of(next(r for r in Results([alone]).records() if r["key"] == "a"))
+
+
+def test_a_part_that_changes_while_it_is_read_is_an_error_not_another_files_records(
+    tmp_path: Path,
+) -> None:
+    part = write(tmp_path / "a.jsonl", rec("a", True), rec("b", True))
+    results = Results([part])
+    write(tmp_path / "other.jsonl", rec("x", False), rec("y", True)).replace(part)
+    with pytest.raises(RecordsChangedError, match="changed while it was read"):
+        list(results.records())
+    part = write(tmp_path / "c.jsonl", rec("a", True), rec("b", True))
+    results = Results([part])
+    part.write_bytes(b"")
+    with pytest.raises(RecordsChangedError):
+        list(results.lines())
+
+
+def test_records_appended_by_a_running_batch_leave_the_reading_whole(tmp_path: Path) -> None:
+    part = write(tmp_path / "a.jsonl", rec("a", True))
+    results = Results([part])
+    with part.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(rec("b", True)) + "\n")
+    assert [r["key"] for r in results.records()] == ["a"]
+
+
+def test_the_same_part_given_twice_is_read_once(tmp_path: Path) -> None:
+    part = write(tmp_path / "a.jsonl", rec("a", True), rec("b", False))
+    (tmp_path / "link.jsonl").symlink_to(part)
+    results = Results([part, tmp_path / "link.jsonl"])
+    assert (results.read, len(results)) == (2, 2)
+
+
+def test_a_whole_last_record_without_its_newline_counts(tmp_path: Path) -> None:
+    part = write(tmp_path / "a.jsonl", rec("a", True), tail=json.dumps(rec("b", True)).encode())
+    assert [r["key"] for r in Results([part]).records()] == ["a", "b"]

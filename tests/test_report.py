@@ -477,3 +477,42 @@ def test_batch_then_report_through_the_command(
     assert len(pictures(text)) == len(records) - 1
     assert "input: no image: a PDF" in text
     assert not re.search(r"https?://", text, re.I)
+
+
+def test_a_thumbnail_named_by_its_hash_is_shown_only_while_it_holds_those_bytes(
+    tmp_path: Path,
+) -> None:
+    red = solid(tmp_path / "red.jpg", (220, 20, 20)).read_bytes()
+    blue = solid(tmp_path / "blue.jpg", (20, 20, 220)).read_bytes()
+    saved = tmp_path / f"{hashlib.sha256(red).hexdigest()}.jpg"
+    saved.write_bytes(red)
+    records = [ok("a", thumbnails=[str(saved)])]
+    text, _ = report(tmp_path, records)
+    assert colour_of(pictures(text)[0])[0] > 200
+    # Another run wrote another person's card there: it is not shown as this one's.
+    saved.write_bytes(blue)
+    text, _ = report(tmp_path, records)
+    assert pictures(text) == []
+    assert "the file has changed since it was read" in text
+
+
+def test_direction_controls_in_answers_are_shown_as_their_codes(tmp_path: Path) -> None:
+    spoof = "invoice\u202egpj.exe"
+    records = [ok(spoof, cards=[card(name="A\u2067B\u200fC")], same_as="a\u202eb")]
+    text, _ = report(tmp_path, records)
+    assert not re.search("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]", text)
+    assert "invoice[U+202E]gpj.exe" in text
+    assert "A[U+2067]B[U+200F]C" in text
+
+
+@pytest.mark.parametrize("value", [1e308, -0.5, 1.5, "0.9"])
+def test_a_confidence_outside_zero_to_one_is_not_shown_as_one(
+    tmp_path: Path, value: object
+) -> None:
+    records = [ok("a", cards=[card(name_confidence=value)])]
+    text, _ = report(tmp_path, records)
+    assert "1e+308" not in text
+    assert "inf" not in text.lower().replace("info", "")
+    row = re.search(r"<tr[^>]*>\s*<th[^>]*>name</th>(.*?)</tr>", text, re.S)
+    assert row is not None
+    assert re.search(r"\d\.\d\d", re.sub(r"<[^>]+>", " ", row.group(1))) is None

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import secrets
 import shlex
 import signal
+import stat
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -48,7 +51,6 @@ from .jobs import (
 )
 from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WRITE, UsageError, make_client
 from .progress import ProgressDisplay
-from .records import DOCUMENTED_TYPES
 from .summary import assess, outcome, write_summary
 
 __all__ = ["hmac_key_of", "resume_command", "run_batch"]
@@ -258,9 +260,16 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(str(exc)) from None
     output = _output_of(args)
     summary_path = _summary_path_of(args, output)
-    report = err if output is None else out  # with -o -, stdout carries the records
+    # With -o -, standard output carries the records; with --summary-json -, the figures.
+    report = err if output is None or summary_path == "-" else out
     thumbnails: Path | None = args.thumbnails
     if thumbnails is not None:
+        inside = _folder_holding(thumbnails, args.paths)
+        if inside is not None:
+            raise UsageError(
+                f"--thumbnails {thumbnails} lies in the input folder {inside}: its images would "
+                "be read as inputs by the next run; give a folder outside the inputs"
+            )
         # Card images are personal data: a folder of the owner's only, made (or refused)
         # before anything is paid for.
         try:
@@ -425,6 +434,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     display = ProgressDisplay(err, total=total + skipped, offset=skipped)
     outcomes: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
+    unsent = [0]  # inputs recorded without being sent
 
     def take(result: BatchResult) -> None:
         job, sent = pending.pop(result.index)
@@ -437,9 +447,11 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             None if sent is None else sent.size,
         )
         if thumbnails is not None:
-            _keep_thumbnails(record, result, job.key, thumbnails, err)
+            _keep_thumbnails(record, result, thumbnails, err)
         if _write(record):
             outcomes[outcome(result)] += 1
+            # A fatal error (quota, credentials) ends the inputs behind it unsent.
+            unsent[0] += result.attempts == 0
             if assessment is not None:
                 verdicts[assessment.verdict] += 1
         if sent is not None:
@@ -494,7 +506,8 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             log.close()
     wall = time.perf_counter() - started
     shared = plan[_SHARED]
-    not_started = max(0, total - sum(outcomes.values()) - shared)
+    # Not started: left unsent by a stop, or recorded unsent after a fatal error.
+    not_started = max(0, total - sum(outcomes.values()) - shared) + unsent[0]
     write_summary(
         report,
         Counter(outcomes),
@@ -586,7 +599,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "stopped": stopped,
             # inputs = sent + shared + skipped + not_started
             "inputs": total + skipped,
-            "sent": sum(outcomes.values()),
+            "sent": sum(outcomes.values()) - unsent[0],
             "shared": shared,
             "not_started": not_started,
             "recorded": log.recorded,
@@ -632,6 +645,13 @@ def _summary_path_of(args: argparse.Namespace, output: Path | None) -> Path | st
             f"--summary-json {given} holds something other than a batch summary: give "
             "another file (it is replaced only when it is one)"
         )
+    try:
+        # Found unwritable now, not after every answer has been paid for.
+        make_folders(path.parent)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write --summary-json {given}: {exc.strerror or exc}") from None
     return path
 
 
@@ -665,40 +685,74 @@ def _write_summary_json(
 
 
 def _keep_thumbnails(
-    record: dict[str, Any], result: BatchResult, key: str, folder: Path, err: TextIO
+    record: dict[str, Any], result: BatchResult, folder: Path, err: TextIO
 ) -> None:
-    """Save the card crops of an answer in ``folder`` (mode 0600, named by the key's hash and
-    the card's position, never by the input's name) and keep their paths in the record, in
-    place of the images themselves (``None`` for a card without one)."""
+    """Save the card crops of an answer in ``folder`` and keep their paths in the record, in
+    place of the images themselves (``None`` for a card without one, or one that could not be
+    saved).
+
+    Each file is named by the SHA-256 of its bytes (never by the input's name, which may name
+    a person), so a name always stands for the same image: two runs sharing a folder cannot put
+    one person's card under another's record, and a reader can check it. It is written whole
+    beside its place (mode 0600) and renamed into it."""
     if result.result is None or not isinstance(record.get("result"), dict):
         return
-    stem = f"{key_hash(key):016x}"
     saved: list[str | None] = []
-    for n, (card, shown_card) in enumerate(
-        zip(result.result.cards, record["result"]["cards"], strict=False), 1
-    ):
+    for card, shown_card in zip(result.result.cards, record["result"]["cards"], strict=False):
         info = shown_card.get("info")
         if isinstance(info, dict):
             info.pop("image", None)
         path = None
-        if card.info.image_bytes():
-            kind = card.type if card.type in DOCUMENTED_TYPES else "card"
-            try:
-                path = str(card.info.save_image(folder / f"{stem}-{n}-{kind}.jpg").absolute())
-            except (ValueError, OSError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-                err.write(f"cvekyc batch: a thumbnail was not saved: {reason}\n")
+        try:
+            data = card.info.image_bytes()
+            if data:
+                target = folder / f"{hashlib.sha256(data).hexdigest()}.jpg"
+                if not _holds(target, data):
+                    write_replacing(target, [data])
+                path = str(target.absolute())
+        except (ValueError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            err.write(f"cvekyc batch: a thumbnail was not saved: {reason}\n")
         saved.append(path)
     record["thumbnails"] = saved
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a regular file holding exactly ``data``."""
+    try:
+        info = path.lstat()
+        return (
+            stat.S_ISREG(info.st_mode) and info.st_size == len(data) and (path.read_bytes() == data)
+        )
+    except OSError:
+        return False
+
+
+def _folder_holding(folder: Path, sources: Sequence[str]) -> str | None:
+    """The input folder that ``folder`` is, or lies in, if any."""
+    mine = folder.absolute().resolve()
+    for source in sources:
+        if "://" in source:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            theirs = Path(source).expanduser().absolute().resolve()
+            if theirs.is_dir() and (mine == theirs or theirs in mine.parents):
+                return source
+    return None
 
 
 def _next_steps(report: TextIO, output: Path, verdicts: Counter[str]) -> None:
     """The commands that turn the records into something people act on."""
     name = shlex.quote(str(output))
+    # Beside the output, under its name less a records suffix (never the output itself).
+    stem = output.stem if output.suffix.lower() in (".jsonl", ".json", ".ndjson") else output.name
+
+    def beside(suffix: str) -> str:
+        return shlex.quote(str(output.with_name(stem + suffix)))
+
     steps = []
     if verdicts["review"]:
-        review = shlex.quote(str(output.with_name(f"{output.stem}-review.csv")))
-        steps.append(f"cvekyc export {name} --verdict review -o {review}")
-    steps.append(f"cvekyc export {name} -o {shlex.quote(str(output.with_suffix('.xlsx')))}")
-    steps.append(f"cvekyc report {name} -o {shlex.quote(str(output.with_suffix('.html')))}")
+        steps.append(f"cvekyc export {name} --verdict review -o {beside('-review.csv')}")
+    steps.append(f"cvekyc export {name} -o {beside('.xlsx')}")
+    steps.append(f"cvekyc report {name} -o {beside('.html')}")
     report.write("next:\n" + "".join(f"  {step}\n" for step in steps))

@@ -28,8 +28,8 @@ import hashlib
 import html
 import io
 import json
-import math
 import os
+import re
 import stat
 import warnings
 from collections import Counter
@@ -55,6 +55,10 @@ __all__ = [
     "page",
     "run_report",
 ]
+
+#: Images of more pixels are not shown: decoding one costs memory in proportion (a 48 MP phone
+#: photo is under it; Pillow's own limit, about 89 MP, lets a small PNG take a gigabyte).
+_MAX_PIXELS = 50_000_000
 
 #: Longest side of an image in the page, in pixels.
 DEFAULT_IMAGE_SIZE = 480
@@ -104,12 +108,18 @@ class ReportOptions:
 # -- text ----------------------------------------------------------------------------------------
 
 
+#: Unicode's direction controls: in an answer they could turn the page's own text around
+#: them (an ID number shown reversed, a file name that reads as another); shown as their code.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _esc(value: object) -> str:
-    """Text for the page: escaped (quotes too, so it may stand in an attribute), and with no
-    ``scheme://`` left in it, so the file names no address even as text (it shows the same)."""
-    return html.escape(value if isinstance(value, str) else str(value), quote=True).replace(
-        "://", "&#58;//"
-    )
+    """Text for the page: escaped (quotes too, so it may stand in an attribute), with no
+    ``scheme://`` left in it, so the file names no address even as text (it shows the same),
+    and direction controls shown as ``[U+202E]``."""
+    text = "" if value is None else value if isinstance(value, str) else str(value)
+    text = _BIDI.sub(lambda m: f"[U+{ord(m.group()):04X}]", text)
+    return html.escape(text, quote=True).replace("://", "&#58;//")
 
 
 def _shown_value(value: object) -> str:
@@ -124,7 +134,7 @@ def _confidence(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     number = float(value)
-    return number if math.isfinite(number) else None
+    return number if 0.0 <= number <= 1.0 else None  # a confidence lies between 0 and 1
 
 
 def _written(record: dict[str, Any]) -> dt.datetime | None:
@@ -288,11 +298,15 @@ class _Images:
                 with image_module.open(
                     io.BytesIO(data), formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF")
                 ) as img:
+                    width, height = img.size
+                    if width * height > _MAX_PIXELS:
+                        return "no image: too many pixels"
                     img.draft("RGB", (self.size, self.size))  # JPEG: decode at a smaller scale
+                    # Made small first, then turned and converted: no full-size copy is made.
+                    img.thumbnail((self.size, self.size), reducing_gap=2.0)
                     picture = image_ops.exif_transpose(img)
                     if picture.mode not in ("RGB", "L"):
                         picture = picture.convert("RGB")
-                    picture.thumbnail((self.size, self.size), reducing_gap=2.0)
                     out = io.BytesIO()
                     picture.save(out, "JPEG", quality=_JPEG_QUALITY)
                     width, height = picture.size
@@ -724,7 +738,11 @@ class _Page:
         if isinstance(thumbnails, list) and index < len(thumbnails):
             name = thumbnails[index]
             if isinstance(name, str) and name:
-                got = self.images.from_file(name)
+                # A file `cvekyc batch --thumbnails` saved is named by its bytes' SHA-256: one
+                # that no longer holds them (another run wrote there) is not shown.
+                stem = Path(name).stem
+                named = stem if re.fullmatch(r"[0-9a-f]{64}", stem) else None
+                got = self.images.from_file(name, named)
                 if isinstance(got, _Picture):
                     return got, "the saved thumbnail"
                 reasons.append(f"thumbnail: {got}")
