@@ -22,6 +22,8 @@ __all__ = ["run_merge"]
 
 
 def run_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.output == "-":
+        raise UsageError("the merged records go to a file (-o all.jsonl), created mode 0600")
     expected = None
     if args.inputs:
         expected = list(
