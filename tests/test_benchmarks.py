@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("bench_latency", {"samples", "summary", "requests_loop"}),
         ("bench_adaptive", {"sweep", "auto", "best_fixed", "auto_over_best"}),
         ("bench_adaptive_servers", {"servers"}),
+        ("bench_results", {"batch", "exports", "report"}),
     ],
 )
 def test_benchmark_runs_in_quick_mode(name: str, keys: set[str], tmp_path: Path) -> None:

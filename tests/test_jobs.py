@@ -14,11 +14,11 @@ from cvekyc_async._errors import APIConnectionError, InvalidImageError, QuotaExc
 from cvekyc_async.cli.joblog import (
     LockedError,
     ResultLog,
-    _end_of_last_line,
     merge,
     result_record,
 )
 from cvekyc_async.cli.jobs import Job, ManifestError, Shard, discover
+from cvekyc_async.cli.records import complete_end
 
 
 def record(key: str, ok: bool, error: Exception | None = None, attempts: int = 1) -> str:
@@ -98,7 +98,7 @@ def test_the_output_is_never_opened_through_a_symlink(tmp_path: Path) -> None:
     [(b"", 4, 0), (b"abc", 4, 0), (b"a\n", 4, 2), (b"a\nbcdefghij", 4, 2), (b"a\nb\n", 1, 4)],
 )
 def test_end_of_last_line(data: bytes, block: int, end: int) -> None:
-    assert _end_of_last_line(io.BytesIO(data), block) == end
+    assert complete_end(io.BytesIO(data), block) == end
 
 
 def test_shards_split_keys_stably() -> None:

@@ -52,7 +52,7 @@ import msgspec
 
 from .._models import CardInfo, GenericInfo, parse_date
 from .joblog import LockedError, NotRegularError, holds_records, replacing_output
-from .options import EXIT_OK, EXIT_WRITE, UsageError, terminate_as_interrupt
+from .options import EXIT_OK, EXIT_WRITE, UsageError, batch_outputs, terminate_as_interrupt
 from .records import NotRecordsError, Results, cards_of
 
 __all__ = [
@@ -828,12 +828,7 @@ class _Export:
         self.asked = _columns_asked(args.columns)
         self.confidence = bool(args.confidence)
         self.keep = _Filter(frozenset(args.verdict or ()), bool(args.failed))
-        self.parts = [Path(p) for p in args.results]
-        for part in self.parts:
-            if not part.exists():
-                raise UsageError(f"{part}: no such file")
-            if not part.is_file():
-                raise UsageError(f"{part}: not a regular file (give the JSONL outputs of batches)")
+        self.parts = batch_outputs(args.results)
         if self.output is not None:
             _check_output(self.output, self.parts)
         try:

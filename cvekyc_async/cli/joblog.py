@@ -36,7 +36,7 @@ from .._batch import BatchResult
 from .._errors import APIError, APIStatusError, CVError
 from ..checks import Assessment
 from .jobs import Job, ManifestError, record_input
-from .records import SCHEMA_VERSION, NotRecordsError, Results
+from .records import SCHEMA_VERSION, NotRecordsError, Results, complete_end, key_of
 
 __all__ = [
     "FINAL_ERRORS",
@@ -261,15 +261,6 @@ class _Latest:
     size: int | None = None
 
 
-def _key_of(head: _Head) -> str | None:
-    if isinstance(head.key, str):
-        return head.key
-    value = head.input  # records written before keys existed
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return "\t".join(value)
-    return value if isinstance(value, str) else None
-
-
 def _judge(head: _Head, retry_failed: bool) -> _Latest:
     sha256 = head.sha256 if isinstance(head.sha256, str) else None
     size = head.size if isinstance(head.size, int) and not isinstance(head.size, bool) else None
@@ -285,24 +276,10 @@ def _judge(head: _Head, retry_failed: bool) -> _Latest:
     return _Latest(False, True, kind)
 
 
-def _end_of_last_line(fh: BinaryIO, block: int = 65536) -> int:
-    """The offset just past the file's last newline (0 if it has none)."""
-    position = fh.seek(0, os.SEEK_END)
-    while position > 0:
-        start = max(0, position - block)
-        fh.seek(start)
-        chunk = fh.read(position - start)
-        found = chunk.rfind(b"\n")
-        if found >= 0:
-            return start + found + 1
-        position = start
-    return 0
-
-
 def read_records(path: Path) -> Iterator[bytes]:
     """The complete lines of a JSONL output (a cut last line is left out)."""
     with path.open("rb") as fh:
-        end = _end_of_last_line(fh)
+        end = complete_end(fh)
         fh.seek(0)
         read = 0
         for line in fh:
@@ -319,7 +296,7 @@ def _heads(path: Path) -> Iterator[tuple[str, _Head, bytes]]:
             head = _HEAD.decode(line)
         except (msgspec.MsgspecError, RecursionError):
             continue
-        key = _key_of(head)
+        key = key_of(head)
         if key is not None:
             yield key, head, line
 
@@ -329,7 +306,7 @@ def _is_record(line: bytes) -> bool:
         head = _HEAD.decode(line)
     except (msgspec.MsgspecError, RecursionError):
         return False
-    return _key_of(head) is not None and isinstance(head.ok, bool)
+    return key_of(head) is not None and isinstance(head.ok, bool)
 
 
 def holds_records(fd: int) -> bool:
@@ -419,7 +396,7 @@ class ResultLog:
         assert self.path is not None
         torn = False
         with os.fdopen(os.dup(fd), "r+b") as fh:
-            end = _end_of_last_line(fh)
+            end = complete_end(fh)
             size = fh.seek(0, os.SEEK_END)
             if end < size:
                 fh.seek(end)

@@ -16,7 +16,14 @@ from .jobs import (
     discover,
     shown,
 )
-from .options import EXIT_FAILED, EXIT_OK, EXIT_WRITE, UsageError, terminate_as_interrupt
+from .options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_WRITE,
+    UsageError,
+    batch_outputs,
+    terminate_as_interrupt,
+)
 
 __all__ = ["run_merge"]
 
@@ -34,12 +41,7 @@ def run_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 allow_outside=args.allow_outside,
             )
         )
-    parts = [Path(p) for p in args.parts]
-    for part in parts:
-        if not part.exists():
-            raise UsageError(f"{part}: no such file")
-        if not part.is_file():
-            raise UsageError(f"{part}: not a regular file (give the JSONL outputs of batches)")
+    parts = batch_outputs(args.parts)
     try:
         with terminate_as_interrupt():
             report = merge(parts, Path(args.output), expected)

@@ -7,7 +7,7 @@ import contextlib
 import math
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,6 +29,7 @@ __all__ = [
     "EXIT_WRITE",
     "UsageError",
     "add_client_options",
+    "batch_outputs",
     "make_client",
     "parse_concurrency",
     "parse_seconds",
@@ -219,3 +220,14 @@ def _timeout(read: float) -> Any:
     if read <= 0:
         raise UsageError("--timeout must be positive")
     return httpx.Timeout(connect=5.0, read=read, write=30.0, pool=10.0)
+
+
+def batch_outputs(names: Sequence[str]) -> list[Path]:
+    """The batch outputs a command reads, each checked to be an existing regular file."""
+    parts = [Path(name) for name in names]
+    for part in parts:
+        if not part.exists():
+            raise UsageError(f"{part}: no such file")
+        if not part.is_file():
+            raise UsageError(f"{part}: not a regular file (give the JSONL outputs of batches)")
+    return parts

@@ -30,6 +30,8 @@ __all__ = [
     "RecordsChangedError",
     "Results",
     "cards_of",
+    "complete_end",
+    "key_of",
 ]
 
 #: The version of the record format (see the README's "Batch records"); records without a
@@ -93,7 +95,8 @@ _HEAD = msgspec.json.Decoder(_Head)
 _RECORD = msgspec.json.Decoder(dict[str, Any])
 
 
-def _key_of(head: _Head) -> str | None:
+def key_of(head: Any) -> str | None:
+    """A record's key from its decoded head (``key``, or ``input`` in records older than keys)."""
     if isinstance(head.key, str):
         return head.key
     value = head.input  # records written before keys existed
@@ -102,7 +105,7 @@ def _key_of(head: _Head) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _complete_end(fh: BinaryIO, block: int = 65536) -> int:
+def complete_end(fh: BinaryIO, block: int = 65536) -> int:
     """The offset just past the file's last newline: a last line cut short by a kill is not
     read."""
     position = fh.seek(0, os.SEEK_END)
@@ -120,7 +123,7 @@ def _complete_end(fh: BinaryIO, block: int = 65536) -> int:
 def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
     """(offset, line) of each complete line; a last line without its newline counts when it
     is a whole JSON value (one cut short by a kill is not)."""
-    end = _complete_end(fh)
+    end = complete_end(fh)
     size = fh.seek(0, os.SEEK_END)
     if end < size:
         fh.seek(end)
@@ -199,7 +202,7 @@ class Results:
                     head = _HEAD.decode(line)
                 except (msgspec.MsgspecError, RecursionError):
                     head = None
-                key = None if head is None else _key_of(head)
+                key = None if head is None else key_of(head)
                 if head is None or key is None or not isinstance(head.ok, bool):
                     if first:
                         raise NotRecordsError(part)

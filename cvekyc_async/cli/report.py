@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 from .._inputs import sniff_format
 from .joblog import LockedError, NotRegularError, replacing_output
-from .options import EXIT_OK, EXIT_WRITE, UsageError, terminate_as_interrupt
+from .options import EXIT_OK, EXIT_WRITE, UsageError, batch_outputs, terminate_as_interrupt
 from .records import NotRecordsError, Results, cards_of
 
 __all__ = [
@@ -960,12 +960,7 @@ def _check_output(output: Path, parts: Sequence[Path]) -> None:
 
 
 def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    parts = [Path(p) for p in args.parts]
-    for part in parts:
-        if not part.exists():
-            raise UsageError(f"{part}: no such file")
-        if not part.is_file():
-            raise UsageError(f"{part}: not a regular file (give the JSONL outputs of batches)")
+    parts = batch_outputs(args.parts)
     output = Path(args.output)
     if args.output == "-":
         raise UsageError("the report goes to a file (-o report.html), created mode 0600")
