@@ -832,7 +832,7 @@ def main() -> None:
     rounds = args.rounds or 3
     with tempfile.TemporaryDirectory(prefix="cvekyc-bench-results-") as folder:
         tmp = Path(folder)
-        print(f"Temporary files in {tmp} (removed at the end)")
+        print(f"Temporary files in {tmp} (removed at the end)", file=sys.stderr)
         print("\n== 1. cvekyc batch, export and report of a batch against the emulator")
         for part in ("batch", "export", "report"):
             (tmp / part).mkdir()

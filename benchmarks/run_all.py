@@ -29,6 +29,7 @@ SCRIPTS = (
     "bench_wire",
     "bench_decode",
     "bench_big_answers",
+    "bench_results",
 )
 
 
