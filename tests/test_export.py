@@ -920,3 +920,128 @@ def test_export_of_a_batch_run_against_the_emulator(
     assert f"{len(rows)} rows to {out} (inputs {inputs}, failed 1, filtered out 0)" in proc.stderr
     assert "BÙI" not in proc.stderr
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+
+
+# -- from a hostile review ------------------------------------------------------------------------
+
+
+def test_a_formula_after_a_semicolon_or_in_fullwidth_signs_is_neutralised(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Where the list separator is ";" (Vietnamese settings of Windows), a spreadsheet splits a
+    # cell there, and the part after it is a cell of its own.
+    records = write(
+        tmp_path / "r.jsonl",
+        rec(
+            "a",
+            front(
+                name="NGUYEN;=cmd|' /C calc'!A0;X",
+                address="Ha Noi; -2+3;",
+                hometown="\uff1d1+1",
+                nationality="\ufe661",
+            ),
+        ),
+        rec("b", front(**{"=HYPERLINK(1)": "x"})),
+    )
+    for suffix in ("csv", "xlsx"):
+        assert export(capsys, records, "-o", tmp_path / f"out.{suffix}")[0] == 0
+    raw = (tmp_path / "out.csv").read_text("utf-8-sig")
+    for segment in (cell for line in raw.splitlines() for part in line.split(",")
+                    for cell in part.split(";")):  # fmt: skip
+        assert segment.strip(' "')[:1] not in set("=+-@\uff1d\ufe66"), segment
+    row = read_csv(tmp_path / "out.csv")[0]
+    assert row["name"] == "NGUYEN;'=cmd|' /C calc'!A0;X"
+    assert row["address"] == "Ha Noi; '-2+3;"
+    assert (row["hometown"], row["nationality"]) == ("'\uff1d1+1", "'\ufe661")
+    sheet = openpyxl.load_workbook(tmp_path / "out.xlsx").active
+    header = {cell.value: cell for cell in sheet[1]}
+    assert header["=HYPERLINK(1)"].quotePrefix is True
+    assert header["=HYPERLINK(1)"].data_type == "s"
+
+
+def test_card_fields_named_as_fixed_columns_each_keep_a_column_of_their_own(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fields = {"type": "T", "info_type": "I", "info_info_type": "II", "key": "K"}
+    records = write(tmp_path / "r.jsonl", rec("a", card("vehicle_registration_front", **fields)))
+    out = tmp_path / "out.jsonl"
+    shown = []
+    for seed in ("1", "2", "3"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "cvekyc_async.cli", "export", str(records), "-o", str(out)],
+            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed},
+        )  # fmt: skip
+        assert proc.returncode == 0
+        shown.append(read_jsonl(out)[0])
+    assert shown[0] == shown[1] == shown[2]  # the same columns whatever the hash seed
+    row = shown[0]
+    assert row["type"] == "vehicle_registration_front"
+    assert sorted(v for k, v in row.items() if k.startswith("info_")) == ["I", "II", "K", "T"]
+
+
+def test_numbers_too_large_for_a_column_type_are_kept_as_text(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    big = -99999999999999999999999
+    records = write(tmp_path / "r.jsonl", rec("a", front(bigneg=big, dob=19900201)))
+    for suffix in ("parquet", "xlsx", "csv"):
+        assert export(capsys, records, "-o", tmp_path / f"out.{suffix}")[0] == 0
+    row = read_parquet(tmp_path / "out.parquet")[0]
+    assert row["bigneg"] == str(big)
+    # A documented date stays a date column; a value that is no date goes to its text column.
+    schema = pq.read_schema(tmp_path / "out.parquet")
+    assert schema.field("dob").type == pa.date32()
+    assert (row["dob"], row["dob_text"]) == (None, "19900201")
+
+
+def test_answers_with_too_many_fields_are_refused_unless_columns_are_picked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    records = write(tmp_path / "r.jsonl", *(rec(f"k{i}", front(**{f"extra_{i}": "x"}))
+                                            for i in range(1_001)))  # fmt: skip
+    status, _, err = export(capsys, records, "-o", tmp_path / "out.parquet")
+    assert status == 2
+    assert "--columns" in err
+    assert not (tmp_path / "out.parquet").exists()
+    status, _, err = export(capsys, records, "-o", tmp_path / "out.csv", "--columns", "key,extra_7")
+    assert status == 0, err
+    assert read_csv(tmp_path / "out.csv")[7] == {"key": "k7", "extra_7": "x"}
+
+
+EXPORT = [sys.executable, "-m", "cvekyc_async.cli", "export"]
+
+
+def test_standard_output_that_fails_or_is_an_input_is_said_not_a_traceback(
+    tmp_path: Path, results: Path
+) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [*EXPORT, str(results), "-o", "-"], stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert proc.returncode == 3
+    assert "cannot write standard output" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    before = results.read_bytes()
+    with results.open("a") as appended:
+        proc = subprocess.run(
+            [*EXPORT, str(results), "-o", "-"], stdout=appended, stderr=subprocess.PIPE, text=True
+        )
+    assert proc.returncode == 2
+    assert "an input" in proc.stderr
+    assert results.read_bytes() == before
+
+
+def test_a_record_that_does_not_read_whole_is_left_out_and_counted(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    records = tmp_path / "r.jsonl"
+    write(records, rec("a", front()))
+    with records.open("a") as fh:
+        fh.write('{"key": "b", "ok": true, "result": {"cards": [], "n": 1e999}}\n')
+    write(tmp_path / "c.jsonl", rec("c", front()))
+    with records.open("a") as fh:
+        fh.write((tmp_path / "c.jsonl").read_text())
+    status, _, err = export(capsys, records, "-o", tmp_path / "out.csv", "--verdict", "ACCEPT")
+    assert status == 0, err
+    assert keys_of(read_csv(tmp_path / "out.csv")) == ["a", "c"]
+    assert "1 lines that are not records left out" in err

@@ -40,6 +40,7 @@ import csv
 import importlib
 import io
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -73,8 +74,15 @@ FORMATS = ("csv", "xlsx", "parquet", "jsonl")
 INSTALL_HINT = "pip install 'cvekyc-async[export]'"
 #: Rows per Parquet row group: what the writer holds at most.
 ROW_GROUP_SIZE = 10_000
+#: Cells a Parquet row group holds at most (a wide table's groups have fewer rows).
+ROW_GROUP_CELLS = 500_000
 #: Rows a sheet holds below its header.
 XLSX_MAX_ROWS = 1_048_575
+#: Columns a sheet holds.
+XLSX_MAX_COLUMNS = 16_384
+#: Card fields beyond the documented ones that a table takes without --columns: answers that
+#: carry more are no cards (a hostile or broken service), and each costs memory in every row.
+MAX_EXTRA_FIELDS = 1_000
 
 #: Columns before the cards' fields.
 HEAD = (
@@ -111,7 +119,8 @@ _FIXED_KINDS = {
 }
 _DATE_FIELDS = frozenset({"dob", "issue_date", "due_date"})
 # A text cell starting with one of these is a formula, or may become one (OWASP, ASVS 1.2.10).
-_FORMULA_STARTS = frozenset("=+-@\t\r\n\0")
+# Their fullwidth and small forms too: some spreadsheets read them as the signs themselves.
+_FORMULA_STARTS = frozenset("=+-@\t\r\n\0\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63")
 # Spreadsheets that trim cells as they read them would run a formula after these.
 _BLANKS = " \u00a0"
 _SUSPECT = _FORMULA_STARTS | frozenset(_BLANKS)
@@ -180,6 +189,21 @@ def _risky(text: str) -> bool:
 
 def _defused(text: str) -> str:
     return "'" + text if _risky(text) else text
+
+
+#: A ``;`` inside a cell, before what would start a formula: where the list separator is ``;``
+#: (Vietnamese and most European settings of Windows), a spreadsheet opening the CSV splits the
+#: cell there, and the part after it is a cell of its own.
+_AFTER_SEMICOLON = re.compile(
+    "(;[" + re.escape(_BLANKS) + "]*)([" + re.escape("".join(sorted(_FORMULA_STARTS))) + "])"
+)
+
+
+def _csv_defused(text: str) -> str:
+    """``text`` for a CSV cell: defused at its start and after every ``;`` in it."""
+    if ";" in text:
+        text = _AFTER_SEMICOLON.sub(r"\1'\2", text)
+    return _defused(text)
 
 
 # -- rows ----------------------------------------------------------------------------------------
@@ -361,7 +385,7 @@ class _Survey:
                 seen = fields[name] = _Seen()
             kind = _KINDS.get(cls, JSON)
             if kind == INT and not -_INT64 <= value < _INT64:
-                seen.kinds.add(TEXT)  # kept whole, as text
+                seen.kinds.add(JSON)  # kept whole, written as text
                 continue
             seen.kinds.add(kind)
             if kind != TEXT:
@@ -399,10 +423,10 @@ def _info_kind(name: str, seen: _Seen | None) -> str:
     if seen is None:  # asked for by name, and in no row
         return _DOCUMENTED.get(name, TEXT)
     kinds = seen.kinds
+    if _text_kind(name) == DATE:
+        return DATE  # a date column whatever its values: other values go to <name>_text
     if kinds == {TEXT}:
-        if _text_kind(name) == DATE or (seen.dates and not seen.texts):
-            return DATE
-        return TEXT
+        return DATE if seen.dates and not seen.texts else TEXT
     if kinds == {INT}:
         return INT
     if kinds <= {INT, FLOAT}:
@@ -419,9 +443,19 @@ class _Plan:
         self.survey = survey
         # Every card field a column can show, by column name: a field named as a fixed column
         # (a vehicle paper's "type") is shown as info_<name>.
-        others = sorted(set(survey.fields) - set(_DOCUMENTED), key=_column_name)
-        fields = [*_DOCUMENTED, *others]
-        self.fields = {_column_name(name): name for name in fields}
+        others = sorted(set(survey.fields) - set(_DOCUMENTED), key=lambda n: (_column_name(n), n))
+        if asked is None and len(others) > MAX_EXTRA_FIELDS:
+            raise UsageError(
+                f"the cards carry {len(others)} fields beyond the documented ones, more than a "
+                f"table of {MAX_EXTRA_FIELDS} takes: pick the columns with --columns"
+            )
+        self.fields: dict[str, str] = {}  # column name: card field
+        for name in [*_DOCUMENTED, *others]:
+            column = _column_name(name)
+            while column in self.fields or column in _FIXED_KINDS:
+                column = f"info_{column}"
+            self.fields[column] = name
+        self.column_of = {name: column for column, name in self.fields.items()}
         names = self._default(confidence) if asked is None else self._asked(asked, confidence)
         self.columns = [self._column(name) for name in names]
 
@@ -438,7 +472,7 @@ class _Plan:
         if confidence:  # those of no field here, and the documents' own (mrz_confidence...)
             placed += [n for n in fields if _is_confidence(n) and n not in placed]
         run = [name for name in RUN if name in self.survey.run]
-        return [*HEAD, *map(_column_name, placed), *TAIL, *run]
+        return [*HEAD, *(self.column_of[name] for name in placed), *TAIL, *run]
 
     def available(self) -> list[str]:
         return [*HEAD, *self.fields, *TAIL, *RUN]
@@ -447,16 +481,18 @@ class _Plan:
         available = self.available()
         unknown = [name for name in asked if name not in available]
         if unknown:
-            raise UsageError(
-                f"--columns: no column {', '.join(unknown)}; the columns are {', '.join(available)}"
+            shown = ", ".join(available[:80]) + (
+                f" and {len(available) - 80} more" if len(available) > 80 else ""
             )
+            raise UsageError(f"--columns: no column {', '.join(unknown)}; the columns are {shown}")
         if not confidence:
             return asked
         names: list[str] = []
         for name in asked:
             names.append(name)
-            extra = f"{name}_confidence"
-            if name in self.fields and extra in self.fields and extra not in asked:
+            source = self.fields.get(name)
+            extra = None if source is None else self.column_of.get(f"{source}_confidence")
+            if extra is not None and extra not in asked:
                 names.append(extra)
         return names
 
@@ -469,7 +505,7 @@ class _Plan:
         kind = _info_kind(source, seen)
         if seen is None:
             return _Column(name, source, True, kind)
-        text_too = kind == DATE and seen.texts
+        text_too = kind == DATE and (seen.texts or seen.kinds != {TEXT})
         mixed = kind == TEXT and seen.kinds != {TEXT}
         return _Column(name, source, True, kind, text_too, mixed, seen.width)
 
@@ -501,7 +537,7 @@ class _CsvWriter:
         self._text = io.StringIO()
         self._csv = csv.writer(self._text)
         fh.write(codecs.BOM_UTF8)
-        self._csv.writerow([_defused(c.name) for c in columns])
+        self._csv.writerow([_csv_defused(c.name) for c in columns])
         self._pending = 1
         self._bools = [n for n, c in enumerate(columns) if c.kind == BOOL]
         self._mixed = [n for n, c in enumerate(columns) if c.mixed]
@@ -509,7 +545,10 @@ class _CsvWriter:
     def write(self, values: list[Any]) -> None:
         # The csv module writes None as empty, and numbers as Python prints them; only text
         # that a spreadsheet could run, booleans and values of mixed columns need more.
-        cells = [_defused(v) if type(v) is str and v[:1] in _SUSPECT else v for v in values]
+        cells = [
+            _csv_defused(v) if type(v) is str and (v[:1] in _SUSPECT or ";" in v) else v
+            for v in values
+        ]
         for n in self._bools:
             if cells[n] is not None:
                 cells[n] = "true" if cells[n] else "false"
@@ -539,7 +578,7 @@ def _csv_cell(value: Any) -> str:
         return ""
     if isinstance(value, (bool, int, float)):
         return _as_text(value)  # numbers are numbers: -1 stays -1
-    return _defused(_as_text(value))
+    return _csv_defused(_as_text(value))
 
 
 class _JsonlWriter:
@@ -589,10 +628,13 @@ class _XlsxWriter:
         self._date = self._book.add_format({"num_format": "dd/mm/yyyy"})
         self._quoted = self._book.add_format({"quote_prefix": True})
         header = self._book.add_format({"bold": True, "bottom": 1})
+        header_quoted = self._book.add_format({"bold": True, "bottom": 1, "quote_prefix": True})
         self.cut = 0  # cells cut to a sheet's 32,767 characters
         for n, column in enumerate(columns):
             self._sheet.set_column(n, n, _width(column))
-            self._sheet.write_string(0, n, column.name, header)
+            self._sheet.write_string(
+                0, n, column.name, header_quoted if _risky(column.name) else header
+            )
         self._sheet.freeze_panes(1, 0)
         self._sheet.autofilter(0, 0, max(rows, 1), max(len(columns) - 1, 0))
         self._row = 0
@@ -644,7 +686,8 @@ def _width(column: _Column) -> float:
 
 class _ParquetWriter:
     """A typed schema (string, int64, float64, bool, date32), written in row groups of
-    ``ROW_GROUP_SIZE`` rows: at most one row group is held."""
+    ``ROW_GROUP_SIZE`` rows (fewer for a wide table, at most ``ROW_GROUP_CELLS`` cells): at
+    most one row group is held."""
 
     def __init__(self, fh: BinaryIO, columns: list[_Column]) -> None:
         self._pa = pa = _library("pyarrow")
@@ -669,11 +712,13 @@ class _ParquetWriter:
                 fields.append(pa.field(name, pa.string()))
         self._schema = pa.schema(fields)
         self._rows: list[list[Any]] = []
+        # Rows held at once: fewer for a wide table, so that a row group's cells stay bounded.
+        self._group = max(100, min(ROW_GROUP_SIZE, ROW_GROUP_CELLS // max(1, len(fields))))
         self._writer = parquet.ParquetWriter(fh, self._schema)
 
     def write(self, values: list[Any]) -> None:
         self._rows.append(values)
-        if len(self._rows) >= ROW_GROUP_SIZE:
+        if len(self._rows) >= self._group:
             self._flush()
 
     def _arrays(self) -> Iterator[Sequence[Any]]:
@@ -684,7 +729,9 @@ class _ParquetWriter:
                 yield dates
                 if column.text_too:  # the text of the values that are not dates
                     yield [
-                        v if d is None and type(v) is str and v.strip() else None
+                        None
+                        if d is not None or v is None or (type(v) is str and not v.strip())
+                        else _as_text(v)
                         for v, d in zip(values, dates, strict=True)
                     ]
             elif column.mixed:
@@ -705,7 +752,7 @@ class _ParquetWriter:
             raise RuntimeError(f"cannot build a Parquet column ({type(exc).__name__})") from None
         self._rows.clear()
         self._writer.write_table(
-            pa.Table.from_arrays(arrays, schema=self._schema), row_group_size=ROW_GROUP_SIZE
+            pa.Table.from_arrays(arrays, schema=self._schema), row_group_size=self._group
         )
 
     def close(self) -> None:
@@ -745,6 +792,7 @@ def add_export_parser(sub: Any) -> None:
     p.add_argument(
         "--verdict",
         action="append",
+        type=str.lower,
         choices=_VERDICTS,
         help="only inputs with this verdict (repeatable; with --failed, either)",
     )
@@ -846,6 +894,11 @@ class _Export:
                 "export to csv or parquet, or fewer inputs (--verdict, --failed)"
             )
         self.columns = _Plan(self.survey, self.asked, self.confidence).columns
+        if self.format == "xlsx" and len(self.columns) > XLSX_MAX_COLUMNS:
+            raise UsageError(
+                f"{len(self.columns)} columns do not fit in a sheet (at most "
+                f"{XLSX_MAX_COLUMNS}): pick them with --columns, or export to csv or parquet"
+            )
         self.written = 0
         self.cut = 0
 
@@ -908,6 +961,20 @@ class _Export:
         return text + "\n"
 
 
+def _refuse_an_input_as_standard_output(out: TextIO, names: Sequence[str]) -> None:
+    """Refuse ``-o -`` when standard output is one of the inputs (``>> out.jsonl``): the table
+    would be appended to the batch records."""
+    try:
+        mine = os.fstat(out.fileno())
+    except (OSError, ValueError, AttributeError):
+        return
+    for name in names:
+        with contextlib.suppress(OSError):
+            theirs = os.stat(name)
+            if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
+                raise UsageError(f"standard output is {name}, an input: write to another file")
+
+
 def run_export(args: argparse.Namespace, out: TextIO | None, err: TextIO) -> int:
     """Run ``cvekyc export``; returns the exit status.
 
@@ -915,6 +982,8 @@ def run_export(args: argparse.Namespace, out: TextIO | None, err: TextIO) -> int
         UsageError: bad arguments, unreadable inputs, a missing library, an output that is an
             input or holds batch records.
     """
+    if args.output == "-" and out is not None:
+        _refuse_an_input_as_standard_output(out, args.results)
     export = _Export(args, err)
     if export.output is None:
         stream = getattr(out, "buffer", None)
@@ -922,9 +991,15 @@ def run_export(args: argparse.Namespace, out: TextIO | None, err: TextIO) -> int
             err.write("cvekyc export: -o - but standard output is closed\n")
             return EXIT_WRITE
         assert out is not None
-        out.flush()
-        export.write(stream)
-        stream.flush()
+        try:
+            out.flush()
+            export.write(stream)
+            stream.flush()
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise  # its reader went away: the command's usual quiet end
+            err.write(f"cvekyc export: cannot write standard output: {exc.strerror or exc}\n")
+            return EXIT_WRITE
         err.write(export.summary("standard output"))
         return EXIT_OK
     output = export.output

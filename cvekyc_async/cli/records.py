@@ -183,42 +183,68 @@ class Results:
                 self.parts.append(part)
                 self._stats.append(seen)
         self._index: dict[str, _Place] = {}
-        # The latest ok record with an answer, by the SHA-256 of its bytes: what a same_as
-        # record shares.
+        # The latest ok record with an answer, by a digest of its bytes' SHA-256, of the answers
+        # that same_as records share.
         self._answers: dict[bytes, tuple[int, int]] = {}
-        #: Lines that are not records (not JSON, or without a key), left out.
-        self.unreadable = 0
         #: Records read, every one (not only those that count).
         self.read = 0
-        for number, part in enumerate(self.parts):
-            self._index_part(number, part)
+        self._wanted: set[bytes] = set()
+        self._skipped = 0
+        for number in range(len(self.parts)):
+            self._index_part(number)
+        #: Lines that are not records (not JSON, or without a key), left out.
+        self.unreadable = self._skipped
+        if self._wanted:
+            self._find_answers()
 
-    def _index_part(self, number: int, part: Path) -> None:
-        latest: dict[str, _Place] = {}
+    def _heads(self, number: int) -> Iterator[tuple[int, str, _Head]]:
+        """(offset, key, head) of each record of a part; what is no record is counted.
+
+        Raises:
+            NotRecordsError: the part's first line is no record.
+        """
+        part = self.parts[number]
         with part.open("rb") as fh:
             first = True
             for offset, line in _lines(fh):
                 try:
                     head = _HEAD.decode(line)
+                    # The whole record must read too (a number out of range, say, is only
+                    # found by reading it): one that does not is no record, here as later.
+                    _RECORD.decode(line)
                 except (msgspec.MsgspecError, RecursionError):
                     head = None
                 key = None if head is None else key_of(head)
                 if head is None or key is None or not isinstance(head.ok, bool):
                     if first:
                         raise NotRecordsError(part)
-                    self.unreadable += 1
+                    self._skipped += 1
                     continue
                 first = False
-                self.read += 1
-                digest = _digest(head.sha256)
-                shared = digest if isinstance(head.same_as, str) else None
-                latest[key] = _Place(number, offset, head.ok, shared)
-                if head.ok and shared is None and digest is not None and _has_answer(head):
-                    self._answers[digest] = (number, offset)
+                yield offset, key, head
+
+    def _index_part(self, number: int) -> None:
+        latest: dict[str, _Place] = {}
+        for offset, key, head in self._heads(number):
+            self.read += 1
+            shared = _digest(head.sha256) if isinstance(head.same_as, str) else None
+            if shared is not None:
+                self._wanted.add(shared)
+            latest[key] = _Place(number, offset, head.ok, shared)
         for key, place in latest.items():
             held = self._index.get(key)
             if held is None or place.ok or not held.ok:
                 self._index[key] = place
+
+    def _find_answers(self) -> None:
+        """Where the answers that ``same_as`` records share lie: looked for only when there are
+        such records, and only those (no index of every answer is held)."""
+        for number in range(len(self.parts)):
+            for offset, _, head in self._heads(number):
+                if head.ok is True and not isinstance(head.same_as, str) and _has_answer(head):
+                    digest = _digest(head.sha256)
+                    if digest in self._wanted:
+                        self._answers[digest] = (number, offset)
 
     def __len__(self) -> int:
         return len(self._index)
