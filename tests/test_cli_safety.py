@@ -478,6 +478,8 @@ def test_a_merge_ended_by_sigterm_leaves_nothing_behind(tmp_path: Path) -> None:
     assert leftovers in ([], ["all.jsonl"]), leftovers  # interrupted, or done before the signal
     if leftovers:
         assert len(lines(out)) == 60_000
+    else:
+        assert proc.returncode == 128 + signal.SIGTERM
 
 
 def test_a_merge_removes_the_copy_a_killed_merge_left(tmp_path: Path) -> None:

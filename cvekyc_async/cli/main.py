@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import functools
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +30,11 @@ from .options import (
     DEFAULT_MIN_FREE_SPACE,
     EXIT_USAGE,
     EXIT_WRITE,
+    Terminated,
     UsageError,
     add_client_options,
     parse_size,
+    terminate_as_interrupt,
 )
 from .report import add_report_parser, run_report
 
@@ -235,12 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        if args.command == "merge":
-            return run_merge(args, out, err)
-        if args.command == "export":
-            return run_export(args, out, err)
-        if args.command == "report":
-            return run_report(args, out, err)
+        if args.command in ("merge", "export", "report"):
+            # SIGTERM stops them as Ctrl-C does, reading or writing: what they were writing
+            # is removed, and they exit 143.
+            run = {"merge": run_merge, "export": run_export, "report": run_report}[args.command]
+            with terminate_as_interrupt():
+                return run(args, out, err)
         if args.command == "demo":
             _needs_emulator()
             if args.concurrency < 1:
@@ -261,9 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ManifestError) as exc:
         err.write(f"cvekyc {args.command}: {exc}\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err.write("cvekyc: interrupted\n")
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

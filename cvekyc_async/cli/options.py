@@ -27,6 +27,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "EXIT_WRITE",
+    "Terminated",
     "UsageError",
     "add_client_options",
     "batch_outputs",
@@ -54,6 +55,10 @@ class UsageError(Exception):
     """Bad arguments: reported on stderr with exit status 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be: the command exits 143 (128 + SIGTERM)."""
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM ends the block as Ctrl-C does, so that what it was writing is cleaned up."""
@@ -62,7 +67,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
