@@ -6,6 +6,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -370,3 +371,118 @@ def test_still_as_sent_compares_size_then_bytes(
     pair = (str(path), str(path))
     assert still_as_sent(pair, f"{digest}+{digest}", None if size is None else 2 * size) is same
     assert still_as_sent("https://x.test/a.jpg", digest, size) is True  # a URL: by its key
+
+
+# -- CSV manifests as spreadsheets write them ---------------------------------------------------
+
+
+def keys(manifest: Path, **options: Any) -> list[str]:
+    return [j.key for j in discover([str(manifest)], pairs=False, **options)]
+
+
+def test_a_quoted_line_break_stays_in_its_cell(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        'path,note\na.jpg,"customer said:\nplease hurry"\nb.jpg,x\n', encoding="utf-8"
+    )
+    assert keys(manifest) == ["a.jpg", "b.jpg"]
+    # An error names the line a row starts on, counted in the file's own lines.
+    manifest.write_text('path,note\na.jpg,"two\nlines"\nftp://h/c.jpg,x\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"m\.csv:4: ftp:// URLs"):
+        keys(manifest)
+
+
+@pytest.mark.parametrize(
+    ("text", "delimiter"),
+    [
+        ("path;note\na.jpg;x\nb.jpg;1,5\n", ";"),  # Excel where the decimal mark is ","
+        ("path\tnote\na.jpg\tx\nb.jpg\ty\n", "\t"),  # Excel's "Unicode text"
+        ("note;path\nx;a.jpg\n1,5;b.jpg\n", ";"),
+        ("path,note\na.jpg,x;y\nb.jpg,z\n", ","),
+    ],
+)
+def test_the_delimiter_is_found_among_comma_semicolon_and_tab(
+    tmp_path: Path, text: str, delimiter: str
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(text, encoding="utf-8-sig")
+    assert keys(manifest) == ["a.jpg", "b.jpg"]
+    assert keys(manifest, delimiter=delimiter) == ["a.jpg", "b.jpg"]
+
+
+def test_a_headerless_list_with_semicolons_in_names_is_one_column(tmp_path: Path) -> None:
+    (tmp_path / "a;1.jpg").write_bytes(b"x")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("a;1.jpg\n", encoding="utf-8")
+    assert keys(manifest, delimiter=",") == ["a;1.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("header", "pairs"),
+    [
+        ("Đường dẫn,Ghi chú", False),
+        ("ĐƯỜNG_DẪN,ghi chu", False),
+        ("Mặt trước,Mặt sau", True),
+        ("mat truoc;MAT SAU", True),
+        ("PATH,Note", False),
+    ],
+)
+def test_columns_are_found_by_header_in_any_case_and_in_vietnamese(
+    tmp_path: Path, header: str, pairs: bool
+) -> None:
+    manifest = tmp_path / "m.csv"
+    delimiter = ";" if ";" in header else ","
+    manifest.write_text(f"{header}\na.jpg{delimiter}b.jpg\n", encoding="utf-8")
+    jobs = list(discover([str(manifest)], pairs=pairs))
+    assert [j.key for j in jobs] == (["a.jpg\tb.jpg"] if pairs else ["a.jpg"])
+
+
+def test_a_header_that_names_a_column_twice_is_refused(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,Đường dẫn\na.jpg,b.jpg\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"m\.csv:1: the header names the column path twice"):
+        keys(manifest)
+
+
+def test_an_xlsx_manifest_is_read_from_its_first_sheet(tmp_path: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["Mặt trước", "Mặt sau", "Ghi chú"])
+    sheet.append(["f1.jpg", "b1.jpg", "gọi lại\nsau"])
+    sheet.append([None, None, None])
+    sheet.append(["f2.jpg", "b2.jpg", 12.0])
+    book.save(tmp_path / "m.xlsx")
+    jobs = list(discover([str(tmp_path / "m.xlsx")], pairs=True))
+    assert [j.key for j in jobs] == ["f1.jpg\tb1.jpg", "f2.jpg\tb2.jpg"]
+    (tmp_path / "bad.xlsx").write_bytes(b"PK\x03\x04 not a sheet")
+    with pytest.raises(ManifestError, match=r"bad\.xlsx: not a sheet openpyxl reads"):
+        list(discover([str(tmp_path / "bad.xlsx")], pairs=False))
+
+
+def test_without_openpyxl_an_xlsx_manifest_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    (tmp_path / "m.xlsx").write_bytes(b"PK")
+    monkeypatch.setitem(sys.modules, "openpyxl", None)
+    with pytest.raises(ManifestError, match=r"cvekyc-async\[export\]"):
+        list(discover([str(tmp_path / "m.xlsx")], pairs=False))
+
+
+@pytest.mark.parametrize(
+    ("text", "delimiter"), [(",", ","), (";", ";"), ("tab", "\t"), ("\\t", "\t")]
+)
+def test_the_delimiter_option_takes_comma_semicolon_or_tab(text: str, delimiter: str) -> None:
+    from cvekyc_async.cli.main import parse_delimiter
+
+    assert parse_delimiter(text) == delimiter
+
+
+def test_another_delimiter_is_refused_by_the_command(tmp_path: Path) -> None:
+    from cvekyc_async.cli.main import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["batch", "m.csv", "-o", "o", "--delimiter", "|"])

@@ -312,6 +312,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             pairs=pairs,
             url_hmac_key=url_hmac_key,
             allow_outside=args.allow_outside,
+            delimiter=args.delimiter,
         ):
             if shard is not None and job.key not in shard:
                 continue

@@ -20,10 +20,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import itertools
 import os
 import posixpath
 import re
 import stat
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ import msgspec
 from .._inputs import ImageSource, describe_input, sniff_format
 
 __all__ = [
+    "DELIMITERS",
     "SINGLE_COLUMNS",
     "Fingerprint",
     "Job",
@@ -53,7 +56,7 @@ __all__ = [
     "url_secret",
 ]
 
-_MANIFEST_SUFFIXES = {".csv", ".jsonl", ".ndjson"}
+_MANIFEST_SUFFIXES = {".csv", ".jsonl", ".ndjson", ".xlsx"}
 #: Column names a manifest may name its input by (``front`` and ``back`` for pairs).
 SINGLE_COLUMNS = ("path", "url", "image", "img", "input", "file")
 _IMAGE_FORMATS = {"jpeg", "png", "pdf", "webp", "bmp", "tiff"}
@@ -205,6 +208,7 @@ class _Reading:
     pairs: bool
     url_key: bytes | None
     allow_outside: bool
+    delimiter: str | None = None  # a CSV manifest's, or None to find it
 
 
 def _manifest_entry(text: str, base: Path, where: str, how: _Reading) -> tuple[str, str]:
@@ -380,7 +384,9 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _row_job(row: Mapping[str, Any], how: _Reading, base: Path, where: str) -> Job:
     pairs = how.pairs
-    lowered = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+    lowered = {
+        _column_of(str(k)) or str(k).strip().lower(): v for k, v in row.items() if k is not None
+    }
     if pairs:
         front, back = lowered.get("front"), lowered.get("back")
         if not isinstance(front, str) or not isinstance(back, str) or not front or not back:
@@ -404,18 +410,143 @@ def _looks_like_input(cell: str, base: Path) -> bool:
     return path.suffix.lower() in _IMAGE_SUFFIXES or (base / path).is_file()
 
 
+#: Headers a manifest may name its columns by in Vietnamese, folded (see ``_fold``).
+_HEADER_WORDS = {"duong dan": "path", "mat truoc": "front", "mat sau": "back"}
+#: Delimiters a CSV manifest may use: Excel writes ``;`` where the decimal mark is ``,``
+#: (Vietnamese settings among them), and tab for "Unicode text".
+DELIMITERS = (",", ";", "\t")
+
+
+def _fold(text: str) -> str:
+    """A header as compared: lower case, without diacritics, blanks and ``_`` as one space."""
+    text = text.replace("Đ", "D").replace("đ", "d")
+    bare = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+    return " ".join(bare.replace("_", " ").lower().split())
+
+
+def _column_of(header: str) -> str | None:
+    """The column a header names, if it names one this command reads."""
+    folded = _fold(header)
+    if folded in SINGLE_COLUMNS or folded in ("front", "back"):
+        return folded
+    return _HEADER_WORDS.get(folded)
+
+
+def _sniff_delimiter(sample: str) -> str:
+    """The delimiter of a CSV manifest, from its first lines: the one under which the first
+    row names a known column, else the one that splits the first rows alike into the most
+    cells, else ``,``."""
+    lines = sample.splitlines()[:20]
+    best, best_cells = ",", 1
+    for delimiter in DELIMITERS:
+        try:
+            rows = list(csv.reader(lines, delimiter=delimiter))
+        except csv.Error:
+            continue
+        rows = [r for r in rows if any(c.strip() for c in r)]
+        if not rows:
+            continue
+        if any(_column_of(c) for c in rows[0]):
+            return delimiter
+        cells = len(rows[0])
+        if cells > best_cells and all(len(r) == cells for r in rows[1:5]):
+            best, best_cells = delimiter, cells
+    return best
+
+
+def _first_undecodable_line(path: Path) -> int:
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError:
+                return n
+    return 1
+
+
+def _csv_rows(path: Path, delimiter: str | None) -> Iterator[tuple[int, list[str]]]:
+    """(first line, cells) of each row of a CSV manifest, read by the ``csv`` module over the
+    whole file: a quoted cell may hold line breaks, and the file may start with a BOM."""
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as fh:
+            if delimiter is None:
+                delimiter = _sniff_delimiter(fh.read(65536))
+                fh.seek(0)
+            reader = csv.reader(fh, delimiter=delimiter, strict=True)
+            while True:
+                start = reader.line_num + 1
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    raise ManifestError(f"{path}:{start}: not a CSV row ({exc})") from None
+                yield start, cells
+    except UnicodeDecodeError:
+        line = _first_undecodable_line(path)
+        raise ManifestError(f"{path}:{line}: not UTF-8 text (save the manifest as UTF-8)") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells as text) of the first sheet of an ``.xlsx`` manifest, streamed."""
+    try:
+        import openpyxl  # type: ignore[import-untyped]
+    except ImportError:
+        raise ManifestError(
+            f"{path}: an .xlsx manifest is read with openpyxl: pip install 'cvekyc-async[export]'"
+            " (or save the sheet as CSV)"
+        ) from None
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # any of the library's errors on any bytes: named, never quoted
+        raise ManifestError(f"{path}: not a sheet openpyxl reads ({type(exc).__name__})") from None
+    try:
+        sheet = book.worksheets[0] if book.worksheets else None
+        if sheet is None:
+            return
+        for n, values in enumerate(sheet.iter_rows(values_only=True), 1):
+            yield n, [_cell_text(v) for v in values]
+    finally:
+        book.close()
+
+
+def _cell_text(value: Any) -> str:
+    """A sheet's cell as a manifest reads it: a whole number without ``.0``."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _csv_jobs(path: Path, how: _Reading) -> Iterator[Job]:
+    yield from _table_jobs(path, _csv_rows(path, how.delimiter), how)
+
+
+def _table_jobs(
+    path: Path, rows_read: Iterable[tuple[int, list[str]]], how: _Reading
+) -> Iterator[Job]:
+    """The jobs of a table's rows (a CSV or a sheet): by the columns its header names, or, with
+    no header, the first column (the first two for pairs)."""
     pairs = how.pairs
-    numbered = list(_numbered_rows(path))
-    if not numbered:
+    rows = ((n, cells) for n, cells in rows_read if "".join(cells).strip())
+    first_row = next(rows, None)
+    if first_row is None:
         return
-    first_n, first = numbered[0]
-    header = [c.strip().lower() for c in first]
+    first_n, first = first_row
+    header = [_column_of(c) or c.strip().lower() for c in first]
     known = set(SINGLE_COLUMNS) | {"front", "back"}
-    if known.intersection(header):
-        for n, cells in numbered[1:]:
-            if not "".join(cells).strip():
-                continue
+    named = [h for h in header if h in known]
+    if named:
+        twice = sorted({h for h in named if named.count(h) > 1})
+        if twice:
+            raise ManifestError(
+                f"{path}:{first_n}: the header names the column {', '.join(twice)} twice: "
+                "keep one, so that each row has one input"
+            )
+        for n, cells in rows:
             row = dict(zip(header, cells, strict=False))
             yield _row_job(row, how, path.parent, f"{path}:{n}")
         return
@@ -424,12 +555,10 @@ def _csv_jobs(path: Path, how: _Reading) -> Iterator[Job]:
     if not first or not all(_looks_like_input(c, path.parent) for c in first[: 2 if pairs else 1]):
         expected = "front, back" if pairs else ", ".join(SINGLE_COLUMNS)
         raise ManifestError(
-            f"{path}:{first_n}: no column this command reads; name one of: {expected} "
-            "(or list the inputs without a header)"
+            f"{path}:{first_n}: no column this command reads; name one of: {expected} (or in "
+            "Vietnamese: đường dẫn, mặt trước, mặt sau), or list the inputs without a header"
         )
-    for n, cells in numbered:
-        if not "".join(cells).strip():
-            continue
+    for n, cells in itertools.chain([first_row], rows):
         if pairs:
             if len(cells) < 2:
                 raise ManifestError(f"{path}:{n}: a pair needs two columns")
@@ -437,17 +566,6 @@ def _csv_jobs(path: Path, how: _Reading) -> Iterator[Job]:
         else:
             row = {"path": cells[0]}
         yield _row_job(row, how, path.parent, f"{path}:{n}")
-
-
-def _numbered_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    for n, text in _lines(path):
-        if not text.strip():
-            continue
-        try:
-            cells = next(csv.reader([text]), [])
-        except csv.Error as exc:
-            raise ManifestError(f"{path}:{n}: not a CSV row ({exc})") from None
-        yield n, cells
 
 
 def _text_jobs(path: Path, how: _Reading) -> Iterator[Job]:
@@ -485,6 +603,7 @@ def discover(
     pairs: bool,
     url_hmac_key: bytes | None = None,
     allow_outside: bool = False,
+    delimiter: str | None = None,
 ) -> Iterator[Job]:
     """The jobs named by command-line arguments, lazily, in order.
 
@@ -496,12 +615,13 @@ def discover(
             come from manifests.
         url_hmac_key: the HMAC key of URLs that carry credentials or a query (see ``url_key``).
         allow_outside: whether a manifest may name files outside its folder.
+        delimiter: the delimiter of CSV manifests (``None``: found among ``,`` ``;`` tab).
 
     Raises:
         ManifestError: an argument that does not exist or cannot be read, or a manifest line
             that cannot be read or names a file outside the manifest's folder.
     """
-    how = _Reading(pairs, url_hmac_key, allow_outside)
+    how = _Reading(pairs, url_hmac_key, allow_outside, delimiter)
     for source in sources:
         _check_text(source, source)
         if _check_url(source, source):
@@ -523,6 +643,8 @@ def discover(
         suffix = path.suffix.lower()
         if suffix == ".csv":
             yield from _csv_jobs(path, how)
+        elif suffix == ".xlsx":
+            yield from _table_jobs(path, _xlsx_rows(path), how)
         elif suffix in (".jsonl", ".ndjson"):
             yield from _jsonl_jobs(path, how)
         elif suffix == ".txt":

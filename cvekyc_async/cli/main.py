@@ -23,6 +23,7 @@ from .demo import run_demo
 from .export import add_export_parser, run_export
 from .extract import run_extract
 from .jobs import (
+    DELIMITERS,
     ManifestError,
 )
 from .merge import run_merge
@@ -39,6 +40,14 @@ from .options import (
 from .report import add_report_parser, run_report
 
 __all__ = ["build_parser", "main"]
+
+
+def parse_delimiter(text: str) -> str:
+    """A CSV manifest's delimiter: ``,``, ``;`` or a tab (``tab`` or ``\\t`` also name it)."""
+    delimiter = {"tab": "\t", "\\t": "\t"}.get(text.lower(), text)
+    if delimiter not in DELIMITERS:
+        raise argparse.ArgumentTypeError(f"a delimiter is , ; or tab, not {text!r}")
+    return delimiter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume, also send again failures that cannot change (bad input, errors 1, 3)",
     )
     b.add_argument("--overwrite", action="store_true", help="start OUTPUT again")
+    b.add_argument(
+        "--delimiter",
+        type=parse_delimiter,
+        help="the delimiter of CSV manifests: , ; or tab (default: found from the file)",
+    )
     b.add_argument(
         "--allow-outside",
         action="store_true",
@@ -128,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the batch's inputs (files, directories, URLs, manifests), to list what is missing",
     )
     m.add_argument("--endpoint", choices=["card", "cards", "ocr"], default="card")
+    m.add_argument(
+        "--delimiter",
+        type=parse_delimiter,
+        help="the delimiter of CSV manifests given to --inputs (default: found from the file)",
+    )
     m.add_argument(
         "--allow-outside",
         action="store_true",

@@ -39,6 +39,7 @@ def run_merge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 pairs=args.endpoint == "cards",
                 url_hmac_key=hmac_key_of(args),
                 allow_outside=args.allow_outside,
+                delimiter=args.delimiter,
             )
         )
     parts = batch_outputs(args.parts)
