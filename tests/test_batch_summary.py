@@ -252,3 +252,42 @@ def test_a_thumbnail_that_cannot_be_decoded_is_left_out_and_the_answer_kept(
     assert Path(saved).read_bytes() == samples.JPEG
     assert "a thumbnail was not saved" in err.getvalue()
     assert all("image" not in card["info"] for card in record["result"]["cards"])
+
+
+def test_every_file_of_a_scanned_folder_is_an_input_or_left_out_by_kind(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scans"
+    make_images(folder / "sub", 3)
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (folder / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00")
+    (folder / "notes.txt").write_text("Nguyễn Văn A, 001099012345")
+    (folder / "sub" / "list.csv").write_text("path\na.jpg\n")
+    (folder / "empty.dat").write_bytes(b"")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    summary = tmp_path / "s.json"
+    proc = run("batch", str(folder), "-o", str(tmp_path / "o.jsonl"), "--summary-json",
+               str(summary), "--list-left-out", env=env_for(cv_emulator))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(summary.read_text())
+    assert figures["inputs"] == 3
+    assert figures["left_out"] == {
+        "files": 7,
+        "kinds": {
+            "system file": 2,
+            "HEIC photo": 1,
+            "list or manifest": 2,
+            "empty file": 1,
+            "not a regular file": 1,
+        },
+    }
+    files = sum(1 for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    assert figures["inputs"] + figures["left_out"]["files"] == files
+    assert re.search(r"left out +7 files \(", proc.stdout)
+    listed = re.findall(r"^left out: (.+) \((.+)\)$", proc.stdout, re.M)
+    assert (str(folder / "IMG_0001.HEIC"), "HEIC photo") in listed
+    assert len(listed) == 7
+    # What a left-out file holds is never shown, only what kind of file it is.
+    assert "Nguy" not in proc.stdout + proc.stderr
+    assert "001099012345" not in proc.stdout + proc.stderr

@@ -37,6 +37,7 @@ from .joblog import (
 from .jobs import (
     Fingerprint,
     Job,
+    LeftOut,
     ManifestError,
     Shard,
     carries_secrets,
@@ -303,9 +304,12 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # same name, a file replaced in place): found by the first pass, sent again by the second.
     changed: set[str] = set()
 
+    left_out = LeftOut()
+
     def planned(check: bool = False) -> Iterator[tuple[Job, str | None]]:
         """Each input once, with what to do: ``None`` to send it, else why it is skipped.
-        With ``check``, a recorded input is compared with its bytes (size, then SHA-256)."""
+        With ``check`` (the first pass), a recorded input is compared with its bytes (size,
+        then SHA-256), and the files of scanned folders that are not inputs are counted."""
         seen: dict[int, str] = {}
         for job in discover(
             args.paths,
@@ -313,6 +317,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             url_hmac_key=url_hmac_key,
             allow_outside=args.allow_outside,
             delimiter=args.delimiter,
+            left_out=left_out if check else None,
         ):
             if shard is not None and job.key not in shard:
                 continue
@@ -518,7 +523,14 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         plan=plan,
         not_started=not_started,
         output=None if output is None or log.recorded == 0 else str(output),
+        left_out=left_out.summary() if left_out else None,
+        list_hint=not args.list_left_out,
     )
+    if args.list_left_out:
+        for path, kind in left_out.paths:
+            report.write(f"left out: {path} ({kind})\n")
+        if len(left_out) > len(left_out.paths):
+            report.write(f"left out: {len(left_out) - len(left_out.paths)} more not listed\n")
 
     def conclude() -> tuple[int, str | None]:
         """The exit status, and why the run stopped early (``None`` when it did not)."""
@@ -613,6 +625,8 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "possibly_billed_twice": client.usage.ambiguous_retries,
             "skipped": {why: n for why, n in sorted(plan.items()) if why.startswith("skipped")},
             "resent": {why: n for why, n in sorted(plan.items()) if why.startswith("re-sent")},
+            # Files of scanned folders that are no inputs (not counted in inputs).
+            "left_out": {"files": len(left_out), "kinds": dict(left_out.kinds.most_common())},
             "resume_command": None if output is None else resume_command(args.argv),
         }
         if not _write_summary_json(summary_path, figures, out, err) and status < EXIT_USAGE:

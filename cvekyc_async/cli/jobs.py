@@ -26,6 +26,7 @@ import posixpath
 import re
 import stat
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,14 @@ from urllib.parse import urlsplit
 import msgspec
 
 from .._inputs import ImageSource, describe_input, sniff_format
+from .._redact import describe_head
 
 __all__ = [
     "DELIMITERS",
     "SINGLE_COLUMNS",
     "Fingerprint",
     "Job",
+    "LeftOut",
     "ManifestError",
     "Shard",
     "carries_secrets",
@@ -340,10 +343,65 @@ def _sniffs_as_image(path: Path) -> bool:
         os.close(fd)
 
 
-def _walk(root: Path) -> Iterator[tuple[str, Path]]:
+#: Files an operating system leaves in folders: left out as such, never read.
+_SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
+
+#: Paths of left-out files kept for ``--list-left-out`` (the counts go on past it).
+LEFT_OUT_LISTED = 10_000
+
+
+class LeftOut:
+    """The files a scanned folder holds that are not inputs, counted by kind, so that every
+    file is accounted for."""
+
+    def __init__(self) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.paths: list[tuple[str, str]] = []
+
+    def add(self, path: Path, kind: str) -> None:
+        self.kinds[kind] += 1
+        if len(self.paths) < LEFT_OUT_LISTED:
+            self.paths.append((str(path), kind))
+
+    def __len__(self) -> int:
+        return sum(self.kinds.values())
+
+    def summary(self) -> str:
+        """``N files (kind: n, ...)``, the commonest kind first."""
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in self.kinds.most_common())
+        return f"{len(self)} file{'s' if len(self) != 1 else ''} ({kinds})"
+
+
+def _kind_of(path: Path) -> str:
+    """What a file that is not an input is, in a few words, from its name and first bytes
+    (never quoted: the file may hold anything)."""
+    name = path.name.lower()
+    if name in _SYSTEM_FILES or name.startswith("._"):
+        return "system file"
+    suffix = path.suffix.lower()
+    if suffix in _MANIFEST_SUFFIXES or suffix == ".txt":
+        return "list or manifest"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    try:
+        head = os.read(fd, 16)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
+    if not head:
+        return "empty file"
+    kind = describe_head(head)
+    return kind.removeprefix("a ").removeprefix("an ")
+
+
+def _walk(root: Path, left_out: LeftOut | None = None) -> Iterator[tuple[str, Path]]:
     """Every regular file under ``root`` that is an image by name or by content. One with an
     image's name is an input even when it cannot be read (it then ends as an error record, not
-    silently left out); a folder that cannot be listed stops the batch before it starts."""
+    silently left out); a folder that cannot be listed stops the batch before it starts. The
+    other files are counted in ``left_out``."""
     name = root.resolve().name or "root"
 
     def refuse(error: OSError) -> None:
@@ -356,10 +414,18 @@ def _walk(root: Path) -> Iterator[tuple[str, Path]]:
         for filename in sorted(filenames):
             path = Path(dirpath) / filename
             suffix = path.suffix.lower()
-            if suffix in _MANIFEST_SUFFIXES or suffix == ".txt" or not _is_regular(path):
+            if not _is_regular(path):
+                if left_out is not None:
+                    left_out.add(path, "not a regular file")
                 continue
-            if suffix in _IMAGE_SUFFIXES or _sniffs_as_image(path):
+            if (
+                suffix not in _MANIFEST_SUFFIXES
+                and suffix != ".txt"
+                and (suffix in _IMAGE_SUFFIXES or _sniffs_as_image(path))
+            ):
                 yield f"{name}/{path.relative_to(root).as_posix()}", path
+            elif left_out is not None:
+                left_out.add(path, _kind_of(path))
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -604,6 +670,7 @@ def discover(
     url_hmac_key: bytes | None = None,
     allow_outside: bool = False,
     delimiter: str | None = None,
+    left_out: LeftOut | None = None,
 ) -> Iterator[Job]:
     """The jobs named by command-line arguments, lazily, in order.
 
@@ -616,6 +683,7 @@ def discover(
         url_hmac_key: the HMAC key of URLs that carry credentials or a query (see ``url_key``).
         allow_outside: whether a manifest may name files outside its folder.
         delimiter: the delimiter of CSV manifests (``None``: found among ``,`` ``;`` tab).
+        left_out: counts the files of scanned folders that are not inputs.
 
     Raises:
         ManifestError: an argument that does not exist or cannot be read, or a manifest line
@@ -633,7 +701,7 @@ def discover(
         if path.is_dir():
             if pairs:
                 raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
-            for key, found in _walk(path):
+            for key, found in _walk(path, left_out):
                 yield Job(key, str(found))
             continue
         if not path.exists():

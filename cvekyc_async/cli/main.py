@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--overwrite", action="store_true", help="start OUTPUT again")
     b.add_argument(
+        "--list-left-out",
+        action="store_true",
+        help="after the summary, name each file of the scanned folders that is no input, "
+        "and what it is",
+    )
+    b.add_argument(
         "--delimiter",
         type=parse_delimiter,
         help="the delimiter of CSV manifests: , ; or tab (default: found from the file)",

@@ -23,9 +23,12 @@ def write_summary(
     plan: Counter[str] | None = None,
     not_started: int = 0,
     output: str | None = None,
+    left_out: str | None = None,
+    list_hint: bool = True,
 ) -> None:
     """Write the end-of-run figures as a table: inputs by outcome, billed, time, verdicts,
-    what was skipped or sent again and why, what a stop left unsent, and the output."""
+    what was skipped or sent again and why, what a stop left unsent, the files of scanned
+    folders that are no inputs, and the output."""
     ok = results.pop("ok", 0)
     failed = sum(results.values())
     done = ok + failed
@@ -42,6 +45,9 @@ def write_summary(
         rows.append((reason, f"{n}"))
     if not_started:
         rows.append(("not started", f"{not_started} (the run stopped first; --resume sends them)"))
+    if left_out is not None:
+        hint = "; --list-left-out names them" if list_hint else ""
+        rows.append(("left out", f"{left_out}{hint}"))
     if output is not None:
         rows.append(("records in", output))
     width = max(len(k) for k, _ in rows)
