@@ -291,3 +291,35 @@ def test_every_file_of_a_scanned_folder_is_an_input_or_left_out_by_kind(
     # What a left-out file holds is never shown, only what kind of file it is.
     assert "Nguy" not in proc.stdout + proc.stderr
     assert "001099012345" not in proc.stdout + proc.stderr
+
+
+def test_pairs_auto_sends_fronts_with_their_backs_and_records_a_missing_side(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(specimens()["chip_front.jpg"], folder / "0001_front.jpg")
+    shutil.copy(specimens()["chip_back.jpg"], folder / "0001_sau.jpg")
+    shutil.copy(specimens()["cccd_front.jpg"], folder / "0002_mt.jpg")
+    out, summary = tmp_path / "o.jsonl", tmp_path / "s.json"
+    cv_emulator.reset()
+    proc = run("batch", str(folder), "--endpoint", "cards", "--pairs", "auto", "-o", str(out),
+               "--summary-json", str(summary), env=env_for(cv_emulator))  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    records = {r["key"]: r for r in lines(out)}
+    pair = records["scans/0001_front.jpg\tscans/0001_sau.jpg"]
+    assert [c["type"] for c in pair["result"]["cards"]] == [
+        "chip_id_card_front",
+        "chip_id_card_back",
+    ]
+    lone = records["scans/0002_mt.jpg\t"]
+    assert lone["error"]["type"] == "InvalidInputError"
+    assert "the back side is missing" in lone["error"]["message"]
+    assert lone["attempts"] == 0
+    assert cv_emulator.stats()["requests"] == 1  # the lone front was never sent
+    figures = json.loads(summary.read_text())
+    assert (figures["inputs"], figures["sent"], figures["refused"]) == (2, 1, 1)
+    refused = run("batch", str(folder), "--pairs", "auto", "-o", str(tmp_path / "x.jsonl"),
+                  env=env_for(cv_emulator))  # fmt: skip
+    assert refused.returncode == 2
+    assert "--endpoint cards" in refused.stderr

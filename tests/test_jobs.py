@@ -486,3 +486,74 @@ def test_another_delimiter_is_refused_by_the_command(tmp_path: Path) -> None:
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["batch", "m.csv", "-o", "o", "--delimiter", "|"])
+
+
+# -- fronts and backs paired by name --------------------------------------------------------------
+
+
+def folder_of(tmp_path: Path, *names: str) -> Path:
+    folder = tmp_path / "scans"
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"\xff\xd8\xff\xe0" + name.encode())
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("front", "back"),
+    [
+        ("0001_front.jpg", "0001_back.jpg"),
+        ("0001_FRONT.JPG", "0001_Back.png"),
+        ("0001_truoc.jpg", "0001_sau.jpg"),
+        ("0001_mặt_trước.jpg", "0001_Mặt Sau.jpeg"),
+        ("0001-mt.jpg", "0001-ms.jpg"),
+        ("Nguyen Van A_1.jpg", "Nguyen Van A_2.webp"),
+    ],
+)
+def test_auto_pairs_each_naming_scheme(tmp_path: Path, front: str, back: str) -> None:
+    from cvekyc_async.cli.jobs import PairRule
+
+    folder = folder_of(tmp_path, back, front)
+    (job,) = discover([str(folder)], pairs=True, pair_rule=PairRule.parse("auto"))
+    assert job.problem is None
+    assert job.value == (str(folder / front), str(folder / back))
+    assert job.key == f"scans/{front}\tscans/{back}"
+
+
+def test_a_side_without_its_other_is_a_problem_never_a_single(tmp_path: Path) -> None:
+    from cvekyc_async.cli.jobs import LeftOut, PairRule
+
+    folder = folder_of(tmp_path, "a_front.jpg", "a_back.jpg", "b_front.jpg", "c_sau.jpg",
+                       "d_front.jpg", "d_truoc.jpg", "d_back.jpg", "sub/a_back.jpg",
+                       "scan1.jpg")  # fmt: skip
+    left_out = LeftOut()
+    jobs = list(discover([str(folder)], pairs=True, pair_rule=PairRule.parse("auto"),
+                         left_out=left_out))  # fmt: skip
+    by_key = {j.key: j for j in jobs}
+    assert by_key["scans/a_front.jpg\tscans/a_back.jpg"].problem is None
+    assert "the back side is missing" in (by_key["scans/b_front.jpg\t"].problem or "")
+    assert "the front side is missing" in (by_key["scans/c_sau.jpg\t"].problem or "")
+    assert "2 files are the front of one card" in (by_key["scans/d_front.jpg\t"].problem or "")
+    assert "the front side is missing" in (by_key["scans/d_back.jpg\t"].problem or "")
+    # Pairs are made within one folder: the back in sub/ has no front there.
+    assert "the front side is missing" in (by_key["scans/sub/a_back.jpg\t"].problem or "")
+    assert left_out.kinds == {"no front or back in its name": 1}
+    assert len(jobs) + len(left_out) == 8  # every file accounted for (a pair is one job)
+
+
+def test_a_pairs_expression_names_its_key_and_side(tmp_path: Path) -> None:
+    from cvekyc_async.cli.jobs import LeftOut, PairRule
+
+    rule = PairRule.parse(r"(?P<side>front|back)-(?P<key>\d+)")
+    folder = folder_of(tmp_path / "x", "front-0001.jpg", "back-0001.jpg")
+    (job,) = discover([str(folder)], pairs=True, pair_rule=rule)
+    assert job.value == (str(folder / "front-0001.jpg"), str(folder / "back-0001.jpg"))
+    # A side the expression finds must be one of the side words: F and B are not.
+    left_out = LeftOut()
+    folder = folder_of(tmp_path / "y", "F-0001.jpg", "B-0001.jpg")
+    rule = PairRule.parse(r"(?P<side>F|B)-(?P<key>\d+)")
+    assert list(discover([str(folder)], pairs=True, pair_rule=rule, left_out=left_out)) == []
+    assert left_out.kinds == {"no front or back in its name": 2}
+    for bad in ("(", "(?P<key>.*)"):
+        with pytest.raises(ValueError, match="--pairs"):
+            PairRule.parse(bad)

@@ -39,6 +39,7 @@ from .jobs import (
     Job,
     LeftOut,
     ManifestError,
+    PairRule,
     Shard,
     carries_secrets,
     discover,
@@ -92,6 +93,23 @@ async def _watch_signals(stop: _Stop, now: anyio.CancelScope, err: TextIO, grace
                     now.cancel()
                     timer.cancel_scope.cancel()
                     return
+
+
+def _refused_record(job: Job) -> dict[str, Any]:
+    """The record of an input found unsendable before any request (``job.problem``)."""
+    return {
+        "key": job.key,
+        "input": record_input(job.value),
+        "sha256": None,
+        "size": None,
+        "ok": False,
+        "result": None,
+        "error": {"type": "InvalidInputError", "message": job.problem},
+        "attempts": 0,
+        "elapsed": 0.0,
+        "billed": False,
+        "assessment": None,
+    }
 
 
 def _interrupted_record(job: Job, sent: Fingerprint | None) -> dict[str, Any]:
@@ -259,6 +277,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    pair_rule = _pair_rule_of(args)
     output = _output_of(args)
     summary_path = _summary_path_of(args, output)
     # With -o -, standard output carries the records; with --summary-json -, the figures.
@@ -318,6 +337,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             allow_outside=args.allow_outside,
             delimiter=args.delimiter,
             left_out=left_out if check else None,
+            pair_rule=pair_rule,
         ):
             if shard is not None and job.key not in shard:
                 continue
@@ -404,6 +424,13 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 except OSError as exc:
                     stop.write_error = exc
                     return
+                if job.problem is not None:
+                    # Found before sending (a pair with a side missing): recorded, never sent.
+                    if not _write(_refused_record(job)):
+                        return
+                    outcomes["InvalidInputError"] += 1
+                    refused[0] += 1
+                    continue
                 value, sent = await _load(job, max_file_size)
                 if sent is not None:
                     same = log.known_digest(sent.sha256)
@@ -440,7 +467,8 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     display = ProgressDisplay(err, total=total + skipped, offset=skipped)
     outcomes: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
-    unsent = [0]  # inputs recorded without being sent
+    unsent = [0]  # inputs recorded without being sent, after a fatal error
+    refused = [0]  # inputs recorded as errors found before sending
 
     def take(result: BatchResult) -> None:
         job, sent = pending.pop(result.index)
@@ -610,9 +638,10 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "wall_seconds": round(wall, 3),
             "exit_status": status,
             "stopped": stopped,
-            # inputs = sent + shared + skipped + not_started
+            # inputs = sent + refused + shared + not_started + the skipped counts
             "inputs": total + skipped,
-            "sent": sum(outcomes.values()) - unsent[0],
+            "sent": sum(outcomes.values()) - unsent[0] - refused[0],
+            "refused": refused[0],
             "shared": shared,
             "not_started": not_started,
             "recorded": log.recorded,
@@ -632,6 +661,18 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not _write_summary_json(summary_path, figures, out, err) and status < EXIT_USAGE:
             status = EXIT_WRITE
     return status
+
+
+def _pair_rule_of(args: argparse.Namespace) -> PairRule | None:
+    """How folders' files pair up (``--pairs``), checked before anything."""
+    if args.pairs is None:
+        return None
+    if args.endpoint != "cards":
+        raise UsageError("--pairs sends fronts and backs together: add --endpoint cards")
+    try:
+        return PairRule.parse(args.pairs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _summary_path_of(args: argparse.Namespace, output: Path | None) -> Path | str | None:

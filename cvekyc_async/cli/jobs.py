@@ -45,6 +45,7 @@ __all__ = [
     "Job",
     "LeftOut",
     "ManifestError",
+    "PairRule",
     "Shard",
     "carries_secrets",
     "discover",
@@ -82,6 +83,9 @@ class Job:
 
     key: str
     value: Any
+    #: Why it cannot be sent, found before anything is (a pair with a side missing): it is
+    #: recorded as an ``InvalidInputError`` without a request.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +432,98 @@ def _walk(root: Path, left_out: LeftOut | None = None) -> Iterator[tuple[str, Pa
                 left_out.add(path, _kind_of(path))
 
 
+#: What the side at the end of a file name is called (folded: lower case, no diacritics).
+_SIDES = {
+    "front": "front", "truoc": "front", "mat truoc": "front", "mt": "front", "1": "front",
+    "back": "back", "sau": "back", "mat sau": "back", "ms": "back", "2": "back",
+}  # fmt: skip
+_AUTO_PAIR = re.compile(
+    r"(?P<key>.*?)[ .\-]*\b(?P<side>mat truoc|mat sau|front|back|truoc|sau|mt|ms|1|2)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PairRule:
+    """How files in a folder pair up as the front and back of one card.
+
+    ``auto`` reads the side at the end of the file's name (before its suffix), in any case and
+    with or without diacritics: ``_front``/``_back``, ``_truoc``/``_sau``, ``_mat_truoc``/
+    ``_mat_sau``, ``_mt``/``_ms``, ``_1``/``_2``. Otherwise a regular expression with the named
+    groups ``key`` and ``side`` is matched against the whole name without its suffix; the side
+    is one of those words."""
+
+    pattern: re.Pattern[str]
+    auto: bool
+
+    @classmethod
+    def parse(cls, text: str) -> PairRule:
+        """``auto``, or a regular expression with the groups ``key`` and ``side``.
+
+        Raises:
+            ValueError: the expression does not compile or lacks a group.
+        """
+        if text == "auto":
+            return cls(_AUTO_PAIR, True)
+        try:
+            pattern = re.compile(text)
+        except re.error as exc:
+            raise ValueError(f"--pairs {text!r} is not a regular expression ({exc})") from None
+        missing = {"key", "side"} - set(pattern.groupindex)
+        if missing:
+            raise ValueError(
+                f"--pairs {text!r} needs the named groups (?P<key>...) and (?P<side>...)"
+            )
+        return cls(pattern, False)
+
+    def side_of(self, path: Path) -> tuple[str, str] | None:
+        """(the card's key, ``front`` or ``back``) a file's name says, or ``None``."""
+        stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+        found = self.pattern.fullmatch(_fold(stem) if self.auto else stem)
+        if found is None:
+            return None
+        side = _SIDES.get(_fold(found.group("side") or ""))
+        key = found.group("key") or ""
+        return None if side is None or not key.strip() else (_fold(key), side)
+
+
+def _paired(root: Path, rule: PairRule, left_out: LeftOut | None) -> Iterator[Job]:
+    """The front and back pairs of a scanned folder: files paired by the card's key their
+    names say, within one folder. A side whose other is missing, or a side given twice, is a
+    job with a problem (recorded as an error, never sent as a single); a file whose name says
+    no side is left out."""
+    groups: dict[tuple[str, str], dict[str, list[tuple[str, Path]]]] = {}
+    for key, path in _walk(root, left_out):
+        found = rule.side_of(path)
+        if found is None:
+            if left_out is not None:
+                left_out.add(path, "no front or back in its name")
+            continue
+        card, side = found
+        sides = groups.setdefault((str(path.parent), card), {"front": [], "back": []})
+        sides[side].append((key, path))
+    for sides in groups.values():
+        fronts, backs = sides["front"], sides["back"]
+        if len(fronts) == 1 and len(backs) == 1:
+            (fk, fp), (bk, bp) = fronts[0], backs[0]
+            yield Job(f"{fk}\t{bk}", (str(fp), str(bp)))
+            continue
+        for side, files in (("front", fronts), ("back", backs)):
+            other = "back" if side == "front" else "front"
+            for key, path in files:
+                if len(files) > 1:
+                    problem = (
+                        f"{len(files)} files are the {side} of one card "
+                        f"({', '.join(p.name for _, p in files)}): keep one"
+                    )
+                else:
+                    words = (
+                        "_back, _sau, _ms or _2" if other == "back" else "_front, _truoc, _mt or _1"
+                    )
+                    named = f" (a name ending in {words})" if rule.auto else ""
+                    problem = f"the {other} side is missing: no file in its folder names it{named}"
+                yield Job(f"{key}\t", (str(path),), problem)
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """A manifest's lines, decoded as UTF-8 (a BOM allowed), numbered from 1; lines may end in
     LF, CRLF or CR."""
@@ -671,6 +767,7 @@ def discover(
     allow_outside: bool = False,
     delimiter: str | None = None,
     left_out: LeftOut | None = None,
+    pair_rule: PairRule | None = None,
 ) -> Iterator[Job]:
     """The jobs named by command-line arguments, lazily, in order.
 
@@ -684,6 +781,8 @@ def discover(
         allow_outside: whether a manifest may name files outside its folder.
         delimiter: the delimiter of CSV manifests (``None``: found among ``,`` ``;`` tab).
         left_out: counts the files of scanned folders that are not inputs.
+        pair_rule: how the files of scanned folders pair up as fronts and backs (with
+            ``pairs``; see ``PairRule``).
 
     Raises:
         ManifestError: an argument that does not exist or cannot be read, or a manifest line
@@ -699,10 +798,16 @@ def discover(
             continue
         path = Path(source).expanduser()
         if path.is_dir():
-            if pairs:
-                raise ManifestError(f"{source}: --endpoint cards takes pairs from a manifest")
-            for key, found in _walk(path, left_out):
-                yield Job(key, str(found))
+            if pairs and pair_rule is None:
+                raise ManifestError(
+                    f"{source}: --endpoint cards takes pairs from a manifest, or from a folder "
+                    "with --pairs auto (front and back matched by name)"
+                )
+            if pair_rule is not None:
+                yield from _paired(path, pair_rule, left_out)
+            else:
+                for key, found in _walk(path, left_out):
+                    yield Job(key, str(found))
             continue
         if not path.exists():
             raise ManifestError(f"{source}: no such file or directory")

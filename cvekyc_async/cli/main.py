@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--overwrite", action="store_true", help="start OUTPUT again")
     b.add_argument(
+        "--pairs",
+        metavar="auto|REGEX",
+        help="with --endpoint cards, pair the files of folders as fronts and backs by name: "
+        "auto reads _front/_back, _truoc/_sau, _mt/_ms, _1/_2 at the end of the name; or a "
+        "regular expression with the groups (?P<key>...) and (?P<side>...)",
+    )
+    b.add_argument(
         "--list-left-out",
         action="store_true",
         help="after the summary, name each file of the scanned folders that is no input, "
