@@ -221,12 +221,22 @@ def test_an_interrupted_call_is_cancelled_in_the_loop(cv_emulator: RunningEmulat
     with cv_emulator.sync_client(max_concurrency=2) as client:
         interrupt = threading.Timer(0.3, _thread.interrupt_main)
         interrupt.start()
+        counted: list[int] = []
+
+        def read_many() -> None:
+            try:
+                client.extract_many([FRONT] * 200)
+            finally:
+                counted.append(cv_emulator.stats()["requests"])
+
         with pytest.raises(KeyboardInterrupt):
-            client.extract_many([FRONT] * 200)
+            read_many()
+        (at_interrupt,) = counted
         assert cv_emulator.wait_idle(10)
-        sent = cv_emulator.stats()["requests"]
-        time.sleep(0.3)  # nothing more goes out once the call is cancelled
-        assert cv_emulator.stats()["requests"] == sent < 200
+        time.sleep(0.3)  # nothing new goes out once the call is cancelled
+        # The requests in flight when it was interrupted (two at most) may still land: a
+        # request already written cannot be taken back, even under a loaded machine's delays.
+        assert at_interrupt <= cv_emulator.stats()["requests"] <= at_interrupt + 2 < 200
         assert client.in_flight == 0
         assert client.extract_card(FRONT).cards[0].type == "chip_id_card_front"
 
