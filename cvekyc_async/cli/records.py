@@ -257,10 +257,6 @@ class Results:
     def keys(self) -> set[str]:
         return set(self._index)
 
-    def _places(self) -> list[_Place]:
-        # In the order each key first appeared (a dict keeps the place of its first insertion).
-        return list(self._index.values())
-
     def lines(self) -> Iterator[bytes]:
         """The records that count, in the order their keys first appeared: as written, except
         that a ``same_as`` record carries the answer it shares (see ``records``), so that it
