@@ -29,6 +29,7 @@ from .joblog import (
     OutputGoneError,
     ResultLog,
     make_folders,
+    named_among,
     result_record,
     thumb_folder,
     utc_now,
@@ -171,15 +172,9 @@ def _to_file_command(argv: Sequence[str]) -> str:
 def _same_file_as_an_input(output: Path, sources: Sequence[str]) -> str | None:
     """The argument that names the output's own file (a manifest, an image), if any."""
     try:
-        mine = output.stat()
+        return named_among(output.stat(), sources)
     except OSError:
         return None
-    for source in sources:
-        with contextlib.suppress(OSError, ValueError):
-            theirs = Path(source).expanduser().stat()
-            if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
-                return source
-    return None
 
 
 def _output_of(args: argparse.Namespace) -> Path | None:

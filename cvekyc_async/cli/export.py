@@ -52,7 +52,7 @@ from typing import Any, BinaryIO, Protocol, TextIO, get_args
 import msgspec
 
 from .._models import CardInfo, GenericInfo, parse_date
-from .joblog import LockedError, NotRegularError, holds_records, replacing_output
+from .joblog import LockedError, NotRegularError, holds_records, named_among, replacing_output
 from .options import EXIT_OK, EXIT_WRITE, UsageError, batch_outputs, terminate_as_interrupt
 from .records import NotRecordsError, Results, cards_of
 
@@ -845,13 +845,11 @@ def _check_output(output: Path, parts: Sequence[Path]) -> None:
     if str(output).endswith(("/", os.sep)) or output.is_dir():
         raise UsageError(f"-o {output} names a folder: give the file to write")
     try:
-        mine = output.stat()
+        part = named_among(output.stat(), parts)
     except OSError:
         return
-    for part in parts:
-        theirs = part.stat()
-        if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
-            raise UsageError(f"-o {output} is also an input ({part}): write to another file")
+    if part is not None:
+        raise UsageError(f"-o {output} is also an input ({part}): write to another file")
 
 
 def _refuse_records(output: Path) -> Callable[[int], None]:
@@ -965,14 +963,11 @@ def _refuse_an_input_as_standard_output(out: TextIO, names: Sequence[str]) -> No
     """Refuse ``-o -`` when standard output is one of the inputs (``>> out.jsonl``): the table
     would be appended to the batch records."""
     try:
-        mine = os.fstat(out.fileno())
+        name = named_among(os.fstat(out.fileno()), names)
     except (OSError, ValueError, AttributeError):
         return
-    for name in names:
-        with contextlib.suppress(OSError):
-            theirs = os.stat(name)
-            if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino):
-                raise UsageError(f"standard output is {name}, an input: write to another file")
+    if name is not None:
+        raise UsageError(f"standard output is {name}, an input: write to another file")
 
 
 def run_export(args: argparse.Namespace, out: TextIO | None, err: TextIO) -> int:

@@ -53,6 +53,7 @@ __all__ = [
     "make_folders",
     "make_private",
     "merge",
+    "named_among",
     "read_records",
     "replacing",
     "replacing_output",
@@ -515,6 +516,16 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def named_among(mine: os.stat_result, names: Iterable[str | Path]) -> str | None:
+    """The first of ``names`` that names the file ``mine`` describes (by any path: a link, a
+    relative spelling), if any; names that cannot be reached are passed over."""
+    for name in names:
+        with contextlib.suppress(OSError, ValueError):
+            if _same_file(Path(name).expanduser().stat(), mine):
+                return str(name)
+    return None
+
+
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[BinaryIO]:
     """A new file beside ``path`` (mode 0600) for the block to write; when the block ends, it is
@@ -625,10 +636,9 @@ def merge(
     """
     parts = list(parts)
     with contextlib.suppress(FileNotFoundError):
-        mine = os.stat(output)
-        for part in parts:
-            if _same_file(os.stat(part), mine):
-                raise ManifestError(f"-o {output} is also a part ({part}): merge into another file")
+        part = named_among(os.stat(output), parts)
+        if part is not None:
+            raise ManifestError(f"-o {output} is also a part ({part}): merge into another file")
     try:
         results = Results(parts)
     except NotRecordsError as exc:

@@ -22,7 +22,6 @@ import argparse
 import base64
 import binascii
 import collections
-import contextlib
 import datetime as dt
 import hashlib
 import html
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._inputs import sniff_format
-from .joblog import LockedError, NotRegularError, replacing_output
+from .joblog import LockedError, NotRegularError, named_among, replacing_output
 from .options import EXIT_OK, EXIT_WRITE, UsageError, batch_outputs, terminate_as_interrupt
 from .records import NotRecordsError, Results, cards_of
 
@@ -941,11 +940,9 @@ def _check_output(output: Path, parts: Sequence[Path]) -> None:
         raise UsageError(f"{output} is a symlink (not followed): write to another file")
     if not stat.S_ISREG(info.st_mode):
         raise UsageError(f"{output} is not a regular file: write to another file")
-    for part in parts:
-        with contextlib.suppress(OSError):
-            theirs = os.stat(part)
-            if (theirs.st_dev, theirs.st_ino) == (info.st_dev, info.st_ino):
-                raise UsageError(f"-o {output} is also a batch output ({part}): write elsewhere")
+    part = named_among(info, parts)
+    if part is not None:
+        raise UsageError(f"-o {output} is also a batch output ({part}): write elsewhere")
     if info.st_size:
         try:
             with output.open("rb") as fh:
