@@ -63,6 +63,7 @@ from ._models import (
     decode_answer,
     parse_date,
 )
+from ._prepare import Preparation, Prepare
 from ._raw import AsyncRawResponses, RawResponse
 from ._retry import RetryPolicy
 from ._sync import BatchIterator, CVClient, RawResponses
@@ -112,6 +113,8 @@ __all__ = [
     "NotGiven",
     "PassportInfo",
     "PermissionDeniedError",
+    "Preparation",
+    "Prepare",
     "QueueTimeoutError",
     "QuotaExceededError",
     "RateLimitError",

@@ -37,9 +37,10 @@ from ._errors import (
     request_id_of,
     status_error_for,
 )
-from ._inputs import ImageInput, Payload, as_source
+from ._inputs import ImageInput, ImageSource, Payload, as_source
 from ._models import AnswerFormatError, ExtractionResult, decode_answer
 from ._pacing import Pacer
+from ._prepare import Preparation, Prepare, coerce_prepare, prepare_payload, prepare_workers
 from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, read_body
 from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
 from ._transport import AutoTransport
@@ -76,6 +77,7 @@ class Settings:
     timeout: httpx.Timeout
     retry: RetryPolicy
     queue_timeout: float | None
+    prepare: Prepare | None = None
 
 
 @dataclass(slots=True)
@@ -145,6 +147,7 @@ class Engine:
         # Made on first use, in the event loop that will use it (anyio builds a limiter for
         # the async library running where it is made).
         self._limiter: anyio.CapacityLimiter | None = None
+        self._preparing: anyio.CapacityLimiter | None = None
         self.pacer = Pacer(max_per_second) if max_per_second else None
         self.max_file_size = max_file_size
         self.max_response_size = max_response_size
@@ -217,10 +220,7 @@ class Engine:
                 "or use CVClient, which runs its own loop and may be called from any thread"
             )
 
-    def prepare(
-        self, fields: Sequence[tuple[str, ImageInput]], *, allow_pdf: bool
-    ) -> list[tuple[str, Payload]]:
-        """Check and load every input; raises before anything is sent."""
+    def _sources(self, fields: Sequence[tuple[str, ImageInput]]) -> list[tuple[str, ImageSource]]:
         self._check_state()
         sources = [(name, as_source(value, name)) for name, value in fields]
         styles = {src.format_type for _, src in sources}
@@ -230,10 +230,35 @@ class Engine:
                 f"one request takes one input style, but got {shown}; give both sides as files "
                 "(or bytes), both as URLs, or both as base64"
             )
+        return sources
+
+    def prepare(
+        self, fields: Sequence[tuple[str, ImageInput]], *, allow_pdf: bool
+    ) -> list[tuple[str, Payload]]:
+        """Check and load every input, as given; raises before anything is sent."""
         return [
             (name, src.load(max_size=self.max_file_size, allow_pdf=allow_pdf))
-            for name, src in sources
+            for name, src in self._sources(fields)
         ]
+
+    async def prepared(
+        self, fields: Sequence[tuple[str, ImageInput]], how: Prepare, *, allow_pdf: bool
+    ) -> tuple[list[tuple[str, Payload]], list[Preparation]]:
+        """Check, load and prepare every input in a worker thread (see ``_prepare``); raises
+        before anything is sent."""
+        sources = self._sources(fields)
+        if self._preparing is None:
+            self._preparing = anyio.CapacityLimiter(prepare_workers(self.max_concurrency))
+
+        def work() -> list[tuple[Payload, Preparation | None]]:
+            return [
+                prepare_payload(src, name, how, max_size=self.max_file_size, allow_pdf=allow_pdf)
+                for name, src in sources
+            ]
+
+        done = await anyio.to_thread.run_sync(work, limiter=self._preparing)
+        payloads = [(name, payload) for (name, _), (payload, _) in zip(sources, done, strict=True)]
+        return payloads, [p for _, p in done if p is not None]
 
     def _headers(self) -> dict[str, str]:
         # Accept-Encoding is set on every request, so that a caller's http_client does not
@@ -318,17 +343,28 @@ class Engine:
 
     # -- the endpoints -----------------------------------------------------------------------
 
-    async def card(self, settings: Settings, image: ImageInput, get_thumb: bool) -> Exchange:
-        return await self.call(settings, PATH_CARD, (("img", image),), get_thumb, allow_pdf=True)
+    async def card(
+        self, settings: Settings, image: ImageInput, get_thumb: bool, prepare: object = None
+    ) -> Exchange:
+        fields = (("img", image),)
+        return await self.call(settings, PATH_CARD, fields, get_thumb, True, prepare)
 
     async def cards(
-        self, settings: Settings, front: ImageInput, back: ImageInput, get_thumb: bool
+        self,
+        settings: Settings,
+        front: ImageInput,
+        back: ImageInput,
+        get_thumb: bool,
+        prepare: object = None,
     ) -> Exchange:
         fields = (("img1", front), ("img2", back))
-        return await self.call(settings, PATH_CARDS, fields, get_thumb, allow_pdf=False)
+        return await self.call(settings, PATH_CARDS, fields, get_thumb, False, prepare)
 
-    async def ocr(self, settings: Settings, image: ImageInput, get_thumb: bool) -> Exchange:
-        return await self.call(settings, PATH_OCR, (("img", image),), get_thumb, allow_pdf=True)
+    async def ocr(
+        self, settings: Settings, image: ImageInput, get_thumb: bool, prepare: object = None
+    ) -> Exchange:
+        fields = (("img", image),)
+        return await self.call(settings, PATH_OCR, fields, get_thumb, True, prepare)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -338,13 +374,21 @@ class Engine:
         path: str,
         fields: Sequence[tuple[str, ImageInput]],
         get_thumb: bool,
-        *,
         allow_pdf: bool,
+        prepare: object = None,
     ) -> Exchange:
-        """Send one extraction, retrying as ``settings.retry`` says; the exchange that ended it."""
+        """Send one extraction, retrying as ``settings.retry`` says; the exchange that ended it.
+
+        ``prepare`` is the call's own choice (``None``: the view's, ``settings.prepare``).
+        """
         if not isinstance(get_thumb, bool):
             raise InvalidInputError(f"get_thumb must be True or False, not {get_thumb!r}")
-        payloads = self.prepare(fields, allow_pdf=allow_pdf)
+        how = settings.prepare if prepare is None else coerce_prepare(prepare, "call")
+        preparations: list[Preparation] = []
+        if how is None:
+            payloads = self.prepare(fields, allow_pdf=allow_pdf)
+        else:
+            payloads, preparations = await self.prepared(fields, how, allow_pdf=allow_pdf)
         is_url = payloads[0][1].format_type == "url"
         method = "GET" if is_url else "POST"
         # Built once for every attempt; a URL httpx cannot send is refused here, unsent.
@@ -390,6 +434,7 @@ class Engine:
                 result.attempts = attempt
                 result.elapsed = time.perf_counter() - started
                 result.request_id = request_id_of(exchange.headers)
+                result.prepared = preparations
                 self.usage.answers += 1
                 self.usage.billed += result.billed
                 self.budget.refund(policy.success_refund)

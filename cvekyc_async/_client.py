@@ -46,6 +46,7 @@ from ._constants import (
 from ._errors import ConfigurationError, CVError
 from ._inputs import ImageInput
 from ._models import ExtractionResult
+from ._prepare import Prepare, coerce_prepare
 from ._raw import AsyncRawResponses
 from ._read import ACCEPT_ENCODING
 from ._redact import HIDE_IMAGE_URLS
@@ -292,6 +293,7 @@ class AsyncCVClient:
         trust_env: bool = True,
         http_client: httpx.AsyncClient | None = None,
         transport: TransportChoice | None = None,
+        prepare: bool | Prepare = False,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
         secret = api_secret if api_secret is not None else os.environ.get(ENV_API_SECRET, "")
@@ -311,6 +313,7 @@ class AsyncCVClient:
             timeout=_coerce_timeout(timeout),
             retry=_build_policy(max_retries, retry, total_timeout),
             queue_timeout=_check_queue_timeout(queue_timeout),
+            prepare=coerce_prepare(prepare, "client"),
         )
         adaptive = _adaptive_of(max_concurrency)
         concurrency = (
@@ -445,6 +448,7 @@ class AsyncCVClient:
         retry: RetryPolicy | NotGiven = NOT_GIVEN,
         total_timeout: float | NotGiven | None = NOT_GIVEN,
         queue_timeout: float | NotGiven | None = NOT_GIVEN,
+        prepare: bool | Prepare | NotGiven = NOT_GIVEN,
     ) -> AsyncCVClient:
         """A view of this client with other options for its calls.
 
@@ -462,6 +466,7 @@ class AsyncCVClient:
             retry: a whole ``RetryPolicy`` instead (not with ``max_retries``).
             total_timeout: seconds for a whole call, all attempts included; ``None`` for none.
             queue_timeout: seconds a call may wait for a concurrency slot; ``None`` for no limit.
+            prepare: whether (and how) inputs are prepared before sending (see ``Prepare``).
 
         Raises:
             ConfigurationError: an option is out of range.
@@ -500,6 +505,9 @@ class AsyncCVClient:
             queue_timeout=settings.queue_timeout
             if isinstance(queue_timeout, NotGiven)
             else _check_queue_timeout(queue_timeout),
+            prepare=settings.prepare
+            if isinstance(prepare, NotGiven)
+            else coerce_prepare(prepare, "client"),
         )
         view._is_view = True
         return view
@@ -516,12 +524,17 @@ class AsyncCVClient:
         return AsyncRawResponses(self._engine, self._settings)
 
     # -- endpoints ---------------------------------------------------------------------------
-    async def extract_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
+    async def extract_card(
+        self, image: ImageInput, *, get_thumb: bool = False, prepare: bool | Prepare | None = None
+    ) -> ExtractionResult:
         """Read one side of one document: an ID card side, a passport, ... (``/api/v2/ekyc/card``).
 
         Args:
             image: a path, a URL, file bytes, or an ``ImageSource``.
             get_thumb: also return the cropped, deskewed document image in ``info.image``.
+            prepare: prepare the image before sending (``True`` or a ``Prepare``: HEIC and
+                AVIF to JPEG, turned upright, downscaled); ``None`` (default): as the client
+                says.
 
         Returns:
             The answer, with one card per document found.
@@ -533,10 +546,15 @@ class AsyncCVClient:
             APIConnectionError: the service could not be reached or did not answer in time.
             MalformedResponseError: the answer was not the documented JSON.
         """
-        return (await self._engine.card(self._settings, image, get_thumb)).result
+        return (await self._engine.card(self._settings, image, get_thumb, prepare)).result
 
     async def extract_cards(
-        self, front: ImageInput, back: ImageInput, *, get_thumb: bool = False
+        self,
+        front: ImageInput,
+        back: ImageInput,
+        *,
+        get_thumb: bool = False,
+        prepare: bool | Prepare | None = None,
     ) -> ExtractionResult:
         """Read both sides of one ID card (CMND, CCCD, chip CCCD) (``/api/v2/ekyc/cards``).
 
@@ -547,6 +565,7 @@ class AsyncCVClient:
             front: the front side: a path, a URL, file bytes, or an ``ImageSource``.
             back: the back side, likewise.
             get_thumb: also return the cropped, deskewed images in ``info.image``.
+            prepare: prepare both images before sending (see ``extract_card``).
 
         Returns:
             The answer; ``cards`` holds the front then the back.
@@ -558,14 +577,18 @@ class AsyncCVClient:
             APIConnectionError: the service could not be reached or did not answer in time.
             MalformedResponseError: the answer was not the documented JSON.
         """
-        return (await self._engine.cards(self._settings, front, back, get_thumb)).result
+        return (await self._engine.cards(self._settings, front, back, get_thumb, prepare)).result
 
-    async def ocr_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
+    async def ocr_card(
+        self, image: ImageInput, *, get_thumb: bool = False, prepare: bool | Prepare | None = None
+    ) -> ExtractionResult:
         """Read every document in an image or a PDF (``/api/v2/ocr/card``).
 
         Args:
             image: a path, a URL, file bytes, or an ``ImageSource``; PDFs give one card per page.
             get_thumb: also return the cropped, deskewed document images in ``info.image``.
+            prepare: prepare the image before sending (see ``extract_card``; a PDF is sent
+                whole).
 
         Returns:
             The answer, with one card per document (per page for a PDF).
@@ -577,7 +600,7 @@ class AsyncCVClient:
             APIConnectionError: the service could not be reached or did not answer in time.
             MalformedResponseError: the answer was not the documented JSON.
         """
-        return (await self._engine.ocr(self._settings, image, get_thumb)).result
+        return (await self._engine.ocr(self._settings, image, get_thumb, prepare)).result
 
     # -- batches -------------------------------------------------------------------------------
 

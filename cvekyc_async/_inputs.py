@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import os
 import re
 import stat
@@ -25,11 +26,15 @@ from ._errors import InvalidInputError
 from ._redact import describe_head
 
 __all__ = [
+    "PHOTO_NAMES",
     "ImageInput",
     "ImageSource",
     "Payload",
     "as_source",
+    "check_size",
     "describe_input",
+    "not_readable",
+    "photo_format",
     "sniff_format",
 ]
 
@@ -49,7 +54,58 @@ _MAGIC: tuple[tuple[bytes, int, str, str], ...] = (
 _MIME = {name: mime for _, _, name, mime in _MAGIC}
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _DATA_URI_RE = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
-_SNIFF_LEN = 16
+_SNIFF_LEN = 64
+
+#: Photo formats phones write that the service does not read, sent only when prepared (as JPEG).
+PHOTO_NAMES = {"heic": "a HEIC photo", "heif": "a HEIF photo", "avif": "an AVIF image"}
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+
+
+def photo_format(head: bytes) -> str | None:
+    """``"heic"``, ``"heif"`` or ``"avif"`` when the first bytes (64 of them) are those of such
+    a photo (an ISO media ``ftyp`` box naming its brand), else ``None``."""
+    if head[4:8] != b"ftyp" or len(head) < 12:
+        return None
+    major = head[8:12]
+    box = int.from_bytes(head[:4], "big")
+    brands = [head[i : i + 4] for i in range(16, min(box, len(head)) - 3, 4)]
+    if major in _AVIF_BRANDS:
+        return "avif"
+    if major in _HEIF_BRANDS:
+        return "heic"
+    if major in (b"mif1", b"msf1"):
+        if any(b in _AVIF_BRANDS for b in brands):
+            return "avif"
+        return "heic" if any(b in _HEIF_BRANDS for b in brands) else "heif"
+    return None
+
+
+def _can_read(kind: str) -> bool:
+    if importlib.util.find_spec("PIL") is None:
+        return False
+    if kind == "avif":
+        from PIL import features
+
+        return bool(features.check("avif"))
+    return importlib.util.find_spec("pillow_heif") is not None
+
+
+def not_readable(what: str, kind: str, *, prepare_on: bool) -> str:
+    """Why a HEIC/HEIF or AVIF input is not sent, and what to do about it."""
+    name = PHOTO_NAMES[kind]
+    if not _can_read(kind):
+        missing = "Pillow with AVIF support" if kind == "avif" else "pillow-heif"
+        turn_on = "" if prepare_on else " and turn on prepare (prepare=True; cvekyc --prepare)"
+        return (
+            f"{what} is {name}, which the service does not read and which needs {missing} "
+            f"to convert: install the images extra (pip install 'cvekyc-async[images]')"
+            f"{turn_on}"
+        )
+    return (
+        f"{what} is {name}, which the service does not read: turn on prepare "
+        "(prepare=True on the client or the call; cvekyc --prepare) to send it as a JPEG"
+    )
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -64,8 +120,14 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _check_format(head: bytes, what: str, *, allow_pdf: bool, size: int | None = None) -> str:
+def _check_format(
+    head: bytes, what: str, *, allow_pdf: bool, size: int | None = None, photo_ok: bool = False
+) -> str:
     fmt = sniff_format(head)
+    if fmt is None and (kind := photo_format(head)) is not None:
+        if photo_ok:
+            return kind
+        raise InvalidInputError(not_readable(what, kind, prepare_on=False))
     if fmt is None:
         # Described, never quoted: the file may be anything, a password file included.
         raise InvalidInputError(
@@ -212,7 +274,9 @@ class ImageSource:
         data = bytes(data)
         if not data:
             raise InvalidInputError("image bytes are empty")
-        fmt = _check_format(data[:_SNIFF_LEN], "image bytes", allow_pdf=True, size=len(data))
+        fmt = _check_format(
+            data[:_SNIFF_LEN], "image bytes", allow_pdf=True, size=len(data), photo_ok=True
+        )
         _check_send_as(send_as)
         src = cls()
         src._kind = "bytes"
@@ -265,13 +329,13 @@ class ImageSource:
         if not text:
             raise InvalidInputError("base64 data is empty")
         try:
-            decoded_head = base64.b64decode(text[:24], validate=True)
+            decoded_head = base64.b64decode(text[:88], validate=True)
             base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInputError(
                 "base64 data is not valid base64 (only A-Z a-z 0-9 + / and = padding are allowed)"
             ) from None
-        _check_format(decoded_head, "base64 data", allow_pdf=True)
+        _check_format(decoded_head, "base64 data", allow_pdf=True, photo_ok=True)
         src = cls()
         src._kind = "base64"
         src._data = text
@@ -316,23 +380,50 @@ class ImageSource:
             text = self._data
             assert isinstance(text, str)
             size = len(text) * 3 // 4 - text.count("=", -2)
-            _check_size(size, max_size, "base64 data")
-            if not allow_pdf:
-                _check_format(base64.b64decode(text[:24]), "base64 data", allow_pdf=False)
+            head = base64.b64decode(text[:88])
+            check_size(size, max_size, "base64 data", head=head)
+            _check_format(head, "base64 data", allow_pdf=allow_pdf)
             return Payload("base64", text)
+        data, what = self.read_bytes(max_size)
+        return self.payload_of(data, what, max_size=max_size, allow_pdf=allow_pdf)
+
+    def read_bytes(self, limit: int, hint: str = "") -> tuple[bytes, str]:
+        """The file's bytes (base64 decoded) and how messages name it; not for URLs.
+
+        Raises:
+            InvalidInputError: the file cannot be read, is empty or is over ``limit`` bytes.
+        """
         if self._kind == "path":
             assert self._path is not None
-            data = _read_file(self._path, max_size)
-            what = f"image file {_shown(self._path)}"
-        else:
-            assert isinstance(self._data, bytes)
-            data = self._data
-            _check_size(len(data), max_size, "image bytes")
-            what = "image bytes"
+            return _read_file(self._path, limit, hint), f"image file {_shown(self._path)}"
+        if self._kind == "base64":
+            assert isinstance(self._data, str)
+            text = self._data
+            size = len(text) * 3 // 4 - text.count("=", -2)
+            check_size(size, limit, "base64 data", hint, head=base64.b64decode(text[:88]))
+            return base64.b64decode(text), "base64 data"
+        assert isinstance(self._data, bytes)
+        check_size(len(self._data), limit, "image bytes", hint, head=self._data[:16])
+        return self._data, "image bytes"
+
+    def payload_of(
+        self, data: bytes, what: str, *, max_size: int, allow_pdf: bool, renamed: str = ""
+    ) -> Payload:
+        """What a request carries for ``data``, this source's bytes or their prepared form
+        (``renamed``: the suffix the upload's name takes then), checked as every input is.
+
+        Raises:
+            InvalidInputError: over ``max_size``, or not a format the endpoint takes.
+        """
+        check_size(len(data), max_size, what, head=data[:16])
         fmt = _check_format(data[:_SNIFF_LEN], what, allow_pdf=allow_pdf, size=len(data))
         if self._send_as == "base64":
             return Payload("base64", base64.b64encode(data).decode("ascii"))
-        return Payload("file", data, self._filename, _MIME[fmt])
+        filename = self._filename
+        if renamed:
+            stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+            filename = (stem or "image") + renamed
+        return Payload("file", data, filename, _MIME[fmt])
 
 
 def _check_send_as(send_as: str) -> None:
@@ -340,19 +431,27 @@ def _check_send_as(send_as: str) -> None:
         raise InvalidInputError(f"send_as must be 'file' or 'base64', not {send_as!r}")
 
 
-def _check_size(size: int, max_size: int, what: str) -> None:
-    if size > max_size:
+def check_size(size: int, max_size: int, what: str, hint: str = "", *, head: bytes = b"") -> None:
+    """Refuse an input over ``max_size`` bytes, saying how to fix it (``hint``, or the
+    client's ``max_file_size``); a PDF is said to be sent whole."""
+    if size <= max_size:
+        return
+    if head.startswith(b"%PDF-"):
         raise InvalidInputError(
-            f"{what} is {size:,} bytes, over the {max_size:,}-byte limit "
-            "(raise it with AsyncCVClient(max_file_size=...))"
+            f"{what} is a PDF of {size:,} bytes, over the {max_size:,}-byte limit: PDFs are "
+            "sent whole (their pages are not rasterised or split here); split it into smaller "
+            "PDFs, or raise max_file_size if the service takes more"
         )
+    hint = hint or "raise it with max_file_size=..., or turn on prepare to downscale images"
+    raise InvalidInputError(f"{what} is {size:,} bytes, over the {max_size:,}-byte limit ({hint})")
 
 
-def _read_file(path: Path, max_size: int) -> bytes:
+def _read_file(path: Path, max_size: int, hint: str = "") -> bytes:
     try:
         with path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            _check_size(size, max_size, f"image file {_shown(path)}")
+            if size > max_size:
+                check_size(size, max_size, f"image file {_shown(path)}", hint, head=fh.read(8))
             # One byte past the cap catches a file that grew since fstat.
             data = fh.read(max_size + 1)
     except FileNotFoundError:
@@ -361,7 +460,7 @@ def _read_file(path: Path, max_size: int) -> bytes:
         raise InvalidInputError(f"{_shown(path)} is a directory, not an image file") from None
     except OSError as exc:
         raise InvalidInputError(f"cannot read image file {_shown(path)}: {exc.strerror}") from None
-    _check_size(len(data), max_size, f"image file {_shown(path)}")
+    check_size(len(data), max_size, f"image file {_shown(path)}", hint, head=data[:8])
     if not data:
         raise InvalidInputError(f"image file {_shown(path)} is empty")
     return data

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Union
 import msgspec
 
 from ._errors import ERROR_MESSAGE_KEYS
+from ._prepare import Preparation
 from ._redact import masked_fields, masked_text, safe_name
 
 if TYPE_CHECKING:
@@ -610,6 +611,8 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
     request_id: str | None = None
     """The service's id of the request, when its answer carried one (``X-Request-Id`` or
     ``Request-Id``): what its support asks for."""
+    prepared: list[Preparation] = msgspec.field(default_factory=list)
+    """What preparing did to each input, when the call prepared them (``prepare=True``)."""
 
     @property
     def billed(self) -> bool:
@@ -624,6 +627,7 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
             ("attempts", repr(self.attempts)),
             ("elapsed", repr(self.elapsed)),
             ("request_id", repr(self.request_id)),
+            *([("prepared", repr(self.prepared))] if self.prepared else []),
         ]
 
     def __repr__(self) -> str:
@@ -642,6 +646,7 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
             "attempts": self.attempts,
             "elapsed": self.elapsed,
             "request_id": self.request_id,
+            "prepared": msgspec.to_builtins(self.prepared),
         }
 
     def assess(self, *, today: _dt.date | None = None, min_confidence: float = 0.8) -> Assessment:

@@ -15,6 +15,7 @@ import msgspec
 from ._attempts import Engine, Exchange, Settings
 from ._inputs import ImageInput
 from ._models import ExtractionResult
+from ._prepare import Prepare
 from ._redact import safe_token
 
 __all__ = ["AsyncRawResponses", "RawResponse"]
@@ -89,16 +90,26 @@ class AsyncRawResponses:
         self._engine = engine
         self._settings = settings
 
-    async def extract_card(self, image: ImageInput, *, get_thumb: bool = False) -> RawResponse:
+    async def extract_card(
+        self, image: ImageInput, *, get_thumb: bool = False, prepare: bool | Prepare | None = None
+    ) -> RawResponse:
         """``AsyncCVClient.extract_card``, answered as received."""
-        return RawResponse(await self._engine.card(self._settings, image, get_thumb))
+        return RawResponse(await self._engine.card(self._settings, image, get_thumb, prepare))
 
     async def extract_cards(
-        self, front: ImageInput, back: ImageInput, *, get_thumb: bool = False
+        self,
+        front: ImageInput,
+        back: ImageInput,
+        *,
+        get_thumb: bool = False,
+        prepare: bool | Prepare | None = None,
     ) -> RawResponse:
         """``AsyncCVClient.extract_cards``, answered as received."""
-        return RawResponse(await self._engine.cards(self._settings, front, back, get_thumb))
+        exchange = await self._engine.cards(self._settings, front, back, get_thumb, prepare)
+        return RawResponse(exchange)
 
-    async def ocr_card(self, image: ImageInput, *, get_thumb: bool = False) -> RawResponse:
+    async def ocr_card(
+        self, image: ImageInput, *, get_thumb: bool = False, prepare: bool | Prepare | None = None
+    ) -> RawResponse:
         """``AsyncCVClient.ocr_card``, answered as received."""
-        return RawResponse(await self._engine.ocr(self._settings, image, get_thumb))
+        return RawResponse(await self._engine.ocr(self._settings, image, get_thumb, prepare))

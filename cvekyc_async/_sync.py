@@ -41,6 +41,7 @@ from ._constants import (
 from ._errors import ClientStateError, ConfigurationError, CVError
 from ._inputs import ImageInput
 from ._models import ExtractionResult
+from ._prepare import Prepare
 from ._raw import AsyncRawResponses, RawResponse
 from ._retry import RetryPolicy
 from ._runner import run as run_loop
@@ -157,6 +158,7 @@ class CVClient:
         trust_env: bool = True,
         http_client: httpx.AsyncClient | None = None,
         transport: TransportChoice | None = None,
+        prepare: bool | Prepare = False,
         backend: Literal["asyncio", "trio"] = "asyncio",
     ) -> None:
         if backend not in ("asyncio", "trio"):
@@ -183,6 +185,7 @@ class CVClient:
             trust_env=trust_env,
             http_client=http_client,
             transport=transport,
+            prepare=prepare,
         )
         self._loop = _Loop(backend)
         self._owner: CVClient | None = None
@@ -317,6 +320,7 @@ class CVClient:
         retry: RetryPolicy | NotGiven = NOT_GIVEN,
         total_timeout: float | NotGiven | None = NOT_GIVEN,
         queue_timeout: float | NotGiven | None = NOT_GIVEN,
+        prepare: bool | Prepare | NotGiven = NOT_GIVEN,
     ) -> CVClient:
         """A view with other options, sharing this client's pool, thread and counts (see
         ``AsyncCVClient.with_options``)."""
@@ -327,6 +331,7 @@ class CVClient:
                 retry=retry,
                 total_timeout=total_timeout,
                 queue_timeout=queue_timeout,
+                prepare=prepare,
             )
         )
 
@@ -337,23 +342,36 @@ class CVClient:
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    def extract_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
-        """Read one side of one document (see ``AsyncCVClient.extract_card``)."""
-        result: ExtractionResult = self._run(self._async.extract_card, image, get_thumb=get_thumb)
-        return result
-
-    def extract_cards(
-        self, front: ImageInput, back: ImageInput, *, get_thumb: bool = False
+    def extract_card(
+        self, image: ImageInput, *, get_thumb: bool = False, prepare: bool | Prepare | None = None
     ) -> ExtractionResult:
-        """Read both sides of one ID card (see ``AsyncCVClient.extract_cards``)."""
+        """Read one side of one document (see ``AsyncCVClient.extract_card``)."""
         result: ExtractionResult = self._run(
-            self._async.extract_cards, front, back, get_thumb=get_thumb
+            self._async.extract_card, image, get_thumb=get_thumb, prepare=prepare
         )
         return result
 
-    def ocr_card(self, image: ImageInput, *, get_thumb: bool = False) -> ExtractionResult:
+    def extract_cards(
+        self,
+        front: ImageInput,
+        back: ImageInput,
+        *,
+        get_thumb: bool = False,
+        prepare: bool | Prepare | None = None,
+    ) -> ExtractionResult:
+        """Read both sides of one ID card (see ``AsyncCVClient.extract_cards``)."""
+        result: ExtractionResult = self._run(
+            self._async.extract_cards, front, back, get_thumb=get_thumb, prepare=prepare
+        )
+        return result
+
+    def ocr_card(
+        self, image: ImageInput, *, get_thumb: bool = False, prepare: bool | Prepare | None = None
+    ) -> ExtractionResult:
         """Read every document in an image or a PDF (see ``AsyncCVClient.ocr_card``)."""
-        result: ExtractionResult = self._run(self._async.ocr_card, image, get_thumb=get_thumb)
+        result: ExtractionResult = self._run(
+            self._async.ocr_card, image, get_thumb=get_thumb, prepare=prepare
+        )
         return result
 
     # -- batches -----------------------------------------------------------------------------
@@ -507,21 +525,34 @@ class RawResponses:
         self._client = client
         self._raw = raw
 
-    def extract_card(self, image: ImageInput, *, get_thumb: bool = False) -> RawResponse:
-        """``CVClient.extract_card``, answered as received."""
-        raw: RawResponse = self._client._run(self._raw.extract_card, image, get_thumb=get_thumb)
-        return raw
-
-    def extract_cards(
-        self, front: ImageInput, back: ImageInput, *, get_thumb: bool = False
+    def extract_card(
+        self, image: ImageInput, *, get_thumb: bool = False, prepare: bool | Prepare | None = None
     ) -> RawResponse:
-        """``CVClient.extract_cards``, answered as received."""
+        """``CVClient.extract_card``, answered as received."""
         raw: RawResponse = self._client._run(
-            self._raw.extract_cards, front, back, get_thumb=get_thumb
+            self._raw.extract_card, image, get_thumb=get_thumb, prepare=prepare
         )
         return raw
 
-    def ocr_card(self, image: ImageInput, *, get_thumb: bool = False) -> RawResponse:
+    def extract_cards(
+        self,
+        front: ImageInput,
+        back: ImageInput,
+        *,
+        get_thumb: bool = False,
+        prepare: bool | Prepare | None = None,
+    ) -> RawResponse:
+        """``CVClient.extract_cards``, answered as received."""
+        raw: RawResponse = self._client._run(
+            self._raw.extract_cards, front, back, get_thumb=get_thumb, prepare=prepare
+        )
+        return raw
+
+    def ocr_card(
+        self, image: ImageInput, *, get_thumb: bool = False, prepare: bool | Prepare | None = None
+    ) -> RawResponse:
         """``CVClient.ocr_card``, answered as received."""
-        raw: RawResponse = self._client._run(self._raw.ocr_card, image, get_thumb=get_thumb)
+        raw: RawResponse = self._client._run(
+            self._raw.ocr_card, image, get_thumb=get_thumb, prepare=prepare
+        )
         return raw

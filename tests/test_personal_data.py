@@ -200,7 +200,7 @@ def test_to_builtins_and_json_keep_values_whole() -> None:
         (b"root:*:0:0:root:/root:/bin/bash\n", "32 bytes, starting with text"),
         (b"GIF89a" + b"\x00" * 20, "26 bytes, a GIF image"),
         (b"PK\x03\x04" + b"\x00" * 20, "24 bytes, a ZIP archive"),
-        (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 8, "20 bytes, a HEIC photo"),
+        (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 8, "is a HEIC photo, which the service"),
         (b"<html><body>secret</body></html>", "32 bytes, starting like HTML"),
         (b'{"id": "001099012345"}', "22 bytes, starting like JSON"),
         (b"\x01\x02\x03\x04\xfe\xff" * 4, "24 bytes, binary data of no image format"),
@@ -208,7 +208,7 @@ def test_to_builtins_and_json_keep_values_whole() -> None:
 )
 def test_refused_bytes_are_described_not_quoted(data: bytes, described: str) -> None:
     with pytest.raises(InvalidInputError) as info:
-        ImageSource.from_bytes(data)
+        ImageSource.from_bytes(data).load()  # a HEIC photo is refused when it would be sent
     text = str(info.value)
     assert described in text
     assert "root" not in text

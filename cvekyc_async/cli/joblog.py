@@ -176,7 +176,15 @@ def _lock(fd: int, path: Path) -> None:
 
 # Library phrases that name Python options, in the words of the command line.
 _CLI_WORDS = {
-    "AsyncCVClient(max_file_size=...)": "--max-file-size",
+    "raise it with max_file_size=..., or turn on prepare to downscale images": (
+        "raise it with --max-file-size, or add --prepare to downscale images"
+    ),
+    "or raise max_file_size if": "or raise --max-file-size if",
+    "turn on prepare (prepare=True on the client or the call; cvekyc --prepare)": "add --prepare",
+    "and turn on prepare (prepare=True; cvekyc --prepare)": "and add --prepare",
+    "raise it with Prepare(max_input_size=...), or resize the file": "resize the file",
+    "(Prepare(max_pixels=...))": "(send a smaller image)",
+    "does not fit under max_file_size=": "does not fit under --max-file-size ",
     "AsyncCVClient(max_response_size=...)": "--max-response-size",
     "pass them to AsyncCVClient(...) or set": "give --api-key and --api-secret-file, or set",
     "max_per_second": "--max-per-second",
