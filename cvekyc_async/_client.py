@@ -394,6 +394,11 @@ class AsyncCVClient:
         return self._settings.timeout
 
     @property
+    def prepare(self) -> Prepare | None:
+        """How inputs are prepared before sending (``None``: sent as given)."""
+        return self._settings.prepare
+
+    @property
     def retry_policy(self) -> RetryPolicy:
         """The retry policy in force."""
         return self._settings.retry

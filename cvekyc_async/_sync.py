@@ -257,6 +257,11 @@ class CVClient:
         return self._async.timeout
 
     @property
+    def prepare(self) -> Prepare | None:
+        """How inputs are prepared before sending (``None``: sent as given)."""
+        return self._async.prepare
+
+    @property
     def retry_policy(self) -> RetryPolicy:
         """The retry policy in force."""
         return self._async.retry_policy

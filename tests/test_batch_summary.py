@@ -83,7 +83,13 @@ def test_the_summary_json_agrees_with_the_records_it_describes(
     assert figures["verdicts"] == {v: verdicts[v] for v in ("accept", "review", "reject")}
     assert figures["shared"] == sum("same_as" in r for r in records) == 1
     assert figures["inputs"] == len(paths) == len(records)
-    assert figures["sent"] + figures["shared"] + figures["not_started"] == figures["inputs"]
+    assert (
+        figures["sent"] + figures["refused"] + figures["shared"] + figures["not_started"]
+        == figures["inputs"]
+    )
+    # The text file is refused before sending: nothing stopped the run early.
+    assert (figures["refused"], figures["not_started"]) == (1, 0)
+    assert "not started" not in proc.stdout
     assert figures["exit_status"] == 1
     assert figures["stopped"] is None
     assert figures["run"] == records[0]["run"]
@@ -269,14 +275,14 @@ def test_every_file_of_a_scanned_folder_is_an_input_or_left_out_by_kind(
     summary = tmp_path / "s.json"
     proc = run("batch", str(folder), "-o", str(tmp_path / "o.jsonl"), "--summary-json",
                str(summary), "--list-left-out", env=env_for(cv_emulator))  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    # The HEIC photo is an input: without --prepare its record says how to send it.
+    assert proc.returncode == 1, proc.stderr
     figures = json.loads(summary.read_text())
-    assert figures["inputs"] == 3
+    assert figures["inputs"] == 4
     assert figures["left_out"] == {
-        "files": 7,
+        "files": 6,
         "kinds": {
             "system file": 2,
-            "HEIC photo": 1,
             "list or manifest": 2,
             "empty file": 1,
             "not a regular file": 1,
@@ -284,10 +290,14 @@ def test_every_file_of_a_scanned_folder_is_an_input_or_left_out_by_kind(
     }
     files = sum(1 for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     assert figures["inputs"] + figures["left_out"]["files"] == files
-    assert re.search(r"left out +7 files \(", proc.stdout)
+    assert re.search(r"left out +6 files \(", proc.stdout)
     listed = re.findall(r"^left out: (.+) \((.+)\)$", proc.stdout, re.M)
-    assert (str(folder / "IMG_0001.HEIC"), "HEIC photo") in listed
-    assert len(listed) == 7
+    assert (str(folder / ".DS_Store"), "system file") in listed
+    assert len(listed) == 6
+    [heic] = [r for r in lines(tmp_path / "o.jsonl") if r["key"].endswith("IMG_0001.HEIC")]
+    assert heic["error"]["type"] == "InvalidInputError"
+    assert "HEIC photo" in heic["error"]["message"]
+    assert "add --prepare" in heic["error"]["message"]
     # What a left-out file holds is never shown, only what kind of file it is.
     assert "Nguy" not in proc.stdout + proc.stderr
     assert "001099012345" not in proc.stdout + proc.stderr

@@ -23,6 +23,7 @@ import msgspec
 
 from .._batch import DEFAULT_FATAL_ERRORS, BatchResult, extract_as_completed
 from .._constants import DEFAULT_MAX_FILE_SIZE, ENV_API_KEY
+from .._errors import InvalidInputError
 from .joblog import (
     INTERRUPTED,
     LockedError,
@@ -192,6 +193,7 @@ def _output_of(args: argparse.Namespace) -> Path | None:
 
 #: Inputs up to this size are read and hashed on the event loop: a thread costs more than that.
 _INLINE_LOAD = 256 * 1024
+_PREPARED = ("converted", "rotated", "downscaled", "re-encoded")
 
 
 async def _load(job: Job, max_file_size: int) -> tuple[Any, Fingerprint | None]:
@@ -294,7 +296,11 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 f"cannot use --thumbnails {thumbnails}: {exc.strerror or exc}"
             ) from None
     client = make_client(args, err)
+    # With --prepare, a file over the upload cap is read (and hashed) all the same: what is
+    # sent is made to fit.
     max_file_size = args.max_file_size or DEFAULT_MAX_FILE_SIZE
+    if client.prepare is not None:
+        max_file_size = max(max_file_size, client.prepare.max_input_size)
     url_hmac_key = hmac_key_of(args)
     run_id = secrets.token_hex(8)
     log = ResultLog(
@@ -463,10 +469,16 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     outcomes: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
     unsent = [0]  # inputs recorded without being sent, after a fatal error
+    preparing: Counter[str] = Counter()  # what --prepare did, image by image
     refused = [0]  # inputs recorded as errors found before sending
 
     def take(result: BatchResult) -> None:
         job, sent = pending.pop(result.index)
+        if result.result is not None:
+            for done in result.result.prepared:
+                for what in ("converted", "rotated", "downscaled"):
+                    preparing[what] += getattr(done, what)
+                preparing["re-encoded"] += done.changed
         assessment = assess(result)
         record = result_record(
             job,
@@ -479,8 +491,13 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             _keep_thumbnails(record, result, thumbnails, err)
         if _write(record):
             outcomes[outcome(result)] += 1
-            # A fatal error (quota, credentials) ends the inputs behind it unsent.
-            unsent[0] += result.attempts == 0
+            if result.attempts == 0:
+                if isinstance(result.error, InvalidInputError):
+                    # Refused by the client before sending: a bad file, not one left unsent.
+                    refused[0] += 1
+                else:
+                    # A fatal error (quota, credentials) ends the inputs behind it unsent.
+                    unsent[0] += 1
             if assessment is not None:
                 verdicts[assessment.verdict] += 1
         if sent is not None:
@@ -548,6 +565,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         output=None if output is None or log.recorded == 0 else str(output),
         left_out=left_out.summary() if left_out else None,
         list_hint=not args.list_left_out,
+        prepared=preparing if client.prepare is not None else None,
     )
     if args.list_left_out:
         for path, kind in left_out.paths:
@@ -651,6 +669,10 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "resent": {why: n for why, n in sorted(plan.items()) if why.startswith("re-sent")},
             # Files of scanned folders that are no inputs (not counted in inputs).
             "left_out": {"files": len(left_out), "kinds": dict(left_out.kinds.most_common())},
+            # Images --prepare changed, by what was done (one image may count in several).
+            "prepared": None
+            if client.prepare is None
+            else {what: preparing[what] for what in _PREPARED},
             "resume_command": None if output is None else resume_command(args.argv),
         }
         if not _write_summary_json(summary_path, figures, out, err) and status < EXIT_USAGE:

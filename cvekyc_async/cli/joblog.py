@@ -221,13 +221,15 @@ def result_record(
 ) -> dict[str, Any]:
     """The JSONL record of one finished input, with the trust checks' verdict when it was read,
     and the SHA-256 and size of the bytes sent (``None`` for a URL)."""
-    return {
+    answer = None if result.result is None else result.result.to_dict()
+    prepared = None if answer is None else answer.pop("prepared", None)
+    record = {
         "key": job.key,
         "input": record_input(job.value),
         "sha256": sha256,
         "size": size,
         "ok": result.ok,
-        "result": None if result.result is None else result.result.to_dict(),
+        "result": answer,
         "error": None if result.error is None else error_record(result.error),
         "attempts": result.attempts,
         "elapsed": round(result.elapsed, 4),
@@ -235,6 +237,13 @@ def result_record(
         "assessment": assessment,
         "request_id": _request_id(result),
     }
+    if prepared:
+        # What --prepare did to each image; sha256 and size stay those of the input as given.
+        assert result.result is not None
+        for entry, done in zip(prepared, result.result.prepared, strict=True):
+            entry["done"] = done.describe()
+        record["prepared"] = prepared
+    return record
 
 
 def _request_id(result: BatchResult) -> str | None:

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .._inputs import ImageSource, describe_input, sniff_format
+from .._inputs import ImageSource, describe_input, photo_format, sniff_format
 from .._redact import describe_head
 
 __all__ = [
@@ -64,7 +64,12 @@ _MANIFEST_SUFFIXES = {".csv", ".jsonl", ".ndjson", ".xlsx"}
 #: Column names a manifest may name its input by (``front`` and ``back`` for pairs).
 SINGLE_COLUMNS = ("path", "url", "image", "img", "input", "file")
 _IMAGE_FORMATS = {"jpeg", "png", "pdf", "webp", "bmp", "tiff"}
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pdf", ".webp", ".bmp", ".tif", ".tiff"}
+# HEIC and AVIF photos are inputs too: sent when --prepare converts them, else recorded as an
+# error that says so (never silently left out).
+_IMAGE_SUFFIXES = {
+    ".jpg", ".jpeg", ".png", ".pdf", ".webp", ".bmp", ".tif", ".tiff",
+    ".heic", ".heif", ".hif", ".avif",
+}  # fmt: skip
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 # A scheme without "//" (mailto:, javascript:, file:/x, http:/x); one letter is a drive (C:).
 _BARE_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
@@ -340,7 +345,8 @@ def _sniffs_as_image(path: Path) -> bool:
     except OSError:
         return False
     try:
-        return sniff_format(os.read(fd, 16)) in _IMAGE_FORMATS
+        head = os.read(fd, 64)
+        return sniff_format(head) in _IMAGE_FORMATS or photo_format(head) is not None
     except OSError:
         return False
     finally:
@@ -376,11 +382,16 @@ class LeftOut:
         return f"{len(self)} file{'s' if len(self) != 1 else ''} ({kinds})"
 
 
+def _is_system_file(path: Path) -> bool:
+    # ``._IMG_0001.JPG`` is macOS's AppleDouble record of IMG_0001.JPG, not a photo.
+    name = path.name.lower()
+    return name in _SYSTEM_FILES or name.startswith("._")
+
+
 def _kind_of(path: Path) -> str:
     """What a file that is not an input is, in a few words, from its name and first bytes
     (never quoted: the file may hold anything)."""
-    name = path.name.lower()
-    if name in _SYSTEM_FILES or name.startswith("._"):
+    if _is_system_file(path):
         return "system file"
     suffix = path.suffix.lower()
     if suffix in _MANIFEST_SUFFIXES or suffix == ".txt":
@@ -425,6 +436,7 @@ def _walk(root: Path, left_out: LeftOut | None = None) -> Iterator[tuple[str, Pa
             if (
                 suffix not in _MANIFEST_SUFFIXES
                 and suffix != ".txt"
+                and not _is_system_file(path)
                 and (suffix in _IMAGE_SUFFIXES or _sniffs_as_image(path))
             ):
                 yield f"{name}/{path.relative_to(root).as_posix()}", path

@@ -15,6 +15,7 @@ from .._adaptive import AdaptiveConcurrency
 from .._client import AsyncCVClient
 from .._constants import DEFAULT_MAX_CONCURRENCY, ENV_API_KEY, ENV_API_SECRET
 from .._errors import ConfigurationError
+from .._prepare import DEFAULT_MAX_SIDE, Prepare
 from .joblog import (
     cli_words,
 )
@@ -115,6 +116,20 @@ def add_client_options(p: argparse.ArgumentParser, *, batch: bool) -> None:
         metavar="SIZE",
         help="largest answer read, e.g. 64M (default 32M)",
     )
+    g = p.add_argument_group("images")
+    g.add_argument(
+        "--prepare",
+        action="store_true",
+        help="prepare images before sending: HEIC and AVIF photos converted to JPEG, turned "
+        "upright by their EXIF orientation, downscaled to --max-side and under --max-file-size "
+        "(needs the images extra: pip install 'cvekyc-async[images]')",
+    )
+    g.add_argument(
+        "--max-side",
+        type=int,
+        metavar="PX",
+        help=f"with --prepare, the long side images are downscaled to (default {DEFAULT_MAX_SIDE})",
+    )
     if batch:
         g.add_argument(
             "--concurrency",
@@ -164,10 +179,24 @@ def make_client(args: argparse.Namespace, err: TextIO) -> AsyncCVClient:
     for option in ("max_file_size", "max_response_size"):
         if getattr(args, option, None) is not None:
             kwargs[option] = getattr(args, option)
+    kwargs["prepare"] = prepare_of(args)
     try:
         return AsyncCVClient(args.api_key, secret, **kwargs)
     except ConfigurationError as exc:
         raise UsageError(cli_words(exc.message)) from None
+
+
+def prepare_of(args: argparse.Namespace) -> Prepare | None:
+    """What ``--prepare`` and ``--max-side`` ask for (``None``: send inputs as given)."""
+    max_side = getattr(args, "max_side", None)
+    if not getattr(args, "prepare", False):
+        if max_side is not None:
+            raise UsageError("--max-side takes effect with --prepare: add --prepare")
+        return None
+    try:
+        return Prepare() if max_side is None else Prepare(max_side=max_side)
+    except ConfigurationError as exc:
+        raise UsageError(exc.message.replace("Prepare(max_side=...)", "--max-side")) from None
 
 
 def parse_size(text: str) -> int:

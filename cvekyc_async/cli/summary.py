@@ -25,6 +25,7 @@ def write_summary(
     output: str | None = None,
     left_out: str | None = None,
     list_hint: bool = True,
+    prepared: Counter[str] | None = None,
 ) -> None:
     """Write the end-of-run figures as a table: inputs by outcome, billed, time, verdicts,
     what was skipped or sent again and why, what a stop left unsent, the files of scanned
@@ -48,6 +49,11 @@ def write_summary(
     if left_out is not None:
         hint = "; --list-left-out names them" if list_hint else ""
         rows.append(("left out", f"{left_out}{hint}"))
+    if prepared is not None:
+        did = ", ".join(
+            f"{prepared[what]} {what}" for what in ("converted", "rotated", "downscaled")
+        )
+        rows.append(("prepared", f"{prepared['re-encoded']} images re-encoded ({did})"))
     if output is not None:
         rows.append(("records in", output))
     width = max(len(k) for k, _ in rows)
