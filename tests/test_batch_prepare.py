@@ -178,6 +178,10 @@ def test_extract_prepare_reads_a_heic_photo(cv_emulator: RunningEmulator, tmp_pa
     assert answer["cards"]
     [done] = answer["prepared"]
     assert (done["source_format"], done["orientation"], done["quality"]) == ("heic", 8, 90)
+    table = run("extract", str(photo), "--prepare", env=env_for(cv_emulator))
+    assert "prepared img: converted from HEIC to JPEG, rotated 90° counter-clockwise" in (
+        table.stdout
+    )
     refused = run("extract", str(photo), "--json", env=env_for(cv_emulator))
     assert refused.returncode == 2  # refused before sending, as any bad input
     assert "add --prepare" in refused.stdout + refused.stderr

@@ -108,6 +108,9 @@ async def run_extract(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             out.write("\n".join(_card_table(card)) + "\n")
         for path in saved:
             out.write(f"thumbnail saved: {path}\n")
+        for done in result.prepared:
+            if done.changed:
+                out.write(f"prepared {done.field}: {done.describe()}\n")
         out.write(f"verdict: {assessment.verdict}\n")
         for finding in assessment.findings:
             out.write(f"  {finding.severity}: {finding.message} [{finding.code}]\n")
