@@ -333,3 +333,35 @@ def test_pairs_auto_sends_fronts_with_their_backs_and_records_a_missing_side(
                   env=env_for(cv_emulator))  # fmt: skip
     assert refused.returncode == 2
     assert "--endpoint cards" in refused.stderr
+
+
+def test_a_side_added_later_withdraws_its_lone_record_from_export_and_merge(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(specimens()["cccd_front.jpg"], folder / "0002_mt.jpg")
+    out = tmp_path / "o.jsonl"
+    cards = ["--endpoint", "cards", "--pairs", "auto", "-o", str(out)]
+    assert run("batch", str(folder), *cards, env=env_for(cv_emulator)).returncode == 1
+    # The back arrives; the resumed run sends the pair and withdraws the lone front's error.
+    shutil.copy(specimens()["cccd_back.png"], folder / "0002_ms.png")
+    proc = run("batch", str(folder), *cards, "--resume", env=env_for(cv_emulator))
+    assert proc.returncode == 0, proc.stderr
+    records = lines(out)
+    assert [(r["key"], r["ok"], r.get("withdrawn")) for r in records] == [
+        ("scans/0002_mt.jpg\t", False, None),
+        ("scans/0002_mt.jpg\tscans/0002_ms.png", True, None),
+        ("scans/0002_mt.jpg\t", False, "scans/0002_mt.jpg\tscans/0002_ms.png"),
+    ]
+    csv_path, merged = tmp_path / "o.csv", tmp_path / "m.jsonl"
+    assert run("export", str(out), "-o", str(csv_path)).returncode == 0
+    table = csv_path.read_text(encoding="utf-8-sig")
+    assert len(table.splitlines()) == 1 + 2  # the header, then the pair's two cards
+    assert "InvalidInputError" not in table
+    assert run("merge", str(out), "-o", str(merged)).returncode == 0
+    assert [r["key"] for r in lines(merged)] == ["scans/0002_mt.jpg\tscans/0002_ms.png"]
+    # Resuming again sends nothing and writes nothing more.
+    again = run("batch", str(folder), *cards, "--resume", env=env_for(cv_emulator))
+    assert again.returncode == 0, again.stderr
+    assert len(lines(out)) == 3

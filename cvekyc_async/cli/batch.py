@@ -114,6 +114,33 @@ def _refused_record(job: Job) -> dict[str, Any]:
     }
 
 
+def _withdrawn_record(lone: str, path: str, pair: str) -> dict[str, Any]:
+    """The record that withdraws a lone side's error once its pair was sent (its other side
+    was added since): ``export``, ``report`` and ``merge`` then drop that key."""
+    return {
+        "key": lone,
+        "input": [path],
+        "sha256": None,
+        "size": None,
+        "ok": False,
+        "result": None,
+        "error": None,
+        "withdrawn": pair,
+        "attempts": 0,
+        "elapsed": 0.0,
+        "billed": False,
+        "assessment": None,
+    }
+
+
+def _lone_sides(job: Job) -> list[tuple[str, str]]:
+    """(key, path) of the lone-side records a pair job's sides had when one was missing."""
+    sides = job.key.split("\t")
+    if job.problem is not None or not isinstance(job.value, tuple) or len(sides) != 2:
+        return []  # (a name holding a tab is never taken apart)
+    return [(f"{side}\t", path) for side, path in zip(sides, job.value, strict=True)]
+
+
 def _interrupted_record(job: Job, sent: Fingerprint | None) -> dict[str, Any]:
     """The record of an input whose call was cancelled by a forced stop: not done, so
     ``--resume`` sends it again. Whether the service read (and billed) it is unknown."""
@@ -490,6 +517,9 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if thumbnails is not None:
             _keep_thumbnails(record, result, thumbnails, err)
         if _write(record):
+            for lone, path in _lone_sides(job):
+                if log.holds(lone):
+                    _write(_withdrawn_record(lone, path, job.key))
             outcomes[outcome(result)] += 1
             if result.attempts == 0:
                 if isinstance(result.error, InvalidInputError):

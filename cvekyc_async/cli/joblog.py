@@ -262,6 +262,7 @@ class _Head(msgspec.Struct):
     ok: Any = None
     error: Any = None
     attempts: Any = 0
+    withdrawn: Any = None
 
 
 _HEAD = msgspec.json.Decoder(_Head)
@@ -427,6 +428,9 @@ class ResultLog:
         # Streamed line by line, reading only each record's head: an output of millions of
         # results is resumed without holding it in memory.
         for key, head, _ in _heads(self.path):
+            if isinstance(head.withdrawn, str):
+                self._latest.pop(key, None)  # no input any more (see batch)
+                continue
             latest = _judge(head, self.retry_failed)
             self._latest[key] = latest
             if latest.ok and isinstance(head.sha256, str):
@@ -436,6 +440,10 @@ class ResultLog:
     def decide(self, job: Job) -> _Latest | None:
         """What the output says of ``job``: ``None`` when it holds nothing of it."""
         return self._latest.get(job.key)
+
+    def holds(self, key: str) -> bool:
+        """Whether the output holds a record of ``key`` (read when resuming, or written)."""
+        return key in self._latest
 
     def known_digest(self, digest: str | None) -> str | None:
         """The key already read with these bytes, if any."""

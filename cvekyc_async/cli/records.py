@@ -88,6 +88,7 @@ class _Head(msgspec.Struct):
     ok: Any = None
     sha256: Any = None
     same_as: Any = None
+    withdrawn: Any = None
     result: msgspec.Raw = msgspec.field(default_factory=lambda: _NULL)
 
 
@@ -224,16 +225,23 @@ class Results:
                 yield offset, key, head
 
     def _index_part(self, number: int) -> None:
-        latest: dict[str, _Place] = {}
+        latest: dict[str, _Place | None] = {}
         for offset, key, head in self._heads(number):
             self.read += 1
+            if isinstance(head.withdrawn, str):
+                # A lone side's record, withdrawn once its pair was sent: no input any more.
+                latest[key] = None
+                continue
             shared = _digest(head.sha256) if isinstance(head.same_as, str) else None
             if shared is not None:
                 self._wanted.add(shared)
             latest[key] = _Place(number, offset, head.ok, shared)
         for key, place in latest.items():
             held = self._index.get(key)
-            if held is None or place.ok or not held.ok:
+            if place is None:
+                if held is not None and not held.ok:
+                    del self._index[key]
+            elif held is None or place.ok or not held.ok:
                 self._index[key] = place
 
     def _find_answers(self) -> None:
