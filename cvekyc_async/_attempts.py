@@ -40,7 +40,14 @@ from ._errors import (
 from ._inputs import ImageInput, ImageSource, Payload, as_source
 from ._models import AnswerFormatError, ExtractionResult, decode_answer
 from ._pacing import Pacer
-from ._prepare import Preparation, Prepare, coerce_prepare, prepare_payload, prepare_workers
+from ._prepare import (
+    PixelBudget,
+    Preparation,
+    Prepare,
+    coerce_prepare,
+    prepare_payload,
+    prepare_workers,
+)
 from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, read_body
 from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
 from ._transport import AutoTransport
@@ -148,6 +155,7 @@ class Engine:
         # the async library running where it is made).
         self._limiter: anyio.CapacityLimiter | None = None
         self._preparing: anyio.CapacityLimiter | None = None
+        self._pixels = PixelBudget()
         self.pacer = Pacer(max_per_second) if max_per_second else None
         self.max_file_size = max_file_size
         self.max_response_size = max_response_size
@@ -252,7 +260,14 @@ class Engine:
 
         def work() -> list[tuple[Payload, Preparation | None]]:
             return [
-                prepare_payload(src, name, how, max_size=self.max_file_size, allow_pdf=allow_pdf)
+                prepare_payload(
+                    src,
+                    name,
+                    how,
+                    max_size=self.max_file_size,
+                    allow_pdf=allow_pdf,
+                    budget=self._pixels,
+                )
                 for name, src in sources
             ]
 

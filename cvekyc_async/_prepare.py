@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_SIDE",
     "DEFAULT_QUALITY",
+    "PixelBudget",
     "Preparation",
     "Prepare",
     "coerce_prepare",
@@ -67,6 +69,11 @@ DEFAULT_MAX_INPUT_SIZE = 100 * 1024 * 1024
 DEFAULT_QUALITY = 90
 _QUALITY_FLOOR = 60
 _SMALLEST_SIDE = 480  # never shrunk below this to fit a size cap: refused instead
+_ICC_MAX = 256 * 1024  # a colour profile bigger than this is no camera's: not carried over
+# Formats whose decoder turns the image upright itself (libheif applies the HEIF transforms).
+_DECODER_ROTATES = frozenset({"heic", "heif"})
+# Formats whose size Pillow reports upright before decoding (it turns TIFFs as it loads them).
+_SIZE_UPRIGHT = _DECODER_ROTATES | {"tiff"}
 
 # What each EXIF orientation (1 to 8) means, in the words a record shows.
 _ORIENTATIONS = {
@@ -208,6 +215,28 @@ def coerce_prepare(value: object, where: str) -> Prepare | None:
     return value
 
 
+class PixelBudget:
+    """Pixels being decoded at once, across the worker threads of one client: a preparation
+    waits until its image fits (one bigger than the whole budget runs alone), so that memory
+    stays bounded whatever the images and the number of cores."""
+
+    def __init__(self, pixels: int = 2 * DEFAULT_MAX_PIXELS) -> None:
+        self.pixels = pixels
+        self.used = 0
+        self._changed = threading.Condition()
+
+    def take(self, pixels: int) -> None:
+        with self._changed:
+            while self.used and self.used + pixels > self.pixels:
+                self._changed.wait()
+            self.used += pixels
+
+    def give(self, pixels: int) -> None:
+        with self._changed:
+            self.used -= pixels
+            self._changed.notify_all()
+
+
 def prepare_workers(max_concurrency: int) -> int:
     """Images prepared at once: decoding is CPU-bound, so more threads than cores only add
     memory; fewer than the concurrency keeps memory bounded however wide the batch is."""
@@ -215,7 +244,13 @@ def prepare_workers(max_concurrency: int) -> int:
 
 
 def prepare_payload(
-    src: ImageSource, field: str, how: Prepare, *, max_size: int, allow_pdf: bool
+    src: ImageSource,
+    field: str,
+    how: Prepare,
+    *,
+    max_size: int,
+    allow_pdf: bool,
+    budget: PixelBudget | None = None,
 ) -> tuple[Payload, Preparation | None]:
     """Read one input and make it what its request carries, prepared as ``how`` says.
 
@@ -240,8 +275,9 @@ def prepare_payload(
         # Refused with the message every path gives for a file that is no image.
         return src.payload_of(data, what, max_size=max_size, allow_pdf=allow_pdf), None
     image = _open(data, kind, what)
+    _check_pixels(image, kind, how, what)
     orientation = _orientation_of(image, kind)
-    upright = _upright(image.size, orientation if kind not in PHOTO_NAMES else 1)
+    upright = _upright(image.size, orientation if kind not in _SIZE_UPRIGHT else 1)
     needs = (
         kind in PHOTO_NAMES
         or orientation != 1
@@ -259,7 +295,13 @@ def prepare_payload(
             original_bytes=len(data),
             sent_bytes=len(data),
         )
-    jpeg, size, quality = _remade(image, kind, orientation, how, max_size, what)
+    budget = budget or PixelBudget()
+    cost = _decoded_pixels(image, kind, how)
+    budget.take(cost)
+    try:
+        jpeg, size, quality = _remade(image, kind, orientation, how, max_size, what)
+    finally:
+        budget.give(cost)
     payload = src.payload_of(jpeg, what, max_size=max_size, allow_pdf=False, renamed=".jpg")
     return payload, Preparation(
         field=field,
@@ -313,10 +355,51 @@ def _open(data: bytes, kind: str, what: str) -> PILImage.Image:
         ) from None
 
 
+def _target(size: tuple[int, int], how: Prepare) -> tuple[int, int]:
+    scale = min(1.0, how.max_side / max(size))
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _decoded_pixels(image: PILImage.Image, kind: str, how: Prepare) -> int:
+    """Pixels decoding the image takes: a JPEG is decoded at the smallest of 1/8, 1/4, 1/2
+    or full scale that still covers the target size (as ``Image.draft`` chooses)."""
+    w, h = image.size
+    if kind == "jpeg":
+        tw, th = _target(image.size, how)
+        for scale in (8, 4, 2):
+            if w // scale >= tw and h // scale >= th:
+                return -(-w // scale) * -(-h // scale)
+    return w * h
+
+
+def _check_pixels(image: PILImage.Image, kind: str, how: Prepare, what: str) -> None:
+    """Refuse an image that would decode to more than the limit, before anything is decoded
+    (reading a PNG's orientation may decode it all)."""
+    pixels = _decoded_pixels(image, kind, how)
+    limit = _pixel_limit(how)
+    w, h = image.size
+    # A JPEG decodes at 1/8 scale at best: one declaring more than four times the limit is no
+    # phone's photo (200 MP ones pass), and would still take the limit's worth of memory.
+    if pixels > limit or w * h > 4 * limit:
+        cost = (
+            f"decoding it takes {pixels:,} pixels, over the limit of {limit:,}"
+            if pixels > limit
+            else f"over four times the limit of {limit:,}"
+        )
+        raise InvalidInputError(
+            f"{what} declares {w:,}×{h:,} pixels: {cost} (Prepare(max_pixels=...)); an image "
+            "this large in a small file is how a decompression bomb looks"
+        )
+
+
 def _orientation_of(image: PILImage.Image, kind: str) -> int:
-    if kind in PHOTO_NAMES and kind != "avif":
+    if kind in _DECODER_ROTATES:
         # libheif turns HEIF photos upright as it decodes them; the tag it read is kept here.
         value: Any = image.info.get("original_orientation", 1)
+    elif kind == "png" and "exif" not in image.info:
+        # Pillow looks for an eXIf chunk after the pixels by decoding them all: one placed
+        # there (rare) is not read, rather than decode every PNG to find none.
+        value = 1
     else:
         try:
             value = image.getexif().get(_EXIF_ORIENTATION, 1)
@@ -340,31 +423,17 @@ def _remade(
     """Decode, turn upright, downscale and encode as JPEG under ``max_size``."""
     from PIL import Image, ImageOps
 
-    declared = image.size
-    scale = min(1.0, how.max_side / max(declared))
-    target = (max(1, round(declared[0] * scale)), max(1, round(declared[1] * scale)))
     if kind == "jpeg":
         # Decoded at 1/2, 1/4 or 1/8 scale when that still covers the target: a 48 MP photo
         # then costs 3 MP of memory, not 48.
-        image.draft(None, target)
-    pixels = image.size[0] * image.size[1]
-    limit = _pixel_limit(how)
-    if pixels > limit:
-        w, h = declared
-        raise InvalidInputError(
-            f"{what} declares {w:,}×{h:,} pixels: decoding it takes {pixels:,} pixels, over "
-            f"the limit of {limit:,} (Prepare(max_pixels=...)); an image this large in a small "
-            "file is how a decompression bomb looks"
-        )
-    icc = image.info.get("icc_profile")
+        image.draft(None, _target(image.size, how))
+    icc = _profile_for(image)
     try:
         image.load()
         picture = ImageOps.exif_transpose(image) if orientation != 1 else image
         picture = _flattened(picture)
         if max(picture.size) > how.max_side:
             picture.thumbnail((how.max_side, how.max_side), Image.Resampling.LANCZOS)
-    except InvalidInputError:
-        raise
     except Image.DecompressionBombError:
         raise InvalidInputError(f"{what} holds more pixels than Pillow allows") from None
     except Exception as exc:
@@ -372,18 +441,39 @@ def _remade(
             f"{what} cannot be decoded: the {PHOTO_NAMES.get(kind, kind.upper())} data is "
             f"truncated or damaged ({type(exc).__name__})"
         ) from None
-    while True:
-        for quality in range(how.quality, _QUALITY_FLOOR - 1, -10):
-            encoded = _jpeg(picture, quality, icc)
-            if len(encoded) <= max_size:
-                return encoded, picture.size, quality
-        if min(picture.size) * 3 // 4 < _SMALLEST_SIDE:
-            raise InvalidInputError(
-                f"{what} does not fit under max_file_size={max_size:,} bytes even as a "
-                f"{picture.size[0]}×{picture.size[1]} JPEG at quality {_QUALITY_FLOOR}"
-            )
-        smaller = (picture.size[0] * 3 // 4, picture.size[1] * 3 // 4)
-        picture = picture.resize(smaller, Image.Resampling.LANCZOS)
+    try:
+        while True:
+            for quality in range(how.quality, _QUALITY_FLOOR - 1, -10):
+                encoded = _jpeg(picture, quality, icc)
+                if len(encoded) <= max_size:
+                    return encoded, picture.size, quality
+            if min(picture.size) * 3 // 4 < _SMALLEST_SIDE:
+                raise InvalidInputError(
+                    f"{what} does not fit under max_file_size={max_size:,} bytes even as a "
+                    f"{picture.size[0]}×{picture.size[1]} JPEG at quality {_QUALITY_FLOOR}"
+                )
+            smaller = (picture.size[0] * 3 // 4, picture.size[1] * 3 // 4)
+            picture = picture.resize(smaller, Image.Resampling.LANCZOS)
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # an image mode or profile JPEG cannot hold
+        raise InvalidInputError(
+            f"{what} cannot be encoded as JPEG ({type(exc).__name__})"
+        ) from None
+
+
+def _profile_for(image: PILImage.Image) -> bytes | None:
+    """The colour profile to carry over: one of an RGB or grey image's own colour space (a
+    CMYK profile describes no RGB pixels), of a size a camera writes."""
+    icc = image.info.get("icc_profile")
+    if not isinstance(icc, bytes) or len(icc) > _ICC_MAX or len(icc) < 20:
+        return None
+    space = icc[16:20]
+    if (space == b"RGB " and image.mode in ("RGB", "RGBA", "P", "YCbCr")) or (
+        space == b"GRAY" and image.mode in ("L", "LA")
+    ):
+        return icc
+    return None
 
 
 def _flattened(image: PILImage.Image) -> PILImage.Image:
@@ -397,18 +487,25 @@ def _flattened(image: PILImage.Image) -> PILImage.Image:
         flat = Image.new("RGB", rgba.size, (255, 255, 255))
         flat.paste(rgba, mask=rgba.getchannel("A"))
         return flat
-    if image.mode.startswith("I;16") or image.mode == "I":
-        # 16-bit grey scaled to 8 bits: a plain conversion clips all over 255 to white.
-        return image.convert("I").point(lambda v: v * (1 / 256), "L")
-    if image.mode in ("1", "F"):
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16-bit, 32-bit or float grey, scaled to 8 bits from its range: a plain conversion
+        # clips everything over 255 to white (or everything of a 0-1 float to black).
+        grey = image.convert("F")
+        low, high = grey.getextrema()
+        assert isinstance(low, (int, float))
+        assert isinstance(high, (int, float))
+        top = 1.0 if image.mode == "F" and low >= 0 and high <= 1.0 else max(float(high), 255.0)
+        return grey.point(lambda v: v * (255.0 / top)).convert("L")
+    if image.mode == "1":
         return image.convert("L")
     return image.convert("RGB")
 
 
-def _jpeg(image: PILImage.Image, quality: int, icc: object) -> bytes:
+def _jpeg(image: PILImage.Image, quality: int, icc: bytes | None) -> bytes:
     out = io.BytesIO()
-    options: dict[str, Any] = {"quality": quality}
-    if isinstance(icc, bytes) and image.mode == "RGB":
-        options["icc_profile"] = icc  # colours as the camera meant them; no EXIF (GPS) copied
+    # Only pixels and a colour profile go out: no EXIF (GPS), XMP or comment of the original.
+    options: dict[str, Any] = {"quality": quality, "comment": b""}
+    if icc is not None:
+        options["icc_profile"] = icc  # colours as the camera meant them
     image.save(out, format="JPEG", **options)
     return out.getvalue()
