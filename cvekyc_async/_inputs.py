@@ -200,7 +200,7 @@ class ImageSource:
     ``os.PathLike`` and ``bytes`` arguments are turned into one of these automatically.
     """
 
-    __slots__ = ("_data", "_filename", "_kind", "_path", "_send_as", "_url")
+    __slots__ = ("_data", "_filename", "_kind", "_path", "_send_as", "_url", "_what")
 
     def __init__(self) -> None:
         # Use the from_* constructors; this only sets defaults.
@@ -210,6 +210,7 @@ class ImageSource:
         self._url = ""
         self._filename = ""
         self._send_as: Literal["file", "base64"] = "file"
+        self._what = "image bytes"  # how messages name it
 
     @classmethod
     def from_path(
@@ -274,12 +275,12 @@ class ImageSource:
         data = bytes(data)
         if not data:
             raise InvalidInputError("image bytes are empty")
-        fmt = _check_format(
-            data[:_SNIFF_LEN], "image bytes", allow_pdf=True, size=len(data), photo_ok=True
-        )
+        what = "image bytes" if not filename else f"image {_shown(filename)}"
+        fmt = _check_format(data[:_SNIFF_LEN], what, allow_pdf=True, size=len(data), photo_ok=True)
         _check_send_as(send_as)
         src = cls()
         src._kind = "bytes"
+        src._what = what
         src._data = data
         src._filename = filename or f"image.{'jpg' if fmt == 'jpeg' else fmt}"
         src._send_as = send_as
@@ -403,8 +404,8 @@ class ImageSource:
             check_size(size, limit, "base64 data", hint, head=base64.b64decode(text[:88]))
             return base64.b64decode(text), "base64 data"
         assert isinstance(self._data, bytes)
-        check_size(len(self._data), limit, "image bytes", hint, head=self._data[:16])
-        return self._data, "image bytes"
+        check_size(len(self._data), limit, self._what, hint, head=self._data[:16])
+        return self._data, self._what
 
     def payload_of(
         self, data: bytes, what: str, *, max_size: int, allow_pdf: bool, renamed: str = ""

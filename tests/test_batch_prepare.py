@@ -157,13 +157,17 @@ def test_without_prepare_a_heic_photo_is_an_error_record_that_says_add_prepare(
     assert proc.returncode == 1
     records = {r["key"]: r for r in lines(out)}
     heic = records["inbox/IMG_0001.HEIC"]["error"]["message"]
-    assert "is a HEIC photo, which the service does not read: add --prepare" in heic
+    assert (
+        "image 'IMG_0001.HEIC' is a HEIC photo, which the service does not read: add --prepare"
+        in (heic)
+    )
     big = records["inbox/big.jpg"]["error"]["message"]
     assert "raise it with --max-file-size, or add --prepare to downscale images" in big
-    # With --prepare both go, the photo under the cap.
+    # Resumed with --prepare, both go (refused for what --prepare fixes), the photo under the cap.
     proc = run("batch", str(folder), "-o", str(out), "--max-file-size", "100K", "--prepare",
-               "--retry-failed", "--resume", env=env_for(cv_emulator))  # fmt: skip
+               "--resume", env=env_for(cv_emulator))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "re-sent: refused before, --prepare sends it now" in proc.stdout
     latest = {r["key"]: r for r in lines(out)}
     assert all(r["ok"] for r in latest.values())
     assert latest["inbox/big.jpg"]["prepared"][0]["sent_bytes"] <= 100 * 1024

@@ -23,7 +23,6 @@ import msgspec
 
 from .._batch import DEFAULT_FATAL_ERRORS, BatchResult, extract_as_completed
 from .._constants import DEFAULT_MAX_FILE_SIZE, ENV_API_KEY
-from .._errors import InvalidInputError
 from .joblog import (
     INTERRUPTED,
     LockedError,
@@ -390,6 +389,9 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 yield job, None
             elif latest.ok:
                 yield job, "skipped: already ok"
+            elif latest.prepare_helps and client.prepare is not None:
+                # Refused for what --prepare fixes (a HEIC photo, a file over the cap).
+                yield job, "re-sent: refused before, --prepare sends it now"
             elif not latest.resend:
                 yield job, f"skipped: {latest.reason} (--retry-failed sends it)"
             else:
@@ -522,12 +524,12 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     _write(_withdrawn_record(lone, path, job.key))
             outcomes[outcome(result)] += 1
             if result.attempts == 0:
-                if isinstance(result.error, InvalidInputError):
-                    # Refused by the client before sending: a bad file, not one left unsent.
-                    refused[0] += 1
-                else:
+                if isinstance(result.error, DEFAULT_FATAL_ERRORS):
                     # A fatal error (quota, credentials) ends the inputs behind it unsent.
                     unsent[0] += 1
+                else:
+                    # Refused before sending (a bad file, one that cannot be prepared).
+                    refused[0] += 1
             if assessment is not None:
                 verdicts[assessment.verdict] += 1
         if sent is not None:

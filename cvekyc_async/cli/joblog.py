@@ -278,6 +278,7 @@ class _Latest:
     reason: str
     sha256: str | None = None
     size: int | None = None
+    prepare_helps: bool = False  # refused with a message that says --prepare sends it
 
 
 def _judge(head: _Head, retry_failed: bool) -> _Latest:
@@ -291,7 +292,9 @@ def _judge(head: _Head, retry_failed: bool) -> _Latest:
     if head.attempts == 0 and kind not in FINAL_ERRORS:
         return _Latest(False, True, "never sent")
     if kind in FINAL_ERRORS and not retry_failed:
-        return _Latest(False, False, kind, sha256, size)
+        message = error.get("message")
+        helps = kind == "InvalidInputError" and isinstance(message, str) and "--prepare" in message
+        return _Latest(False, False, kind, sha256, size, helps)
     return _Latest(False, True, kind)
 
 
