@@ -365,3 +365,51 @@ def test_a_side_added_later_withdraws_its_lone_record_from_export_and_merge(
     again = run("batch", str(folder), *cards, "--resume", env=env_for(cv_emulator))
     assert again.returncode == 0, again.stderr
     assert len(lines(out)) == 3
+
+
+def test_a_card_sent_as_a_pair_withdraws_every_lone_side_of_it_in_its_shard(
+    cv_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    shutil.copy(specimens()["chip_front.jpg"], folder / "x_front.jpg")
+    shutil.copy(specimens()["chip_front.jpg"], folder / "x_1.jpg")  # a second front
+    shutil.copy(specimens()["chip_back.jpg"], folder / "x_back.jpg")
+    shutil.copy(specimens()["cccd_front.jpg"], folder / "y_front.jpg")
+    outs = [tmp_path / "part1.jsonl", tmp_path / "part2.jsonl"]
+    env = env_for(cv_emulator)
+
+    def both_shards(*extra: str) -> None:
+        for n, out in enumerate(outs, 1):
+            run("batch", str(folder), "--endpoint", "cards", "--pairs", "auto", "-o", str(out),
+                "--shard", f"{n}/2", *extra, env=env)  # fmt: skip
+
+    both_shards()
+    first = [r for out in outs if out.exists() for r in lines(out)]
+    problems = {r["key"]: r["error"]["message"] for r in first}
+    assert problems == {
+        "cards/x_front.jpg\t": "2 files are the front of one card (x_1.jpg, x_front.jpg): keep one",
+        "cards/x_1.jpg\t": "2 files are the front of one card (x_1.jpg, x_front.jpg): keep one",
+        "cards/x_back.jpg\t": "its front is given by 2 files (x_1.jpg, x_front.jpg): keep one",
+        "cards/y_front.jpg\t": problems["cards/y_front.jpg\t"],
+    }
+    # The sides of one card fall in one shard, whichever their keys.
+    holding_x = [out for out in outs if out.exists() and "x_1" in out.read_text()]
+    assert len(holding_x) == 1
+    assert all("x_back" in out.read_text() for out in holding_x)
+
+    (folder / "x_1.jpg").unlink()  # kept one, as asked
+    both_shards("--resume")
+    merged = tmp_path / "all.jsonl"
+    parts = [str(out) for out in outs if out.exists()]  # a shard with nothing writes nothing
+    assert run("merge", *parts, "-o", str(merged)).returncode == 0
+    assert sorted(r["key"] for r in lines(merged)) == [
+        "cards/x_front.jpg\tcards/x_back.jpg",
+        "cards/y_front.jpg\t",
+    ]
+    withdrawn = [r for r in lines(holding_x[0]) if r.get("withdrawn")]
+    assert sorted(r["key"] for r in withdrawn) == [
+        "cards/x_1.jpg\t",
+        "cards/x_back.jpg\t",
+        "cards/x_front.jpg\t",
+    ]

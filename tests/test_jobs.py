@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from cvekyc_async.cli.joblog import (
     merge,
     result_record,
 )
-from cvekyc_async.cli.jobs import Job, ManifestError, Shard, discover
+from cvekyc_async.cli.jobs import Job, ManifestError, PairRule, Shard, discover
 from cvekyc_async.cli.records import complete_end
 
 
@@ -534,7 +535,9 @@ def test_a_side_without_its_other_is_a_problem_never_a_single(tmp_path: Path) ->
     assert "the back side is missing" in (by_key["scans/b_front.jpg\t"].problem or "")
     assert "the front side is missing" in (by_key["scans/c_sau.jpg\t"].problem or "")
     assert "2 files are the front of one card" in (by_key["scans/d_front.jpg\t"].problem or "")
-    assert "the front side is missing" in (by_key["scans/d_back.jpg\t"].problem or "")
+    assert (
+        by_key["scans/d_back.jpg\t"].problem
+    ) == "its front is given by 2 files (d_front.jpg, d_truoc.jpg): keep one"
     # Pairs are made within one folder: the back in sub/ has no front there.
     assert "the front side is missing" in (by_key["scans/sub/a_back.jpg\t"].problem or "")
     assert left_out.kinds == {"no front or back in its name": 1}
@@ -557,3 +560,20 @@ def test_a_pairs_expression_names_its_key_and_side(tmp_path: Path) -> None:
     for bad in ("(", "(?P<key>.*)"):
         with pytest.raises(ValueError, match="--pairs"):
             PairRule.parse(bad)
+
+
+def test_pairs_keep_a_names_diacritics_so_two_people_never_pair(tmp_path: Path) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("Lê Thị Hà_mt.jpg", "Lê Thị Hạ_ms.jpg", "0001_mặt_trước.JPG", "0001_mat_sau.png"):
+        (folder / name).write_bytes(b"\xff\xd8\xff\xe0 a jpeg")
+    rule = PairRule.parse("auto")
+    jobs = {j.key: j for j in discover([str(folder)], pairs=True, pair_rule=rule)}
+    # The side word is read with or without diacritics, the person's name is not folded.
+    assert jobs["scans/0001_mặt_trước.JPG\tscans/0001_mat_sau.png"].problem is None
+    assert "the back side is missing" in (jobs["scans/Lê Thị Hà_mt.jpg\t"].problem or "")
+    assert "the front side is missing" in (jobs["scans/Lê Thị Hạ_ms.jpg\t"].problem or "")
+    assert rule.side_of(Path("NGUYỄN VĂN ĐỨC-Front.jpg")) == ("nguyễn văn đức", "front")
+    # A name written in decomposed form (as macOS stores names) is the same name.
+    decomposed = unicodedata.normalize("NFD", "Lê Thị Hà_ms.jpg")
+    assert rule.side_of(Path(decomposed)) == ("lê thị hà", "back")

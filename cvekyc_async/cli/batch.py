@@ -42,6 +42,7 @@ from .jobs import (
     ManifestError,
     PairRule,
     Shard,
+    card_group,
     carries_secrets,
     discover,
     key_hash,
@@ -113,12 +114,13 @@ def _refused_record(job: Job) -> dict[str, Any]:
     }
 
 
-def _withdrawn_record(lone: str, path: str, pair: str) -> dict[str, Any]:
-    """The record that withdraws a lone side's error once its pair was sent (its other side
-    was added since): ``export``, ``report`` and ``merge`` then drop that key."""
+def _withdrawn_record(lone: str, pair: str) -> dict[str, Any]:
+    """The record that withdraws a lone side's error once its card's pair was sent (its other
+    side was added since, or a second copy of a side removed): ``export``, ``report`` and
+    ``merge`` then drop that key."""
     return {
         "key": lone,
-        "input": [path],
+        "input": None,
         "sha256": None,
         "size": None,
         "ok": False,
@@ -130,14 +132,6 @@ def _withdrawn_record(lone: str, path: str, pair: str) -> dict[str, Any]:
         "billed": False,
         "assessment": None,
     }
-
-
-def _lone_sides(job: Job) -> list[tuple[str, str]]:
-    """(key, path) of the lone-side records a pair job's sides had when one was missing."""
-    sides = job.key.split("\t")
-    if job.problem is not None or not isinstance(job.value, tuple) or len(sides) != 2:
-        return []  # (a name holding a tab is never taken apart)
-    return [(f"{side}\t", path) for side, path in zip(sides, job.value, strict=True)]
 
 
 def _interrupted_record(job: Job, sent: Fingerprint | None) -> dict[str, Any]:
@@ -351,6 +345,13 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     changed: set[str] = set()
 
     left_out = LeftOut()
+    # The lone sides the output holds, by card: withdrawn once their card's pair is sent.
+    lone_sides: dict[str, list[str]] = {}
+    if pair_rule is not None:
+        for lone in log.lone_sides():
+            found = pair_rule.side_of(Path(lone[:-1]))
+            if found is not None:
+                lone_sides.setdefault(card_group(lone[:-1], found[0]), []).append(lone)
 
     def planned(check: bool = False) -> Iterator[tuple[Job, str | None]]:
         """Each input once, with what to do: ``None`` to send it, else why it is skipped.
@@ -366,7 +367,8 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             left_out=left_out if check else None,
             pair_rule=pair_rule,
         ):
-            if shard is not None and job.key not in shard:
+            # The sides of one card stay in one shard, alone or paired.
+            if shard is not None and (job.group or job.key) not in shard:
                 continue
             hashed = key_hash(job.key)
             if hashed in seen:
@@ -519,9 +521,9 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if thumbnails is not None:
             _keep_thumbnails(record, result, thumbnails, err)
         if _write(record):
-            for lone, path in _lone_sides(job):
-                if log.holds(lone):
-                    _write(_withdrawn_record(lone, path, job.key))
+            if job.group is not None and job.problem is None:
+                for lone in lone_sides.pop(job.group, []):
+                    _write(_withdrawn_record(lone, job.key))
             outcomes[outcome(result)] += 1
             if result.attempts == 0:
                 if isinstance(result.error, DEFAULT_FATAL_ERRORS):

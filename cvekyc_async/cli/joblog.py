@@ -444,9 +444,9 @@ class ResultLog:
         """What the output says of ``job``: ``None`` when it holds nothing of it."""
         return self._latest.get(job.key)
 
-    def holds(self, key: str) -> bool:
-        """Whether the output holds a record of ``key`` (read when resuming, or written)."""
-        return key in self._latest
+    def lone_sides(self) -> list[str]:
+        """The keys of lone-side records (``folder/name\t``) the output held when resumed."""
+        return [k for k in self._latest if k.endswith("\t") and k.count("\t") == 1]
 
     def known_digest(self, digest: str | None) -> str | None:
         """The key already read with these bytes, if any."""

@@ -47,6 +47,7 @@ __all__ = [
     "ManifestError",
     "PairRule",
     "Shard",
+    "card_group",
     "carries_secrets",
     "discover",
     "fingerprint",
@@ -91,6 +92,10 @@ class Job:
     #: Why it cannot be sent, found before anything is (a pair with a side missing): it is
     #: recorded as an ``InvalidInputError`` without a request.
     problem: str | None = None
+    #: The card a scanned folder's front and back files belong to (``--pairs``), shared by the
+    #: pair and by a side found alone: they fall in one shard, and a pair, once sent, withdraws
+    #: the records of its card's lone sides (see ``card_group``).
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,14 +493,38 @@ class PairRule:
         return cls(pattern, False)
 
     def side_of(self, path: Path) -> tuple[str, str] | None:
-        """(the card's key, ``front`` or ``back``) a file's name says, or ``None``."""
-        stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+        """(the card's key, ``front`` or ``back``) a file's name says, or ``None``.
+
+        The side word is read in any case, with or without diacritics; the card's key only
+        in any case: "Lê Thị Hà" and "Lê Thị Hạ" are two people.
+        """
+        stem = unicodedata.normalize(
+            "NFC", path.name[: -len(path.suffix)] if path.suffix else path.name
+        )
         found = self.pattern.fullmatch(_fold(stem) if self.auto else stem)
         if found is None:
             return None
         side = _SIDES.get(_fold(found.group("side") or ""))
         key = found.group("key") or ""
-        return None if side is None or not key.strip() else (_fold(key), side)
+        if self.auto:
+            key = _unfolded_prefix(stem, key)
+        key = " ".join(key.replace("_", " ").casefold().split())
+        return None if side is None or not key else (key, side)
+
+
+def _unfolded_prefix(text: str, folded: str) -> str:
+    """The shortest start of ``text`` that folds (``_fold``) to ``folded``: the card's key as
+    its name writes it, diacritics and all."""
+    for end in range(1, len(text) + 1):
+        if _fold(text[:end]) == folded:
+            return text[:end]
+    return text
+
+
+def card_group(key: str, card: str) -> str:
+    """The group of a side whose key (``folder/name``) and card key are given: its folder
+    and card, computed alike from a file found now and from a key an output holds."""
+    return f"{posixpath.dirname(key)}/\t{card}"
 
 
 def _paired(root: Path, rule: PairRule, left_out: LeftOut | None) -> Iterator[Job]:
@@ -511,21 +540,28 @@ def _paired(root: Path, rule: PairRule, left_out: LeftOut | None) -> Iterator[Jo
                 left_out.add(path, "no front or back in its name")
             continue
         card, side = found
-        sides = groups.setdefault((str(path.parent), card), {"front": [], "back": []})
+        group = card_group(key, card)
+        sides = groups.setdefault((str(path.parent), group), {"front": [], "back": []})
         sides[side].append((key, path))
-    for sides in groups.values():
+    for (_, group), sides in groups.items():
         fronts, backs = sides["front"], sides["back"]
         if len(fronts) == 1 and len(backs) == 1:
             (fk, fp), (bk, bp) = fronts[0], backs[0]
-            yield Job(f"{fk}\t{bk}", (str(fp), str(bp)))
+            yield Job(f"{fk}\t{bk}", (str(fp), str(bp)), group=group)
             continue
         for side, files in (("front", fronts), ("back", backs)):
             other = "back" if side == "front" else "front"
+            others = backs if side == "front" else fronts
             for key, path in files:
                 if len(files) > 1:
                     problem = (
                         f"{len(files)} files are the {side} of one card "
                         f"({', '.join(p.name for _, p in files)}): keep one"
+                    )
+                elif others:
+                    problem = (
+                        f"its {other} is given by {len(others)} files "
+                        f"({', '.join(p.name for _, p in others)}): keep one"
                     )
                 else:
                     words = (
@@ -533,7 +569,7 @@ def _paired(root: Path, rule: PairRule, left_out: LeftOut | None) -> Iterator[Jo
                     )
                     named = f" (a name ending in {words})" if rule.auto else ""
                     problem = f"the {other} side is missing: no file in its folder names it{named}"
-                yield Job(f"{key}\t", (str(path),), problem)
+                yield Job(f"{key}\t", (str(path),), problem, group)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
