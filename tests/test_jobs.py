@@ -577,3 +577,28 @@ def test_pairs_keep_a_names_diacritics_so_two_people_never_pair(tmp_path: Path) 
     # A name written in decomposed form (as macOS stores names) is the same name.
     decomposed = unicodedata.normalize("NFD", "Lê Thị Hà_ms.jpg")
     assert rule.side_of(Path(decomposed)) == ("lê thị hà", "back")
+
+
+def test_thumbnail_trash_and_hidden_folders_are_left_out_file_by_file(tmp_path: Path) -> None:
+    from cvekyc_async.cli.jobs import LeftOut
+
+    jpeg = b"\xff\xd8\xff\xe0 a jpeg"
+    folder = tmp_path / "scans"
+    (folder / "@eaDir" / "a.jpg").mkdir(parents=True)
+    (folder / "@eaDir" / "a.jpg" / "SYNOPHOTO_THUMB_XL.jpg").write_bytes(jpeg)
+    (folder / "@eaDir" / "a.jpg" / "SYNOPHOTO_THUMB_S.jpg").write_bytes(jpeg)
+    (folder / ".thumbnails").mkdir()
+    (folder / ".thumbnails" / "a.png").write_bytes(jpeg)
+    (folder / "__MACOSX").mkdir()
+    (folder / "__MACOSX" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "b.jpg").write_bytes(jpeg)
+    (folder / "a.jpg").write_bytes(jpeg)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "c.jpg").write_bytes(jpeg)
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    left_out = LeftOut()
+    keys = [job.key for job in discover([str(folder)], pairs=False, left_out=left_out)]
+    assert keys == ["scans/a.jpg", "scans/sub/b.jpg"]
+    assert left_out.kinds == {"in a system or hidden folder": 4, "linked folder, not followed": 1}

@@ -360,6 +360,11 @@ def _sniffs_as_image(path: Path) -> bool:
 
 #: Files an operating system leaves in folders: left out as such, never read.
 _SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
+#: Folders of thumbnails, trash and metadata that systems and NAS boxes keep beside photos
+#: (their JPEGs are copies: sending them pays for each card again); hidden folders too.
+_SYSTEM_FOLDERS = frozenset(
+    {"@eadir", "__macosx", "$recycle.bin", "#recycle", "system volume information", "#snapshot"}
+)
 
 #: Paths of left-out files kept for ``--list-left-out`` (the counts go on past it).
 LEFT_OUT_LISTED = 10_000
@@ -431,6 +436,20 @@ def _walk(root: Path, left_out: LeftOut | None = None) -> Iterator[tuple[str, Pa
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=refuse):
         dirnames.sort()
+        for folder in list(dirnames):
+            path = Path(dirpath) / folder
+            if path.is_symlink():
+                # Not followed (a link can lead outside the folder, or round in a loop).
+                if left_out is not None:
+                    left_out.add(path, "linked folder, not followed")
+            elif folder.startswith(".") or folder.lower() in _SYSTEM_FOLDERS:
+                if left_out is not None:
+                    for inner, _, files in os.walk(path):
+                        for file in files:
+                            left_out.add(Path(inner) / file, "in a system or hidden folder")
+            else:
+                continue
+            dirnames.remove(folder)
         for filename in sorted(filenames):
             path = Path(dirpath) / filename
             suffix = path.suffix.lower()
