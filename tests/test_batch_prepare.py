@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pillow_heif
 import pytest
 from PIL import Image
@@ -208,3 +209,26 @@ def test_prepare_options_are_checked_before_sending(
     assert message in proc.stderr
     assert not out.exists()
     assert cv_emulator.state.stats()["requests"] == 0
+
+
+@pytest.mark.anyio
+async def test_a_batch_reads_no_more_input_bytes_than_its_bound_while_answers_are_due() -> None:
+    from cvekyc_async.cli.batch import _Held
+
+    held = _Held(100)
+    taken: list[int] = []
+
+    async def read(size: int) -> None:
+        await held.take(size)
+        taken.append(size)
+
+    await held.take(60)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read, 50)  # 60 + 50 > 100: waits for an answer
+        await anyio.wait_all_tasks_blocked()
+        assert taken == []
+        held.give(60)
+    assert (taken, held.used) == ([50], 50)
+    held.give(50)
+    await read(500)  # bigger than the bound: goes alone, at once
+    assert held.used == 500

@@ -216,17 +216,47 @@ _INLINE_LOAD = 256 * 1024
 _PREPARED = ("converted", "rotated", "downscaled", "re-encoded")
 
 
-async def _load(job: Job, max_file_size: int) -> tuple[Any, Fingerprint | None]:
-    """``load`` the input, in a worker thread when it is large: hashing 10 MB takes about 20 ms,
-    a stall for every call in flight. The batch pulls one input at a time, so one load runs at
-    once, and what is loaded is held only while its call is in flight (bounded by the
-    concurrency)."""
+#: Bytes of inputs read and not yet answered, at most (one bigger input goes alone): with
+#: --prepare a photo of 30 MB is read whole, and 64 of them in flight would hold 2 GB.
+_HELD_BYTES = 256 * 1024 * 1024
+
+
+class _Held:
+    """The bytes of inputs read for sending whose answers have not come: the batch waits
+    before reading one more that would take them over ``limit``. One task takes (the
+    producer, which pulls one input at a time), others give back."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._given = anyio.Event()
+
+    async def take(self, size: int) -> None:
+        while self.used and self.used + size > self.limit:
+            await self._given.wait()
+            self._given = anyio.Event()
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        self._given.set()
+
+
+def _size_on_disk(job: Job) -> int:
     values = job.value if isinstance(job.value, tuple) else (job.value,)
     size = 0
     for value in values:
         if isinstance(value, str) and "://" not in value:
             with contextlib.suppress(OSError, ValueError):
                 size += os.stat(value).st_size
+    return size
+
+
+async def _load(job: Job, max_file_size: int, size: int) -> tuple[Any, Fingerprint | None]:
+    """``load`` the input, in a worker thread when it is large (``size`` bytes on disk):
+    hashing 10 MB takes about 20 ms, a stall for every call in flight. The batch pulls one
+    input at a time, so one load runs at once, and what is loaded is held only while its call
+    is in flight (bounded by the concurrency and by ``_HELD_BYTES``)."""
     if size <= _INLINE_LOAD:
         return load(job, max_file_size)
     return await anyio.to_thread.run_sync(load, job, max_file_size)
@@ -436,6 +466,8 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     stop = _Stop()
     pending: dict[int, tuple[Job, Fingerprint | None]] = {}
+    held = _Held(_HELD_BYTES)
+    holding: dict[int, int] = {}  # bytes read for each input in flight
     # Inputs whose bytes are in flight under another key: recorded when that one ends, so
     # that the same scan is never paid for twice, even at once.
     in_flight: dict[str, str] = {}
@@ -463,20 +495,25 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     outcomes["InvalidInputError"] += 1
                     refused[0] += 1
                     continue
-                value, sent = await _load(job, max_file_size)
+                size = _size_on_disk(job)
+                await held.take(size)
+                value, sent = await _load(job, max_file_size, size)
                 if sent is not None:
                     same = log.known_digest(sent.sha256)
                     if same is not None and same != job.key:
                         # These bytes were read already under another name: not paid again.
+                        held.give(size)
                         if not _write(_same_as_record(job, sent, same, True, None)):
                             return
                         plan[_SHARED] += 1
                         continue
                     if sent.sha256 in in_flight:
+                        held.give(size)
                         waiting.setdefault(sent.sha256, []).append(job)
                         plan[_SHARED] += 1
                         continue
                     in_flight[sent.sha256] = job.key
+                holding[index] = size
                 pending[index] = (job, sent)
                 index += 1
                 yield value
@@ -505,6 +542,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     def take(result: BatchResult) -> None:
         job, sent = pending.pop(result.index)
+        held.give(holding.pop(result.index, 0))
         if result.result is not None:
             for done in result.result.prepared:
                 for what in ("converted", "rotated", "downscaled"):
