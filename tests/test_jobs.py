@@ -602,3 +602,46 @@ def test_thumbnail_trash_and_hidden_folders_are_left_out_file_by_file(tmp_path: 
     keys = [job.key for job in discover([str(folder)], pairs=False, left_out=left_out)]
     assert keys == ["scans/a.jpg", "scans/sub/b.jpg"]
     assert left_out.kinds == {"in a system or hidden folder": 4, "linked folder, not followed": 1}
+
+
+def test_xlsx_manifests_are_read_as_excel_shows_them_or_refused_by_row(tmp_path: Path) -> None:
+    import zipfile
+
+    import openpyxl
+
+    def xlsx(name: str, fill: Any) -> str:
+        book = openpyxl.Workbook()
+        fill(book)
+        book.save(tmp_path / name)
+        return str(tmp_path / name)
+
+    def notes_first(book: Any) -> None:
+        book.active.title = "Hướng dẫn"
+        data = book.create_sheet("Danh sách")
+        data.append(["path"])
+        data.append(["a.jpg"])
+        book.active = 1  # the sheet Excel opens on
+
+    [job] = discover([xlsx("active.xlsx", notes_first)], pairs=False)
+    assert job.key == "a.jpg"
+
+    def formula(book: Any) -> None:
+        book.active.append(["path"])
+        book.active.append(["a.jpg"])
+        book.active.append(['=CONCATENATE("b",".jpg")'])  # no value saved: never computed
+
+    with pytest.raises(ManifestError, match=r"formula\.xlsx: row 3: a formula with no saved"):
+        list(discover([xlsx("formula.xlsx", formula)], pairs=False))
+    with pytest.raises(ManifestError, match=r"holds no rows"):
+        list(discover([xlsx("empty.xlsx", lambda book: None)], pairs=False))
+    # A sheet whose XML is damaged inside a sound archive: named by row, no traceback.
+    good = xlsx("good.xlsx", lambda book: [book.active.append([p]) for p in ("path", "a.jpg")])
+    damaged = tmp_path / "damaged.xlsx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(damaged, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"</sheetData>", b"<row><c>")
+            dst.writestr(item, data)
+    with pytest.raises(ManifestError, match=r"damaged\.xlsx: .*cannot be read"):
+        list(discover([str(damaged)], pairs=False))

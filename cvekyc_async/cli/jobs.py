@@ -719,7 +719,12 @@ def _csv_rows(path: Path, delimiter: str | None) -> Iterator[tuple[int, list[str
 
 
 def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(row number, cells as text) of the first sheet of an ``.xlsx`` manifest, streamed."""
+    """(row number, cells as text) of an ``.xlsx`` manifest's active sheet (the one Excel
+    opens on), streamed.
+
+    A formula is read by the value the file saved for it; a file whose formulas have none
+    (written by a program that does not compute them) is refused by row, not read as blanks.
+    """
     try:
         import openpyxl  # type: ignore[import-untyped]
     except ImportError:
@@ -727,18 +732,56 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             f"{path}: an .xlsx manifest is read with openpyxl: pip install 'cvekyc-async[export]'"
             " (or save the sheet as CSV)"
         ) from None
+    books = []
     try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        for data_only in (True, False):
+            books.append(openpyxl.load_workbook(path, read_only=True, data_only=data_only))
     except Exception as exc:  # any of the library's errors on any bytes: named, never quoted
+        for book in books:
+            book.close()
         raise ManifestError(f"{path}: not a sheet openpyxl reads ({type(exc).__name__})") from None
+    values_book, formulas_book = books
+    n = 0
     try:
-        sheet = book.worksheets[0] if book.worksheets else None
-        if sheet is None:
-            return
-        for n, values in enumerate(sheet.iter_rows(values_only=True), 1):
-            yield n, [_cell_text(v) for v in values]
+        sheets = [_sheet_of(book) for book in books]
+        if sheets[0] is None or sheets[1] is None:
+            raise ManifestError(f"{path}: the workbook holds no worksheet")
+        rows = zip(
+            sheets[0].iter_rows(values_only=True),
+            sheets[1].iter_rows(values_only=True),
+            strict=False,
+        )
+        found = False
+        for n, (values, formulas) in enumerate(rows, 1):
+            cells = [_cell_text(v) for v in values]
+            for value, formula in zip(values, formulas, strict=False):
+                if value is None and isinstance(formula, str) and formula.startswith("="):
+                    raise ManifestError(
+                        f"{path}: row {n}: a formula with no saved value (the file was written "
+                        "by a program that does not compute formulas): open and save it in "
+                        "Excel, or save the sheet as CSV"
+                    )
+            found = found or any(cells)
+            yield n, cells
+        if not found:
+            raise ManifestError(f"{path}: the sheet {sheets[0].title!r} holds no rows")
+    except ManifestError:
+        raise
+    except Exception as exc:  # damaged XML inside the file, found while streaming it
+        raise ManifestError(
+            f"{path}: row {n + 1} cannot be read ({type(exc).__name__}): a damaged sheet"
+        ) from None
     finally:
-        book.close()
+        values_book.close()
+        formulas_book.close()
+
+
+def _sheet_of(book: Any) -> Any:
+    """The sheet Excel opens on, when it is a worksheet (not a chart), else the first one."""
+    active = book.active
+    if active is not None and hasattr(active, "iter_rows"):
+        return active
+    return book.worksheets[0] if book.worksheets else None
 
 
 def _cell_text(value: Any) -> str:
