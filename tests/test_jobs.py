@@ -645,3 +645,30 @@ def test_xlsx_manifests_are_read_as_excel_shows_them_or_refused_by_row(tmp_path:
             dst.writestr(item, data)
     with pytest.raises(ManifestError, match=r"damaged\.xlsx: .*cannot be read"):
         list(discover([str(damaged)], pairs=False))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("path\nNguyễn, Văn.jpg\n", r":2: 2 cells under a header of 1: quote a value"),
+        ("path,url\na.jpg,https://example.com/a.jpg\n", r":2: the row gives both path and url"),
+    ],
+)
+def test_a_csv_row_that_would_be_read_in_part_is_refused(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(content, encoding="utf-8")
+    with pytest.raises(ManifestError, match=message):
+        list(discover([str(manifest)], pairs=False))
+    # Trailing empty cells, as spreadsheets export them, are no problem.
+    manifest.write_text("path\na.jpg,,\n", encoding="utf-8")
+    assert [j.key for j in discover([str(manifest)], pairs=False)] == ["a.jpg"]
+
+
+def test_names_listed_for_a_terminal_escape_control_characters() -> None:
+    from cvekyc_async.cli.jobs import printable
+
+    assert printable("scans/a\nleft out: b.jpg") == "scans/a\\nleft out: b.jpg"
+    assert printable("\x1b[31mred\u202e.jpg") == "\\x1b[31mred\\u202e.jpg"
+    assert printable("Lê Thị Hà_mt.jpg") == "Lê Thị Hà_mt.jpg"

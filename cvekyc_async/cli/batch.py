@@ -47,6 +47,7 @@ from .jobs import (
     discover,
     key_hash,
     load,
+    printable,
     record_input,
     safe_url,
     shown,
@@ -641,7 +642,7 @@ async def run_batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     if args.list_left_out:
         for path, kind in left_out.paths:
-            report.write(f"left out: {path} ({kind})\n")
+            report.write(f"left out: {printable(path)} ({kind})\n")
         if len(left_out) > len(left_out.paths):
             report.write(f"left out: {len(left_out) - len(left_out.paths)} more not listed\n")
 

@@ -53,6 +53,7 @@ __all__ = [
     "fingerprint",
     "key_hash",
     "load",
+    "printable",
     "record_input",
     "safe_url",
     "shown",
@@ -192,6 +193,14 @@ def shown(text: str) -> str:
     """An input or key as messages show it: a URL without its query (signed URLs carry
     credentials there), anything else as it is."""
     return describe_input(text) if "://" in text else text
+
+
+def printable(text: str) -> str:
+    """A file name as a terminal may show it: control and direction characters escaped (a
+    name may hold an escape sequence, or a line break that forges a line of output)."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def _check_url(text: str, where: str) -> bool:
@@ -642,7 +651,7 @@ def _looks_like_input(cell: str, base: Path) -> bool:
 #: Headers a manifest may name its columns by in Vietnamese, folded (see ``_fold``).
 _HEADER_WORDS = {"duong dan": "path", "mat truoc": "front", "mat sau": "back"}
 #: Delimiters a CSV manifest may use: Excel writes ``;`` where the decimal mark is ``,``
-#: (Vietnamese settings among them), and tab for "Unicode text".
+#: (Vietnamese settings among them), and tab where a sheet is exported or pasted as TSV.
 DELIMITERS = (",", ";", "\t")
 
 
@@ -819,7 +828,19 @@ def _table_jobs(
                 "keep one, so that each row has one input"
             )
         for n, cells in rows:
+            if any(c.strip() for c in cells[len(header) :]):
+                # An input holding the delimiter, unquoted: read whole, or not at all.
+                raise ManifestError(
+                    f"{path}:{n}: {len(cells)} cells under a header of {len(header)}: quote a "
+                    "value that holds the delimiter"
+                )
             row = dict(zip(header, cells, strict=False))
+            given = [c for c in SINGLE_COLUMNS if row.get(c, "").strip()]
+            if not pairs and len(given) > 1:
+                raise ManifestError(
+                    f"{path}:{n}: the row gives both {given[0]} and {given[1]}: give one input "
+                    "per row"
+                )
             yield _row_job(row, how, path.parent, f"{path}:{n}")
         return
     # No header: only when the first row is itself an input (a path or a URL), else the

@@ -13,6 +13,7 @@ import functools
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -256,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cvekyc`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _fill_closed_descriptors()
+    # Pillow warns of damaged EXIF while preparing an image; the record says what matters.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
     out, err = sys.stdout, cast(TextIO, _BestEffort(sys.stderr))
     if argv[:1] == ["emulator"]:
         # Its options belong to the emulator's own parser.
