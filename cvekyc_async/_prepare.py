@@ -14,7 +14,8 @@ URLs are downloaded by the service and cannot be prepared here.
 Decoding is bounded: ``max_pixels`` caps what one image may decode to (a decompression bomb
 declares a huge size in a few bytes), JPEGs are decoded at the smallest 1/2, 1/4 or 1/8 scale that
 still covers ``max_side``, and the work runs in worker threads, no more at once than the client's
-concurrency and the machine's cores.
+concurrency and the machine's cores, whose decoded pixels together stay within a budget of twice
+the default limit (an image bigger than that is decoded alone).
 """
 
 from __future__ import annotations
