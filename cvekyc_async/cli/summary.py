@@ -33,7 +33,7 @@ def write_summary(
     ok = results.pop("ok", 0)
     failed = sum(results.values())
     done = ok + failed
-    rows = [("inputs", f"{done}"), ("ok", f"{ok}"), ("failed", f"{failed}")]
+    rows = [("finished", f"{done}"), ("ok", f"{ok}"), ("failed", f"{failed}")]
     rows += [(f"  {name}", f"{n}") for name, n in results.most_common()]
     rows += [
         ("billed", f"{usage.billed}"),
