@@ -30,6 +30,7 @@ SCRIPTS = (
     "bench_decode",
     "bench_big_answers",
     "bench_results",
+    "bench_prepare",
 )
 
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("bench_adaptive", {"sweep", "auto", "best_fixed", "auto_over_best"}),
         ("bench_adaptive_servers", {"servers"}),
         ("bench_results", {"batch", "exports", "report"}),
+        ("bench_prepare", {"photos", "summary"}),
     ],
 )
 def test_benchmark_runs_in_quick_mode(name: str, keys: set[str], tmp_path: Path) -> None:
