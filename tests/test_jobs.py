@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
 import unicodedata
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -643,8 +645,12 @@ def test_xlsx_manifests_are_read_as_excel_shows_them_or_refused_by_row(tmp_path:
             if item.filename == "xl/worksheets/sheet1.xml":
                 data = data.replace(b"</sheetData>", b"<row><c>")
             dst.writestr(item, data)
-    with pytest.raises(ManifestError, match=r"damaged\.xlsx: .*cannot be read"):
-        list(discover([str(damaged)], pairs=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ManifestError, match=r"damaged\.xlsx: .*cannot be read"):
+            list(discover([str(damaged)], pairs=False))
+        gc.collect()
+    assert [str(w.message) for w in caught] == []  # no file left open by the refused read
 
 
 @pytest.mark.parametrize(

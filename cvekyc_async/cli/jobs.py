@@ -749,17 +749,14 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         for book in books:
             book.close()
         raise ManifestError(f"{path}: not a sheet openpyxl reads ({type(exc).__name__})") from None
-    values_book, formulas_book = books
     n = 0
+    readers: list[Any] = []
     try:
         sheets = [_sheet_of(book) for book in books]
         if sheets[0] is None or sheets[1] is None:
             raise ManifestError(f"{path}: the workbook holds no worksheet")
-        rows = zip(
-            sheets[0].iter_rows(values_only=True),
-            sheets[1].iter_rows(values_only=True),
-            strict=False,
-        )
+        readers = [sheet.iter_rows(values_only=True) for sheet in sheets]
+        rows = zip(*readers, strict=False)
         found = False
         for n, (values, formulas) in enumerate(rows, 1):
             cells = [_cell_text(v) for v in values]
@@ -781,8 +778,11 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             f"{path}: row {n + 1} cannot be read ({type(exc).__name__}): a damaged sheet"
         ) from None
     finally:
-        values_book.close()
-        formulas_book.close()
+        # The row readers first: each holds the file open until it is closed.
+        for reader in readers:
+            reader.close()
+        for book in books:
+            book.close()
 
 
 def _sheet_of(book: Any) -> Any:
