@@ -678,3 +678,9 @@ def test_names_listed_for_a_terminal_escape_control_characters() -> None:
     assert printable("scans/a\nleft out: b.jpg") == "scans/a\\nleft out: b.jpg"
     assert printable("\x1b[31mred\u202e.jpg") == "\\x1b[31mred\\u202e.jpg"
     assert printable("Lê Thị Hà_mt.jpg") == "Lê Thị Hà_mt.jpg"
+
+
+def test_a_name_that_is_only_a_side_word_is_never_a_card_of_its_own() -> None:
+    rule = PairRule.parse("auto")
+    for name in ("front.jpg", "back.jpg", "mặt trước.jpg", "1.jpg"):
+        assert rule.side_of(Path(name)) is None, name

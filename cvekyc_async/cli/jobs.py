@@ -543,6 +543,8 @@ class PairRule:
 def _unfolded_prefix(text: str, folded: str) -> str:
     """The shortest start of ``text`` that folds (``_fold``) to ``folded``: the card's key as
     its name writes it, diacritics and all."""
+    if not folded:
+        return ""  # the name is only a side word: no card key in it
     for end in range(1, len(text) + 1):
         if _fold(text[:end]) == folded:
             return text[:end]
