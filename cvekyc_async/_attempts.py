@@ -1,9 +1,13 @@
 """The attempt loop: check the inputs, send, read, interpret, retry.
 
-An ``Engine`` is what a client and every view of it (``with_options``) share: the connection
-pool, the concurrency limiter, the retry budget, the read budget and the usage counts. A
-``Settings`` is what a view may change: timeouts, the retry policy and the queue wait. One call
-ends as an ``Exchange`` (the answer, its status, headers and raw bytes) or raises a ``CVError``.
+An ``Engine`` is what a client and every view of it (``with_options``) share for one origin:
+the connection pool, the concurrency limiter, the retry budget and the read budget. A
+``Settings`` is what a view may change: timeouts, the retry policy, the queue wait, hooks, and
+its ``Account`` (credentials, base URL, headers and usage counts). One call ends as an
+``Exchange`` (the answer, its status, headers and raw bytes) or raises a ``CVError``.
+
+Each call gets an id (``request_id``), sent as ``X-Request-ID`` and found on its result, its
+errors, its log lines, its hook events and its spans (``_telemetry``).
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NoReturn
 
 import anyio
 import httpx
 
+from ._account import Account, new_request_id, origin_of
 from ._adaptive import AdaptiveConcurrency, AdaptiveLimit, Token, is_overload
 from ._body import BodyStream, encode_body
 from ._constants import PATH_CARD, PATH_CARDS, PATH_OCR
@@ -37,7 +43,9 @@ from ._errors import (
     request_id_of,
     status_error_for,
 )
+from ._hooks import EventHook, HookEvent, run_hooks
 from ._inputs import ImageInput, ImageSource, Payload, as_source
+from ._logs import logger
 from ._models import AnswerFormatError, ExtractionResult, decode_answer
 from ._pacing import Pacer
 from ._prepare import (
@@ -49,32 +57,19 @@ from ._prepare import (
     prepare_workers,
 )
 from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, read_body
-from ._retry import RetryBudget, RetryPolicy, is_ambiguous, parse_retry_after
+from ._retry import RetryBudget, RetryPolicy, failure_label, is_ambiguous, parse_retry_after
+from ._telemetry import AttemptSpan, CallTelemetry, telemetry_for
+from ._threaded import ThreadedClient
 from ._transport import AutoTransport
 from ._usage import Usage
 from ._wire import causes, is_unparsable
 
-__all__ = ["Engine", "Exchange", "Secret", "Settings"]
-
-logger = logging.getLogger("cvekyc_async")
+__all__ = ["Engine", "Exchange", "Settings"]
 
 # Every wait between attempts goes through here, so tests can replace it with a fake clock.
 _sleep = anyio.sleep
 
-
-class Secret:
-    """Holds the Authorization header so that no repr, vars() dump or traceback shows it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
+_NO_HOOKS: Mapping[str, tuple[EventHook, ...]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +79,57 @@ class Settings:
     timeout: httpx.Timeout
     retry: RetryPolicy
     queue_timeout: float | None
+    account: Account
     prepare: Prepare | None = None
+    hooks: Mapping[str, tuple[EventHook, ...]] = field(default_factory=lambda: _NO_HOOKS)
+
+
+class _Call:
+    """One call in progress: what its attempts, hooks, log lines and spans share."""
+
+    __slots__ = (
+        "account",
+        "hooks",
+        "id",
+        "method",
+        "operation",
+        "path",
+        "sent",
+        "span",
+        "telemetry",
+        "url",
+    )
+
+    def __init__(
+        self,
+        request_id: str,
+        operation: str,
+        path: str,
+        account: Account,
+        hooks: Mapping[str, tuple[EventHook, ...]],
+        telemetry: CallTelemetry | None,
+    ) -> None:
+        self.id = request_id
+        self.operation = operation
+        self.path = path
+        self.account = account
+        self.hooks = hooks
+        self.telemetry = telemetry
+        self.method = "POST"
+        self.url = account.base_url + path  # as hooks are shown it: no query
+        self.sent = 0.0  # when the attempt in progress was sent
+        self.span: AttemptSpan | None = None
+
+    def event(self, kind: str, attempt: int, **more: object) -> HookEvent:
+        return HookEvent(
+            kind,  # type: ignore[arg-type]
+            self.id,
+            self.operation,
+            self.method,
+            self.url,
+            attempt,
+            **more,  # type: ignore[arg-type]
+        )
 
 
 @dataclass(slots=True)
@@ -122,14 +167,13 @@ def _current_loop() -> object:
 
 
 class Engine:
-    """The machinery one client and its views share."""
+    """The machinery one client and its views share, for one origin (scheme, host, port)."""
 
     def __init__(
         self,
         *,
-        auth: Secret,
-        base_url: str,
-        http: httpx.AsyncClient,
+        origin: tuple[str, str, int],
+        http: httpx.AsyncClient | httpx.Client,
         direct: httpx.AsyncBaseTransport | None,
         owns_http: bool,
         max_concurrency: int,
@@ -139,15 +183,18 @@ class Engine:
         max_response_size: int,
         budget_capacity: int | None,
         asyncio_only: bool,
+        owner: str = "AsyncCVClient",
     ) -> None:
-        self.auth = auth
-        self.base_url = base_url
+        self.origin = origin
+        # A caller's synchronous httpx.Client (under CVClient) is driven from worker threads.
+        self.threaded = ThreadedClient(http) if isinstance(http, httpx.Client) else None
         self.http = http
         # The transport of a pool the client built: requests go to it directly, skipping
         # httpx.AsyncClient.send's layers (auth, redirects, cookies, hooks) that it never uses.
         self.direct = direct
         self.owns_http = owns_http
         self.max_concurrency = max_concurrency
+        self._adaptive_config = adaptive
         # With adaptive concurrency, the limiter's tokens follow ``adaptive.current`` (and
         # ``max_concurrency`` is its ceiling, which sizes the pool).
         self.adaptive = AdaptiveLimit(adaptive) if adaptive is not None else None
@@ -161,13 +208,37 @@ class Engine:
         self.max_response_size = max_response_size
         self.read_budget = ReadBudget(max_response_size)
         self.budget = RetryBudget(budget_capacity)
-        self.usage = Usage()
         self.asyncio_only = asyncio_only
+        #: The class the caller holds, as messages name it.
+        self.owner = owner
         self.closed = False
         self.random = random.Random()  # noqa: S311 - jitter, not cryptography
-        self._urls: dict[tuple[str, str, bool], httpx.URL] = {}
-        self._fixed: list[tuple[str, str]] | None = None
         self._loop: object | None = None
+        #: Builds the engine of another origin (a view's base_url on another host), which then
+        #: belongs to this one: it is closed with it.
+        self.spawn: Callable[[str], Engine] | None = None
+        self._root = self
+        self._others: dict[tuple[str, str, int], Engine] = {}
+
+    @property
+    def opened(self) -> bool:
+        """Whether a request was ever sent through this engine or those it spawned."""
+        return self._loop is not None or any(e.opened for e in self._others.values())
+
+    def for_url(self, base_url: str) -> Engine:
+        """The engine for calls to ``base_url``: this one on the same origin (the same pool),
+        else one of its own (made once per origin, closed with this one)."""
+        root = self._root
+        origin = origin_of(base_url)
+        if origin == root.origin or root.spawn is None:
+            return root
+        if root.closed:
+            raise ClientStateError("this client is closed; create a new one")
+        found = root._others.get(origin)
+        if found is None:
+            found = root._others[origin] = root.spawn(base_url)
+            found._root = root
+        return found
 
     @property
     def concurrency(self) -> int:
@@ -194,12 +265,17 @@ class Engine:
                 here = None
             if here is not self._loop:
                 raise ClientStateError(
-                    "close this client on the event loop it was opened on: its connections "
-                    "belong to that loop"
+                    f"close this {self.owner} on the event loop it was opened on: its "
+                    "connections belong to that loop"
                 )
         self.closed = True
-        if self.owns_http:
-            await self.http.aclose()
+        try:
+            for other in list(self._others.values()):
+                await other.aclose()
+        finally:
+            if self.owns_http:
+                assert isinstance(self.http, httpx.AsyncClient)
+                await self.http.aclose()
 
     # -- before sending ----------------------------------------------------------------------
 
@@ -223,9 +299,10 @@ class Engine:
                 self.direct = self.direct.resolve()
         elif loop is not self._loop:
             raise ClientStateError(
-                "this client was opened on another event loop, and its connections belong to "
-                "that loop: create one client per event loop (for a web app, in its lifespan), "
-                "or use CVClient, which runs its own loop and may be called from any thread"
+                f"this {self.owner} was opened on another event loop, and its connections "
+                "belong to that loop: create one client per event loop (for a web app, in its "
+                "lifespan), or use CVClient, which runs its own loop and may be called from "
+                "any thread"
             )
 
     def _sources(self, fields: Sequence[tuple[str, ImageInput]]) -> list[tuple[str, ImageSource]]:
@@ -275,13 +352,20 @@ class Engine:
         payloads = [(name, payload) for (name, _), (payload, _) in zip(sources, done, strict=True)]
         return payloads, [p for _, p in done if p is not None]
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, account: Account) -> dict[str, str]:
         # Accept-Encoding is set on every request, so that a caller's http_client does not
         # announce encodings the body reader does not decode.
-        return {"Authorization": self.auth.reveal(), "Accept-Encoding": ACCEPT_ENCODING}
+        headers = dict(account.headers)
+        headers["Authorization"] = account.auth.reveal()
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
+        return headers
 
     def url_for(
-        self, path: str, payloads: Sequence[tuple[str, Payload]], get_thumb: bool
+        self,
+        account: Account,
+        path: str,
+        payloads: Sequence[tuple[str, Payload]],
+        get_thumb: bool,
     ) -> httpx.URL:
         """The URL of a request whose image is a URL (``format_type=url``, in the query).
 
@@ -291,7 +375,7 @@ class Engine:
         params = [(name, str(p.data)) for name, p in payloads]
         params += [("format_type", "url"), ("get_thumb", "true" if get_thumb else "false")]
         try:
-            return httpx.URL(self.base_url + path, params=params)
+            return httpx.URL(account.base_url + path, params=params)
         except Exception:
             raise InvalidInputError(
                 "an image URL that cannot be sent in a request's query (too long, or not encodable)"
@@ -299,32 +383,36 @@ class Engine:
 
     def build_request(
         self,
+        account: Account,
         path: str,
         payloads: Sequence[tuple[str, Payload]],
         get_thumb: bool,
         body: tuple[str, bytes] | httpx.URL,
         timeout: httpx.Timeout,
+        extra: Sequence[tuple[str, str]] = (),
     ) -> httpx.Request:
         """The request for one attempt: a GET of ``body`` when it is the URL (an image given
-        by URL, see ``url_for``), else a POST of the ``(content type, bytes)`` body."""
+        by URL, see ``url_for``), else a POST of the ``(content type, bytes)`` body; ``extra``
+        are the attempt's own headers (its call's id, its trace context)."""
         if isinstance(body, httpx.URL):
-            return self.http.build_request("GET", body, headers=self._headers(), timeout=timeout)
+            headers = self._headers(account)
+            headers.update(extra)
+            return self.http.build_request("GET", body, headers=headers, timeout=timeout)
         format_type = payloads[0][1].format_type
         thumb = "true" if get_thumb else "false"
-        url = self.base_url + path
-        # POST URLs repeat: parse each once (httpx's URL handling is a visible share of the
-        # client's cost per request at a thousand requests a second).
         key = (path, format_type, get_thumb)
-        cached = self._urls.get(key)
+        cached = account.urls.get(key)
         if cached is None:
+            url = account.base_url + path
             cached = httpx.URL(url, params={"format_type": format_type, "get_thumb": thumb})
-            self._urls[key] = cached
+            account.urls[key] = cached
         content_type, data = body
         if self.direct is not None:
             # The client's own transport: the request is built here, headers and all, rather
             # than through httpx.AsyncClient.build_request, whose merging of the client's
             # headers, cookies and URL is most of the cost of building a request.
-            fixed = self._fixed_headers()
+            fixed = account.fixed_headers(self.http.headers, ACCEPT_ENCODING)
+            fixed += extra
             fixed += [("Content-Type", content_type), ("Content-Length", str(len(data)))]
             return httpx.Request(
                 "POST",
@@ -333,28 +421,18 @@ class Engine:
                 stream=BodyStream(data),
                 extensions={"timeout": timeout.as_dict()},
             )
-        headers = self._headers()
+        headers = self._headers(account)
+        headers.update(extra)
         headers["Content-Type"] = content_type
         request = self.http.build_request(
             "POST", cached, headers=headers, content=data, timeout=timeout
         )
-        # httpx sends bytes through an async generator, which a cancellation can leave
-        # unfinished (see _body); the same bytes go out through a plain iterator instead.
-        # ``request.content`` stays readable for transports and mocks that want it.
-        request.stream = BodyStream(data)
+        if self.threaded is None:
+            # httpx sends bytes through an async generator, which a cancellation can leave
+            # unfinished (see _body); the same bytes go out through a plain iterator instead.
+            # ``request.content`` stays readable for transports and mocks that want it.
+            request.stream = BodyStream(data)
         return request
-
-    def _fixed_headers(self) -> list[tuple[str, str]]:
-        """The headers every POST of this client's own pool sends, as httpx would send them:
-        ``Host``, then the client's defaults, then the credentials."""
-        fixed = self._fixed
-        if fixed is None:
-            host = httpx.URL(self.base_url).netloc.decode("ascii")
-            fixed = [("Host", host), *self.http.headers.multi_items()]
-            fixed = [(k, v) for k, v in fixed if k.lower() != "accept-encoding"]
-            fixed += [("Accept-Encoding", ACCEPT_ENCODING)]
-            self._fixed = fixed
-        return [*fixed, ("Authorization", self.auth.reveal())]
 
     # -- the endpoints -----------------------------------------------------------------------
 
@@ -362,7 +440,9 @@ class Engine:
         self, settings: Settings, image: ImageInput, get_thumb: bool, prepare: object = None
     ) -> Exchange:
         fields = (("img", image),)
-        return await self.call(settings, PATH_CARD, fields, get_thumb, True, prepare)
+        return await self.call(
+            settings, "extract_card", PATH_CARD, fields, get_thumb, True, prepare
+        )
 
     async def cards(
         self,
@@ -373,19 +453,22 @@ class Engine:
         prepare: object = None,
     ) -> Exchange:
         fields = (("img1", front), ("img2", back))
-        return await self.call(settings, PATH_CARDS, fields, get_thumb, False, prepare)
+        return await self.call(
+            settings, "extract_cards", PATH_CARDS, fields, get_thumb, False, prepare
+        )
 
     async def ocr(
         self, settings: Settings, image: ImageInput, get_thumb: bool, prepare: object = None
     ) -> Exchange:
         fields = (("img", image),)
-        return await self.call(settings, PATH_OCR, fields, get_thumb, True, prepare)
+        return await self.call(settings, "ocr_card", PATH_OCR, fields, get_thumb, True, prepare)
 
     # -- the loop ----------------------------------------------------------------------------
 
     async def call(
         self,
         settings: Settings,
+        operation: str,
         path: str,
         fields: Sequence[tuple[str, ImageInput]],
         get_thumb: bool,
@@ -395,7 +478,52 @@ class Engine:
         """Send one extraction, retrying as ``settings.retry`` says; the exchange that ended it.
 
         ``prepare`` is the call's own choice (``None``: the view's, ``settings.prepare``).
+        Every error it raises carries the call's id (``request_id``).
         """
+        account = settings.account
+        request_id = new_request_id()
+        telemetry = telemetry_for(
+            operation=operation,
+            path=path,
+            scheme=account.scheme,
+            host=account.host,
+            port=account.port,
+            request_id=request_id,
+        )
+        call = _Call(request_id, operation, path, account, settings.hooks, telemetry)
+        started = time.perf_counter()
+        exchange: Exchange | None = None
+        failure: BaseException | None = None
+        try:
+            exchange = await self._call(call, settings, fields, get_thumb, allow_pdf, prepare)
+            return exchange
+        except CVError as exc:
+            exc.request_id = request_id
+            failure = exc
+            raise
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if telemetry is not None:
+                telemetry.ended(
+                    result=None if exchange is None else exchange.result,
+                    error=failure,
+                    attempts=exchange.result.attempts
+                    if exchange is not None
+                    else getattr(failure, "attempts", 0),
+                    elapsed=time.perf_counter() - started,
+                )
+
+    async def _call(
+        self,
+        call: _Call,
+        settings: Settings,
+        fields: Sequence[tuple[str, ImageInput]],
+        get_thumb: bool,
+        allow_pdf: bool,
+        prepare: object,
+    ) -> Exchange:
         if not isinstance(get_thumb, bool):
             raise InvalidInputError(f"get_thumb must be True or False, not {get_thumb!r}")
         how = settings.prepare if prepare is None else coerce_prepare(prepare, "call")
@@ -404,10 +532,15 @@ class Engine:
             payloads = self.prepare(fields, allow_pdf=allow_pdf)
         else:
             payloads, preparations = await self.prepared(fields, how, allow_pdf=allow_pdf)
-        is_url = payloads[0][1].format_type == "url"
-        method = "GET" if is_url else "POST"
+        account, path = call.account, call.path
+        usage = account.usage
+        style = payloads[0][1].format_type
+        is_url = style == "url"
+        method = call.method = "GET" if is_url else "POST"
+        if call.telemetry is not None:
+            call.telemetry.input_style(style)
         # Built once for every attempt; a URL httpx cannot send is refused here, unsent.
-        body = self.url_for(path, payloads, get_thumb) if is_url else encode_body(payloads)
+        body = self.url_for(account, path, payloads, get_thumb) if is_url else encode_body(payloads)
         policy = settings.retry
         started = time.perf_counter()
         deadline = policy.total_timeout
@@ -416,19 +549,19 @@ class Engine:
         while True:
             attempt += 1
             if self.closed:
-                raise self._closed_error(method, path, attempt - 1, started)
+                raise self._closed_error(usage, method, path, attempt - 1, started)
             try:
                 # Without a deadline no cancel scope is entered: it is a measurable share of
                 # the cost per request at a thousand requests a second.
                 if deadline is None:
                     exchange = await self._attempt(
-                        settings, method, path, payloads, get_thumb, body, attempt
+                        call, settings, payloads, get_thumb, body, attempt
                     )
                 else:
                     remaining = max(deadline - (time.perf_counter() - started), 0.0)
                     with anyio.fail_after(remaining):
                         exchange = await self._attempt(
-                            settings, method, path, payloads, get_thumb, body, attempt
+                            call, settings, payloads, get_thumb, body, attempt
                         )
             except QueueTimeoutError as exc:
                 # Nothing more was sent. After a sent attempt, its failure is the news (it may
@@ -436,7 +569,7 @@ class Engine:
                 error = previous if previous is not None else exc
                 error.method, error.path = method, path
                 error.attempts, error.elapsed = attempt - 1, time.perf_counter() - started
-                self.usage.count_error(error)
+                usage.count_error(error)
                 raise error from None
             except CVError as exc:
                 error = exc
@@ -448,49 +581,91 @@ class Engine:
                 result = exchange.result
                 result.attempts = attempt
                 result.elapsed = time.perf_counter() - started
-                result.request_id = request_id_of(exchange.headers)
+                result.request_id = call.id
+                result.service_request_id = request_id_of(exchange.headers)
                 result.prepared = preparations
-                self.usage.answers += 1
-                self.usage.billed += result.billed
+                usage.answers += 1
+                usage.billed += result.billed
                 self.budget.refund(policy.success_refund)
                 return exchange
             if self.closed:
                 # The client was closed under this call: nothing more is sent.
-                raise self._closed_error(method, path, attempt, started) from None
+                raise self._closed_error(usage, method, path, attempt, started) from None
             elapsed = time.perf_counter() - started
             error.method, error.path = method, path
             error.attempts, error.elapsed = attempt, elapsed
             previous = error
             delay = policy.next_delay(error, attempt, elapsed, self.random.random())
+            reason = failure_label(error)
             if delay is not None and not self.budget.withdraw(policy.retry_cost_of(error)):
-                self.usage.budget_exhausted += 1
+                usage.budget_exhausted += 1
                 delay = None
+                logger.info(
+                    "call %s: %s %s attempt %d failed (%s); the retry budget is empty, so it "
+                    "is not retried",
+                    call.id,
+                    method,
+                    path,
+                    attempt,
+                    reason,
+                    extra={"cvekyc_request_id": call.id},
+                )
             if delay is None:
-                self.usage.count_error(error)
+                usage.count_error(error)
+                if attempt > 1:
+                    logger.info(
+                        "call %s: %s %s failed after %d attempts (%s)",
+                        call.id,
+                        method,
+                        path,
+                        attempt,
+                        reason,
+                        extra={"cvekyc_request_id": call.id},
+                    )
                 if error.__suppress_context__:
                     # Raised "from None" over a transport's error, whose text can quote what
                     # the server sent (h11's show the bytes): not kept, even out of sight.
                     error.__context__ = None
                 raise error
-            self.usage.retries += 1
-            self.usage.ambiguous_retries += is_ambiguous(error)
-            logger.debug(
-                "%s %s attempt %d failed (%s); retrying in %.3f s",
+            usage.retries += 1
+            usage.ambiguous_retries += is_ambiguous(error)
+            logger.info(
+                "call %s: %s %s attempt %d failed (%s); retrying in %.3f s",
+                call.id,
                 method,
                 path,
                 attempt,
-                type(error).__name__,
+                reason,
                 delay,
+                extra={"cvekyc_request_id": call.id},
             )
+            if call.telemetry is not None:
+                call.telemetry.retried(reason, delay)
+            retry_hooks = call.hooks.get("retry")
+            if retry_hooks:
+                status = getattr(error, "status_code", None)
+                await run_hooks(
+                    retry_hooks,
+                    call.event(
+                        "retry",
+                        attempt,
+                        status_code=status if isinstance(status, int) else None,
+                        error=type(error).__name__,
+                        reason=reason,
+                        delay=delay,
+                    ),
+                )
             await _sleep(delay)
 
-    def _closed_error(self, method: str, path: str, attempts: int, started: float) -> CVError:
+    def _closed_error(
+        self, usage: Usage, method: str, path: str, attempts: int, started: float
+    ) -> CVError:
         error = ClientStateError(
             "the client was closed while this call was in progress; nothing more was sent"
         )
         error.method, error.path = method, path
         error.attempts, error.elapsed = attempts, time.perf_counter() - started
-        self.usage.count_error(error)
+        usage.count_error(error)
         return error
 
     async def _acquire(self, queue_timeout: float | None) -> anyio.CapacityLimiter:
@@ -513,27 +688,77 @@ class Engine:
 
     async def _attempt(
         self,
+        call: _Call,
         settings: Settings,
-        method: str,
-        path: str,
         payloads: Sequence[tuple[str, Payload]],
         get_thumb: bool,
         body: tuple[str, bytes] | httpx.URL,
         attempt: int,
     ) -> Exchange:
         """One HTTP attempt, holding a concurrency slot only while it is in flight."""
-        limiter = await self._acquire(settings.queue_timeout)
+        telemetry = call.telemetry
+        if telemetry is None:
+            limiter = await self._acquire(settings.queue_timeout)
+        else:
+            waiting = time.perf_counter()
+            limiter = await self._acquire(settings.queue_timeout)
+            telemetry.queue_waited(time.perf_counter() - waiting)
+        if telemetry is None and "response" not in call.hooks:
+            return await self._observed(limiter, call, settings, payloads, get_thumb, body, attempt)
+        status: int | None = None
+        failure: BaseException | None = None
+        version: str | None = None
+        try:
+            exchange = await self._observed(
+                limiter, call, settings, payloads, get_thumb, body, attempt
+            )
+            status, version = exchange.status_code, exchange.http_version
+            return exchange
+        except BaseException as exc:
+            failure = exc
+            found = getattr(exc, "status_code", None)
+            status = found if isinstance(found, int) else None
+            raise
+        finally:
+            elapsed = time.perf_counter() - call.sent if call.sent else 0.0
+            if telemetry is not None and call.span is not None:
+                telemetry.attempt_ended(
+                    call.span, status=status, error=failure, elapsed=elapsed, http_version=version
+                )
+                call.span = None
+            hooks = call.hooks.get("response")
+            # Not after a cancellation (the call is going away) or a hook's own error.
+            if hooks and call.sent and (failure is None or isinstance(failure, CVError)):
+                await run_hooks(
+                    hooks,
+                    call.event(
+                        "response",
+                        attempt,
+                        status_code=status,
+                        elapsed=elapsed,
+                        error=None if failure is None else type(failure).__name__,
+                    ),
+                )
+
+    async def _observed(
+        self,
+        limiter: anyio.CapacityLimiter,
+        call: _Call,
+        settings: Settings,
+        payloads: Sequence[tuple[str, Payload]],
+        get_thumb: bool,
+        body: tuple[str, bytes] | httpx.URL,
+        attempt: int,
+    ) -> Exchange:
         adaptive = self.adaptive
         if adaptive is None:
-            return await self._exchange(
-                limiter, settings, method, path, payloads, get_thumb, body, attempt
-            )
+            return await self._exchange(limiter, call, settings, payloads, get_thumb, body, attempt)
         # Adaptive concurrency learns from every attempt that ends (a cancelled one says
         # nothing about the service).
         token = adaptive.started(int(limiter.borrowed_tokens))
         try:
             exchange = await self._exchange(
-                limiter, settings, method, path, payloads, get_thumb, body, attempt
+                limiter, call, settings, payloads, get_thumb, body, attempt
             )
         except CVError as exc:
             self._observe(token, None, is_overload(exc))
@@ -544,73 +769,88 @@ class Engine:
     async def _exchange(
         self,
         limiter: anyio.CapacityLimiter,
+        call: _Call,
         settings: Settings,
-        method: str,
-        path: str,
         payloads: Sequence[tuple[str, Payload]],
         get_thumb: bool,
         body: tuple[str, bytes] | httpx.URL,
         attempt: int,
     ) -> Exchange:
         """Send and read one attempt on a slot taken; the slot is given back when it ends."""
+        method, path, account = call.method, call.path, call.account
+        call.sent = 0.0
         try:
             if self.pacer is not None:
                 await self.pacer.wait()
-            request = self.build_request(path, payloads, get_thumb, body, settings.timeout)
-            sent = time.perf_counter()
-            self.usage.requests += 1
+            extra: list[tuple[str, str]] = []
+            if account.request_id_header is not None:
+                extra.append((account.request_id_header, call.id))
+            if call.telemetry is not None:
+                call.span = call.telemetry.attempt(method, attempt, path, extra)
+            hooks = call.hooks.get("request")
+            if hooks:
+                # A hook that raises ends the call with its error; the slot is given back.
+                await run_hooks(hooks, call.event("request", attempt))
+            request = self.build_request(
+                account, path, payloads, get_thumb, body, settings.timeout, extra
+            )
+            sent = call.sent = time.perf_counter()
+            account.usage.requests += 1
             response: httpx.Response | None = None
             try:
                 if self.direct is not None:
                     response = await self.direct.handle_async_request(request)
+                elif self.threaded is not None:
+                    response = await self.threaded.send(request)
                 else:
+                    assert isinstance(self.http, httpx.AsyncClient)
                     response = await self.http.send(request, stream=True)
                 try:
                     answer = await self._read(response)
                 finally:
                     await response.aclose()
             except CVError as exc:
-                _log_attempt(method, path, attempt, type(exc).__name__, sent)
+                _log_attempt(call, attempt, type(exc).__name__, sent)
                 raise
             except httpx.TimeoutException as exc:
                 if _sent_before_failing(exc):
-                    _log_attempt(method, path, attempt, "connection lost", sent)
+                    _log_attempt(call, attempt, "connection lost", sent)
                     raise APIConnectionError(
                         f"the connection failed after the request was sent: "
                         f"{_describe_failure(exc.__cause__ or exc)}",
                         kind="transport",
                     ) from None
                 kind = _timeout_kind(exc)
-                _log_attempt(method, path, attempt, f"{kind} timeout", sent)
-                raise APITimeoutError(f"{kind} timeout talking to the service", kind=kind) from None
+                _log_attempt(call, attempt, f"{kind} timeout", sent)
+                raise APITimeoutError(_timeout_message(kind, settings.timeout), kind=kind) from None
             except httpx.TransportError as exc:
                 if is_unparsable(exc):
                     # It arrived, so the request was read (and may have been billed); the same
                     # request would most likely meet the same answer: not resent.
-                    _log_attempt(method, path, attempt, "unparsable answer", sent)
+                    _log_attempt(call, attempt, "unparsable answer", sent)
                     raise MalformedResponseError(
                         "an answer that is not valid HTTP",
                         status_code=None if response is None else response.status_code,
                         headers=None if response is None else response.headers,
                     ) from None
                 kind = "connect" if isinstance(exc, httpx.ConnectError) else "transport"
-                _log_attempt(method, path, attempt, type(exc).__name__, sent)
+                _log_attempt(call, attempt, type(exc).__name__, sent)
                 raise APIConnectionError(
                     f"could not reach the service: {_describe_failure(exc)}", kind=kind
                 ) from None
             except Exception as exc:
                 # Whatever else a transport raises (httpx's other errors, a third-party
                 # transport's own) ends in the error tree too; it may have been sent.
-                _log_attempt(method, path, attempt, type(exc).__name__, sent)
+                _log_attempt(call, attempt, type(exc).__name__, sent)
                 raise APIConnectionError(
                     f"the request failed: {_describe_failure(exc)}", kind="transport"
                 ) from None
         finally:
             limiter.release()
         latency = time.perf_counter() - sent
-        _log_attempt(method, path, attempt, str(response.status_code), sent)
+        _log_attempt(call, attempt, str(response.status_code), sent)
         return Exchange(
-            result=_interpret(response, answer),
+            result=_interpret(response, answer, account.base_url + path),
             status_code=response.status_code,
             headers=response.headers,
             body=answer,
@@ -631,29 +871,44 @@ class Engine:
                 content_type=response.headers.get("content-type", ""),
                 announced=exc.announced,
                 headers=response.headers,
+                owner=self.owner,
             ) from None
         except UndecodableBody as exc:
             _raise_unreadable(response, exc.body, str(exc))
 
 
-def _log_attempt(method: str, path: str, attempt: int, outcome: str, sent: float) -> None:
+def _timeout_message(kind: str, timeout: httpx.Timeout) -> str:
+    seconds = timeout.as_dict().get(kind)
+    limit = f" of {seconds:g} s" if isinstance(seconds, (int, float)) else ""
+    what = {
+        "connect": f"could not connect to the service within the connect timeout{limit}",
+        "read": f"no answer from the service within the read timeout{limit}",
+        "write": f"the upload did not finish within the write timeout{limit}",
+        "pool": f"no connection came free within the pool timeout{limit}",
+    }.get(kind, f"{kind} timeout talking to the service")
+    return f"{what} (change it with timeout=)"
+
+
+def _log_attempt(call: _Call, attempt: int, outcome: str, sent: float) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
-            "%s %s attempt %d -> %s in %.3f s",
-            method,
-            path,
+            "call %s: %s %s attempt %d -> %s in %.3f s",
+            call.id,
+            call.method,
+            call.path,
             attempt,
             outcome,
             time.perf_counter() - sent,
+            extra={"cvekyc_request_id": call.id},
         )
 
 
-def _interpret(response: httpx.Response, body: bytes) -> ExtractionResult:
+def _interpret(response: httpx.Response, body: bytes, url: str) -> ExtractionResult:
     """Turn a received answer into a result, or raise the error it stands for."""
     try:
         answer = decode_answer(body)
     except AnswerFormatError as exc:
-        _raise_unreadable(response, body, str(exc))
+        _raise_unreadable(response, body, str(exc), url)
     if answer.error_code != 0:
         cls_api = api_error_for_code(answer.error_code)
         raise cls_api(
@@ -666,11 +921,13 @@ def _interpret(response: httpx.Response, body: bytes) -> ExtractionResult:
     if not 200 <= response.status_code < 300:
         # A success envelope under an error status is no documented answer: the status wins
         # (a 5xx of that kind is an ambiguous failure, retried only with retry_ambiguous).
-        _raise_unreadable(response, body, "an errorCode 0 answer under an error status")
+        _raise_unreadable(response, body, "an errorCode 0 answer under an error status", url)
     return answer
 
 
-def _raise_unreadable(response: httpx.Response, body: bytes, reason: str) -> NoReturn:
+def _raise_unreadable(
+    response: httpx.Response, body: bytes, reason: str, url: str | None = None
+) -> NoReturn:
     """Raise the error for a body that is not an answer: malformed for a 2xx status, an HTTP
     status error otherwise."""
     status = response.status_code
@@ -690,6 +947,7 @@ def _raise_unreadable(response: httpx.Response, body: bytes, reason: str) -> NoR
         content_type=content_type,
         retry_after=retry_after,
         headers=response.headers,
+        url=url,
     )
 
 

@@ -7,11 +7,14 @@ batch helpers in ``_batch``, the synchronous client in ``_sync``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator
+import ssl
+import warnings
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Final, Literal
@@ -20,8 +23,16 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import __version__, _batch
+from ._account import (
+    DEFAULT_REQUEST_ID_HEADER,
+    Account,
+    Secret,
+    check_headers,
+    check_request_id_header,
+    origin_of,
+)
 from ._adaptive import AdaptiveConcurrency
-from ._attempts import Engine, Secret, Settings
+from ._attempts import Engine, Settings
 from ._batch import (
     DEFAULT_FATAL_ERRORS,
     BatchInputs,
@@ -44,6 +55,7 @@ from ._constants import (
     ENV_BASE_URL,
 )
 from ._errors import ConfigurationError, CVError
+from ._hooks import EventHooks, coerce_hooks
 from ._inputs import ImageInput
 from ._models import ExtractionResult
 from ._prepare import Prepare, coerce_prepare
@@ -51,6 +63,7 @@ from ._raw import AsyncRawResponses
 from ._read import ACCEPT_ENCODING
 from ._redact import HIDE_IMAGE_URLS
 from ._retry import RetryPolicy
+from ._tls import CertTypes, VerifyTypes, ssl_context
 from ._transport import TransportChoice, build_transport, environment_proxy
 from ._usage import Usage
 
@@ -186,8 +199,31 @@ def _check_queue_timeout(value: float | None) -> float | None:
     )
 
 
+def _auth_of(api_key: str | None, api_secret: str | None, owner: str) -> Secret:
+    key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
+    secret = api_secret if api_secret is not None else os.environ.get(ENV_API_SECRET, "")
+    if not isinstance(key, str) or not isinstance(secret, str):
+        raise ConfigurationError("api_key and api_secret must be strings")
+    if not key or not secret:
+        missing = " and ".join(n for n, v in (("api_key", key), ("api_secret", secret)) if not v)
+        raise ConfigurationError(
+            f"missing {missing}: pass them to {owner}(...) or set "
+            f"{ENV_API_KEY} and {ENV_API_SECRET}"
+        )
+    if ":" in key:
+        raise ConfigurationError("api_key must not contain ':' (HTTP Basic auth splits on it)")
+    if any(c in key + secret for c in "\r\n\0"):
+        raise ConfigurationError("api_key and api_secret must not hold line breaks")
+    token = base64.b64encode(f"{key}:{secret}".encode()).decode("ascii")
+    return Secret(f"Basic {token}")
+
+
 def _build_transport(
-    base_url: str, transport: TransportChoice | None, max_connections: int, trust_env: bool
+    base_url: str,
+    transport: TransportChoice | None,
+    max_connections: int,
+    trust_env: bool,
+    context: ssl.SSLContext,
 ) -> httpx.AsyncBaseTransport:
     # The pools are sized to the limiter, so requests queue in our limiter (which releases a
     # slot on cancellation and never times out) rather than in httpx's pools.
@@ -205,6 +241,7 @@ def _build_transport(
         return build_transport(
             transport or "auto",
             max_connections=max_connections,
+            verify=context,
             proxy=proxy,
             trust_env=trust_env,
         )
@@ -275,6 +312,9 @@ class AsyncCVClient:
             of range.
     """
 
+    #: The class the caller holds, as messages name it.
+    _name = "AsyncCVClient"
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -291,29 +331,31 @@ class AsyncCVClient:
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         trust_env: bool = True,
+        verify: VerifyTypes = True,
+        cert: CertTypes | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: TransportChoice | None = None,
         prepare: bool | Prepare = False,
+        default_headers: Mapping[str, str] | None = None,
+        request_id_header: str | None = DEFAULT_REQUEST_ID_HEADER,
+        event_hooks: EventHooks | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
-        secret = api_secret if api_secret is not None else os.environ.get(ENV_API_SECRET, "")
-        if not key or not secret:
-            missing = " and ".join(
-                n for n, v in (("api_key", key), ("api_secret", secret)) if not v
-            )
-            raise ConfigurationError(
-                f"missing {missing}: pass them to AsyncCVClient(...) or set "
-                f"{ENV_API_KEY} and {ENV_API_SECRET}"
-            )
-        if ":" in key:
-            raise ConfigurationError("api_key must not contain ':' (HTTP Basic auth splits on it)")
-        token = base64.b64encode(f"{key}:{secret}".encode()).decode("ascii")
+        name = self._name
         base = _check_base_url(base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
+        id_header = check_request_id_header(request_id_header)
+        account = Account(
+            auth=_auth_of(api_key, api_secret, name),
+            base_url=base,
+            headers=check_headers(default_headers, id_header),
+            request_id_header=id_header,
+        )
         settings = Settings(
             timeout=_coerce_timeout(timeout),
             retry=_build_policy(max_retries, retry, total_timeout),
             queue_timeout=_check_queue_timeout(queue_timeout),
+            account=account,
             prepare=coerce_prepare(prepare, "client"),
+            hooks=coerce_hooks(event_hooks),
         )
         adaptive = _adaptive_of(max_concurrency)
         concurrency = (
@@ -331,42 +373,95 @@ class AsyncCVClient:
         response_size = _positive_int("max_response_size", max_response_size, 1)
         if not isinstance(trust_env, bool):
             raise ConfigurationError(f"trust_env must be True or False, not {trust_env!r}")
-        if http_client is not None and transport is not None:
-            raise ConfigurationError("give http_client or transport, not both")
-        direct = None
         if http_client is not None:
+            self._check_http_client(http_client)
+            if transport is not None:
+                raise ConfigurationError("give http_client or transport, not both")
+            if verify is not True or cert is not None:
+                raise ConfigurationError(
+                    "verify= and cert= apply to the client's own pool: with http_client, set "
+                    "them on that client (httpx.AsyncClient(verify=..., cert=...))"
+                )
             # httpx logs each request's URL, and an image URL's token with it.
             logging.getLogger("httpx").addFilter(HIDE_IMAGE_URLS)
-        if http_client is None:
-            direct = _build_transport(base, transport, concurrency, trust_env)
-            http_client = httpx.AsyncClient(
-                timeout=settings.timeout,
-                transport=direct,
-                headers={"User-Agent": _USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
-                follow_redirects=False,
-                trust_env=trust_env,
+            context = None
+        else:
+            context = ssl_context(verify, cert, trust_env=trust_env)
+
+        def engine_for(url: str) -> Engine:
+            """The engine (and, unless one was given, the pool) of calls to ``url``."""
+            direct = None
+            http: httpx.AsyncClient | httpx.Client
+            if http_client is not None:
+                http = http_client
+            else:
+                assert context is not None
+                direct = _build_transport(url, transport, concurrency, trust_env, context)
+                http = httpx.AsyncClient(
+                    timeout=settings.timeout,
+                    transport=direct,
+                    headers={"User-Agent": _USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+                    follow_redirects=False,
+                    trust_env=trust_env,
+                )
+            return Engine(
+                origin=origin_of(url),
+                http=http,
+                direct=direct,
+                owns_http=direct is not None,
+                max_concurrency=concurrency,
+                adaptive=_adaptive_of(max_concurrency),
+                max_per_second=max_per_second,
+                max_file_size=file_size,
+                max_response_size=response_size,
+                budget_capacity=settings.retry.budget_capacity,
+                asyncio_only=transport == "aiohttp",
+                owner=name,
             )
-        self._engine = Engine(
-            auth=Secret(f"Basic {token}"),
-            base_url=base,
-            http=http_client,
-            direct=direct,
-            owns_http=direct is not None,
-            max_concurrency=concurrency,
-            adaptive=adaptive,
-            max_per_second=max_per_second,
-            max_file_size=file_size,
-            max_response_size=response_size,
-            budget_capacity=settings.retry.budget_capacity,
-            asyncio_only=transport == "aiohttp",
-        )
+
+        engine = engine_for(base)
+        engine.spawn = engine_for
+        self._engine = engine
         self._settings = settings
         self._is_view = False
+
+    def _check_http_client(self, http_client: object) -> None:
+        if isinstance(http_client, httpx.AsyncClient):
+            return
+        if isinstance(http_client, httpx.Client):
+            raise ConfigurationError(
+                f"{self._name} sends through an httpx.AsyncClient, and http_client is an "
+                "httpx.Client: pass http_client=httpx.AsyncClient(...), or use CVClient, "
+                "which takes an httpx.Client"
+            )
+        raise ConfigurationError(
+            f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}"
+        )
+
+    def __del__(self) -> None:
+        # As httpx warns of an AsyncClient never closed (and instead of aiohttp's message on
+        # stderr): once, as a ResourceWarning, shown only where those are.
+        engine = getattr(self, "_engine", None)
+        if (
+            engine is not None
+            and not getattr(self, "_is_view", True)
+            and engine.owns_http
+            and not engine.closed
+            and engine.opened
+        ):
+            with contextlib.suppress(Exception):
+                warnings.warn(
+                    f"unclosed {self._name}: close it with 'async with' or aclose() "
+                    "(its connections are dropped now)",
+                    ResourceWarning,
+                    stacklevel=2,
+                    source=self,
+                )
 
     def __repr__(self) -> str:
         view = ", view" if self._is_view else ""
         return (
-            f"AsyncCVClient(base_url={self.base_url!r}, "
+            f"{self._name}(base_url={self.base_url!r}, "
             f"max_concurrency={self.max_concurrency}, "
             f"max_retries={self._settings.retry.max_retries}{view})"
         )
@@ -374,7 +469,7 @@ class AsyncCVClient:
     @property
     def base_url(self) -> str:
         """The service root requests go to."""
-        return self._engine.base_url
+        return self._settings.account.base_url
 
     @property
     def max_concurrency(self) -> int:
@@ -412,7 +507,7 @@ class AsyncCVClient:
     def usage(self) -> Usage:
         """A snapshot of the counts so far (shared with views): requests, answers, billed,
         retries, errors."""
-        return self._engine.usage.copy()
+        return self._settings.account.usage.copy()
 
     @property
     def in_flight(self) -> int:
@@ -454,6 +549,12 @@ class AsyncCVClient:
         total_timeout: float | NotGiven | None = NOT_GIVEN,
         queue_timeout: float | NotGiven | None = NOT_GIVEN,
         prepare: bool | Prepare | NotGiven = NOT_GIVEN,
+        api_key: str | NotGiven = NOT_GIVEN,
+        api_secret: str | NotGiven = NOT_GIVEN,
+        base_url: str | NotGiven = NOT_GIVEN,
+        default_headers: Mapping[str, str] | NotGiven | None = NOT_GIVEN,
+        request_id_header: str | NotGiven | None = NOT_GIVEN,
+        event_hooks: EventHooks | NotGiven | None = NOT_GIVEN,
     ) -> AsyncCVClient:
         """A view of this client with other options for its calls.
 
@@ -464,6 +565,15 @@ class AsyncCVClient:
             fast = client.with_options(timeout=3, max_retries=0, queue_timeout=0.5)
             result = await fast.extract_card(upload)
 
+        A view with other credentials serves one tenant of a multi-tenant backend: it shares
+        the pool (and its concurrency limit) while its ``base_url`` is on the same host, and
+        keeps usage counts of its own::
+
+            tenant = client.with_options(api_key=key, api_secret=secret)
+
+        A ``base_url`` on another host gets a pool of its own, made once per host and closed
+        with this client.
+
         Args:
             timeout: seconds for every phase of an attempt, or an ``httpx.Timeout``; ``None``
                 for the library's defaults.
@@ -472,11 +582,21 @@ class AsyncCVClient:
             total_timeout: seconds for a whole call, all attempts included; ``None`` for none.
             queue_timeout: seconds a call may wait for a concurrency slot; ``None`` for no limit.
             prepare: whether (and how) inputs are prepared before sending (see ``Prepare``).
+            api_key: other credentials for the view's calls (with ``api_secret``).
+            api_secret: the secret of ``api_key``.
+            base_url: another service root for the view's calls.
+            default_headers: headers sent with every request of the view (replacing the
+                client's ``default_headers``; ``None`` for none).
+            request_id_header: the header the call's id is sent in; ``None`` to send none.
+            event_hooks: the view's hooks (replacing the client's; ``None`` for none).
 
         Raises:
             ConfigurationError: an option is out of range.
         """
         settings = self._settings
+        account = self._account_of(
+            api_key, api_secret, base_url, default_headers, request_id_header
+        )
         if not isinstance(retry, NotGiven):
             if not isinstance(max_retries, NotGiven):
                 raise ConfigurationError("give max_retries or retry=RetryPolicy(...), not both")
@@ -502,20 +622,74 @@ class AsyncCVClient:
                     f"not {total_timeout!r}"
                 )
             policy = dataclasses.replace(policy, total_timeout=total_timeout)
-        view = object.__new__(AsyncCVClient)
-        view._engine = self._engine
+        view = object.__new__(type(self))
+        view._engine = (
+            self._engine
+            if account.base_url == settings.account.base_url
+            else self._engine.for_url(account.base_url)
+        )
         view._settings = Settings(
             timeout=settings.timeout if isinstance(timeout, NotGiven) else _coerce_timeout(timeout),
             retry=policy,
             queue_timeout=settings.queue_timeout
             if isinstance(queue_timeout, NotGiven)
             else _check_queue_timeout(queue_timeout),
+            account=account,
             prepare=settings.prepare
             if isinstance(prepare, NotGiven)
             else coerce_prepare(prepare, "client"),
+            hooks=settings.hooks
+            if isinstance(event_hooks, NotGiven)
+            else coerce_hooks(event_hooks),
         )
         view._is_view = True
         return view
+
+    def _account_of(
+        self,
+        api_key: str | NotGiven,
+        api_secret: str | NotGiven,
+        base_url: str | NotGiven,
+        default_headers: Mapping[str, str] | NotGiven | None,
+        request_id_header: str | NotGiven | None,
+    ) -> Account:
+        """The account of a view: this one's, unless credentials, base URL or headers change
+        (new credentials start their own usage counts)."""
+        account = self._settings.account
+        new_key = not isinstance(api_key, NotGiven)
+        if new_key != (not isinstance(api_secret, NotGiven)):
+            raise ConfigurationError("give api_key and api_secret together")
+        if not (
+            new_key
+            or not isinstance(base_url, NotGiven)
+            or not isinstance(default_headers, NotGiven)
+            or not isinstance(request_id_header, NotGiven)
+        ):
+            return account
+        id_header = (
+            account.request_id_header
+            if isinstance(request_id_header, NotGiven)
+            else check_request_id_header(request_id_header)
+        )
+        if isinstance(default_headers, NotGiven):
+            headers = check_headers(dict(account.headers), id_header)
+        else:
+            headers = check_headers(default_headers, id_header)
+        return Account(
+            auth=_auth_of(
+                api_key if isinstance(api_key, str) else "",
+                api_secret if isinstance(api_secret, str) else "",
+                self._name,
+            )
+            if new_key
+            else account.auth,
+            base_url=account.base_url
+            if isinstance(base_url, NotGiven)
+            else _check_base_url(base_url),
+            headers=headers,
+            request_id_header=id_header,
+            usage=None if new_key else account.usage,
+        )
 
     @property
     def with_raw_response(self) -> AsyncRawResponses:

@@ -137,6 +137,8 @@ class CVError(Exception):
     elapsed: float
     #: The answer's headers, on errors raised for an answer (``None`` otherwise).
     headers: httpx.Headers | None = None
+    #: The call's id (sent as ``X-Request-ID``), on every error a call raises.
+    request_id: str | None = None
 
     def __init__(
         self,
@@ -155,8 +157,8 @@ class CVError(Exception):
         self.elapsed = elapsed
 
     @property
-    def request_id(self) -> str | None:
-        """The service's id of the request, when the answer behind this error carried one."""
+    def service_request_id(self) -> str | None:
+        """The service's own id of the request, when the answer behind this error carried one."""
         return request_id_of(self.headers)
 
     def __str__(self) -> str:
@@ -283,6 +285,7 @@ class APIStatusError(CVError):
         content_type: str = "",
         retry_after: float | None = None,
         headers: httpx.Headers | None = None,
+        url: str | None = None,
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
@@ -291,12 +294,19 @@ class APIStatusError(CVError):
         text = f"HTTP {status_code} from the service ({describe_body(body, content_type)})"
         if retry_after is not None:
             text += f" (Retry-After: {retry_after:g} s)"
+        if status_code == 404 and url is not None:
+            text += (
+                f": nothing answers at {url}; check base_url, which must be the service's "
+                "root (such as https://cloud.computervision.com.vn, with no /api or /v1)"
+            )
         super().__init__(text, method=method, path=path, attempts=attempts, elapsed=elapsed)
         self.status_code = status_code
         self.body = body
         self.content_type = content_type
         self.retry_after = retry_after
         self.headers = headers
+        #: The URL asked, without its query (``None`` when not known).
+        self.url = url
 
 
 class PermissionDeniedError(APIStatusError):
@@ -387,6 +397,7 @@ class ResponseTooLargeError(MalformedResponseError):
         content_type: str = "",
         announced: int | None = None,
         headers: httpx.Headers | None = None,
+        owner: str = "AsyncCVClient",
         method: str | None = None,
         path: str | None = None,
         attempts: int = 0,
@@ -397,7 +408,7 @@ class ResponseTooLargeError(MalformedResponseError):
             self,
             f"the service's answer is over max_response_size={limit:,} bytes ({size}; "
             f"HTTP {status_code}, {_media(content_type)}); "
-            "raise it with AsyncCVClient(max_response_size=...)",
+            f"raise it with {owner}(max_response_size=...)",
             method=method,
             path=path,
             attempts=attempts,

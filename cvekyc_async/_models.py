@@ -609,8 +609,11 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
     elapsed: float = 0.0
     """Seconds from the first attempt to the answer, retries included."""
     request_id: str | None = None
-    """The service's id of the request, when its answer carried one (``X-Request-Id`` or
-    ``Request-Id``): what its support asks for."""
+    """The call's id, made by the client and sent as ``X-Request-ID`` (unless
+    ``request_id_header=None``); the same id is on the call's log lines, spans and hooks."""
+    service_request_id: str | None = None
+    """The service's own id of the request, when its answer carried one (``X-Request-Id``,
+    ``Request-Id`` or ``X-Correlation-Id``): what its support asks for."""
     prepared: list[Preparation] = msgspec.field(default_factory=list)
     """What preparing did to each input, when the call prepared them (``prepare=True``)."""
 
@@ -627,6 +630,11 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
             ("attempts", repr(self.attempts)),
             ("elapsed", repr(self.elapsed)),
             ("request_id", repr(self.request_id)),
+            *(
+                [("service_request_id", repr(self.service_request_id))]
+                if self.service_request_id
+                else []
+            ),
             *([("prepared", repr(self.prepared))] if self.prepared else []),
         ]
 
@@ -646,6 +654,7 @@ class ExtractionResult(msgspec.Struct, kw_only=True):
             "attempts": self.attempts,
             "elapsed": self.elapsed,
             "request_id": self.request_id,
+            "service_request_id": self.service_request_id,
             "prepared": msgspec.to_builtins(self.prepared),
         }
 

@@ -34,6 +34,8 @@ class RawResponse:
         path: the request's path (no query string).
         attempts: HTTP attempts made, retries included.
         elapsed: seconds from the first attempt to the answer.
+        request_id: the call's id, sent as ``X-Request-ID``.
+        service_request_id: the service's own id of the request, if the answer carried one.
     """
 
     __slots__ = (
@@ -45,6 +47,8 @@ class RawResponse:
         "http_version",
         "method",
         "path",
+        "request_id",
+        "service_request_id",
         "status_code",
     )
 
@@ -58,6 +62,8 @@ class RawResponse:
         self.path: str = exchange.path
         self.attempts: int = exchange.result.attempts
         self.elapsed: float = exchange.result.elapsed
+        self.request_id: str | None = exchange.result.request_id
+        self.service_request_id: str | None = exchange.result.service_request_id
 
     def parse(self) -> ExtractionResult:
         """The answer decoded, as the plain method returns it."""

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_RETRY_STATUSES",
     "RetryBudget",
     "RetryPolicy",
+    "failure_label",
     "is_ambiguous",
     "is_transient",
     "parse_retry_after",
@@ -58,6 +59,22 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return max(0.0, when.timestamp() - (time.time() if now is None else now))
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def failure_label(error: BaseException) -> str:
+    """A short, bounded label for why an attempt failed (``"http_503"``, ``"read_timeout"``,
+    ``"connection_lost"``...): the retry reason of logs, hooks and metrics. It names the kind of
+    failure, never anything the service sent."""
+    if isinstance(error, APITimeoutError):
+        return f"{error.kind}_timeout"
+    if isinstance(error, APIConnectionError):
+        return "connect_error" if error.kind == "connect" else "connection_lost"
+    if isinstance(error, APIStatusError):
+        return f"http_{error.status_code}" if 100 <= error.status_code <= 599 else "http_other"
+    code = getattr(error, "error_code", None)
+    if isinstance(code, int):
+        return f"error_code_{code}" if 0 <= code <= 99 else "error_code_other"
+    return type(error).__name__
 
 
 def is_transient(error: CVError, statuses: frozenset[int] = DEFAULT_RETRY_STATUSES) -> bool:

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ import anyio
 import httpx
 from anyio.from_thread import BlockingPortal
 
+from ._account import DEFAULT_REQUEST_ID_HEADER
 from ._adaptive import AdaptiveConcurrency
 from ._batch import (
     DEFAULT_FATAL_ERRORS,
@@ -39,12 +40,14 @@ from ._constants import (
     DEFAULT_MAX_RESPONSE_SIZE,
 )
 from ._errors import ClientStateError, ConfigurationError, CVError
+from ._hooks import EventHooks
 from ._inputs import ImageInput
 from ._models import ExtractionResult
 from ._prepare import Prepare
 from ._raw import AsyncRawResponses, RawResponse
 from ._retry import RetryPolicy
 from ._runner import run as run_loop
+from ._tls import CertTypes, VerifyTypes
 from ._transport import TransportChoice
 from ._usage import Usage
 
@@ -116,6 +119,30 @@ def _shut(loop: _Loop, client: AsyncCVClient) -> None:
             loop.thread.join(timeout=10)
 
 
+class _Core(AsyncCVClient):
+    """The ``AsyncCVClient`` a ``CVClient`` drives: its messages name ``CVClient``, and it sends
+    through a caller's ``httpx.Client`` (from worker threads) rather than an AsyncClient."""
+
+    _name = "CVClient"
+
+    def _check_http_client(self, http_client: object) -> None:
+        if isinstance(http_client, httpx.Client):
+            return
+        if isinstance(http_client, httpx.AsyncClient):
+            raise ConfigurationError(
+                "CVClient sends through an httpx.Client, and http_client is an "
+                "httpx.AsyncClient: pass http_client=httpx.Client(...), or use AsyncCVClient, "
+                "which takes an httpx.AsyncClient"
+            )
+        raise ConfigurationError(
+            f"http_client must be an httpx.Client, not {type(http_client).__name__}"
+        )
+
+    def __del__(self) -> None:
+        # CVClient's own finalizer closes the pool; nothing to warn of here.
+        pass
+
+
 class CVClient:
     """Synchronous client for the Computer Vision Vietnam card OCR / eKYC API.
 
@@ -133,8 +160,9 @@ class CVClient:
     Args:
         backend: the event loop run in the client's thread: ``"asyncio"`` (default) or
             ``"trio"``.
-        http_client: an ``httpx.AsyncClient`` to send through; it is used in the client's
-            thread only. The caller keeps ownership.
+        http_client: an ``httpx.Client`` to send through (its proxies, TLS settings, mounts
+            and event hooks apply); it is used from worker threads of the client's loop, and
+            its timeouts bound how long a cancelled call waits. The caller keeps ownership.
 
     Raises:
         ConfigurationError: as ``AsyncCVClient``.
@@ -156,9 +184,14 @@ class CVClient:
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         trust_env: bool = True,
-        http_client: httpx.AsyncClient | None = None,
+        verify: VerifyTypes = True,
+        cert: CertTypes | None = None,
+        http_client: httpx.Client | None = None,
         transport: TransportChoice | None = None,
         prepare: bool | Prepare = False,
+        default_headers: Mapping[str, str] | None = None,
+        request_id_header: str | None = DEFAULT_REQUEST_ID_HEADER,
+        event_hooks: EventHooks | None = None,
         backend: Literal["asyncio", "trio"] = "asyncio",
     ) -> None:
         if backend not in ("asyncio", "trio"):
@@ -169,7 +202,7 @@ class CVClient:
                 "default transport under trio"
             )
         # Options are checked before a thread is started.
-        self._async = AsyncCVClient(
+        self._async: AsyncCVClient = _Core(
             api_key,
             api_secret,
             base_url=base_url,
@@ -183,9 +216,14 @@ class CVClient:
             max_file_size=max_file_size,
             max_response_size=max_response_size,
             trust_env=trust_env,
-            http_client=http_client,
+            verify=verify,
+            cert=cert,
+            http_client=http_client,  # type: ignore[arg-type]  # _Core takes an httpx.Client
             transport=transport,
             prepare=prepare,
+            default_headers=default_headers,
+            request_id_header=request_id_header,
+            event_hooks=event_hooks,
         )
         self._loop = _Loop(backend)
         self._owner: CVClient | None = None
@@ -232,7 +270,7 @@ class CVClient:
             raise
 
     def __repr__(self) -> str:
-        return "CV" + repr(self._async)[len("AsyncCV") :]
+        return repr(self._async)
 
     # -- settings and lifecycle --------------------------------------------------------------
 
@@ -326,9 +364,15 @@ class CVClient:
         total_timeout: float | NotGiven | None = NOT_GIVEN,
         queue_timeout: float | NotGiven | None = NOT_GIVEN,
         prepare: bool | Prepare | NotGiven = NOT_GIVEN,
+        api_key: str | NotGiven = NOT_GIVEN,
+        api_secret: str | NotGiven = NOT_GIVEN,
+        base_url: str | NotGiven = NOT_GIVEN,
+        default_headers: Mapping[str, str] | NotGiven | None = NOT_GIVEN,
+        request_id_header: str | NotGiven | None = NOT_GIVEN,
+        event_hooks: EventHooks | NotGiven | None = NOT_GIVEN,
     ) -> CVClient:
-        """A view with other options, sharing this client's pool, thread and counts (see
-        ``AsyncCVClient.with_options``)."""
+        """A view with other options, sharing this client's pool and thread (see
+        ``AsyncCVClient.with_options``: other credentials keep usage counts of their own)."""
         return self._view(
             self._async.with_options(
                 timeout=timeout,
@@ -337,6 +381,12 @@ class CVClient:
                 total_timeout=total_timeout,
                 queue_timeout=queue_timeout,
                 prepare=prepare,
+                api_key=api_key,
+                api_secret=api_secret,
+                base_url=base_url,
+                default_headers=default_headers,
+                request_id_header=request_id_header,
+                event_hooks=event_hooks,
             )
         )
 

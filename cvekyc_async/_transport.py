@@ -397,12 +397,14 @@ class AutoTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int,
         keepalive_expiry: float = 30.0,
+        verify: ssl.SSLContext | bool = True,
         proxy: httpx.Proxy | None = None,
         trust_env: bool = True,
     ) -> None:
         self._options: dict[str, Any] = {
             "max_connections": max_connections,
             "keepalive_expiry": keepalive_expiry,
+            "verify": verify,
             "proxy": proxy,
             "trust_env": trust_env,
         }
@@ -453,10 +455,12 @@ def build_transport(
     *,
     max_connections: int,
     keepalive_expiry: float = 30.0,
+    verify: ssl.SSLContext | bool = True,
     proxy: httpx.Proxy | None = None,
     trust_env: bool = True,
 ) -> httpx.AsyncBaseTransport:
-    """The transport for a ``transport=`` choice of ``AsyncCVClient``.
+    """The transport for a ``transport=`` choice of ``AsyncCVClient``; ``verify`` is the SSL
+    context every connection uses (``_tls.ssl_context``), or whether to verify with httpx's.
 
     Raises:
         ImportError: ``"aiohttp"`` without aiohttp installed, or a SOCKS proxy without
@@ -466,6 +470,7 @@ def build_transport(
     options: dict[str, Any] = {
         "max_connections": max_connections,
         "keepalive_expiry": keepalive_expiry,
+        "verify": verify,
         "proxy": proxy,
         "trust_env": trust_env,
     }
@@ -483,5 +488,5 @@ def build_transport(
             max_keepalive_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
         )
-        return GuardedPool(limits=limits, proxy=proxy, trust_env=trust_env)
+        return GuardedPool(limits=limits, proxy=proxy, verify=verify, trust_env=trust_env)
     raise ValueError(f"transport must be 'auto', 'sharded', 'pool' or 'aiohttp', not {choice!r}")

@@ -54,7 +54,10 @@ def test_every_record_carries_its_format_time_run_and_shard(
     for record in records:
         # Truncated to the millisecond, so compared at that precision.
         assert before - datetime.timedelta(milliseconds=1) <= parse_utc(record["written"]) <= after
-        assert record["request_id"] is None  # the emulator sends none
+        # The call's id, sent as X-Request-ID; the emulator sends no id of its own.
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}",
+                            record["request_id"])  # fmt: skip
+        assert record["service_request_id"] is None
     # A later run of the same output is another run.
     again = run("batch", str(tmp_path / "imgs"), "--shard", "1/2", "-o", str(out), "--overwrite",
                 env=env)  # fmt: skip

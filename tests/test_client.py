@@ -517,12 +517,20 @@ async def test_closed_client_refuses_requests(
 async def test_caller_supplied_http_client_is_used_and_left_open(
     mock: respx.MockRouter, jpeg_file: Path, flavour: str
 ) -> None:
+    # AsyncCVClient sends through an httpx.AsyncClient, CVClient through an httpx.Client.
     mock.post(PATH).respond(200, content=samples.answer(samples.CHIP_FRONT))
-    async with httpx.AsyncClient() as http:
-        async with client(flavour, http_client=http) as c:
-            await c.extract_card(jpeg_file)
-        assert not http.is_closed
+    http: httpx.AsyncClient | httpx.Client = (
+        httpx.Client() if flavour == "sync" else httpx.AsyncClient()
+    )
+    async with client(flavour, http_client=http) as c:
+        result = await c.extract_card(jpeg_file)
+    assert result.cards[0].type == "chip_id_card_front"
+    assert not http.is_closed
     assert mock.calls.call_count == 1
+    if isinstance(http, httpx.Client):
+        http.close()
+    else:
+        await http.aclose()
 
 
 @pytest.mark.anyio
@@ -574,11 +582,15 @@ async def test_an_answers_request_id_is_kept_on_the_result_and_on_errors(
     mock.route().respond(200, content=samples.answer(samples.CHIP_FRONT), headers=headers)
     async with client(flavour) as c:
         result = await c.extract_card(jpeg_file)
-    assert result.request_id == expected
-    assert result.to_dict()["request_id"] == expected
+    assert result.service_request_id == expected
+    assert result.to_dict()["service_request_id"] == expected
+    # The call's own id is the one it sent, whatever the service answers.
+    sent = mock.calls.last.request.headers["X-Request-ID"]
+    assert result.request_id == sent != expected
     mock.routes.clear()
     mock.route().respond(503, text="busy", headers=headers)
     async with client(flavour) as c:
         with pytest.raises(APIStatusError) as caught:
             await c.extract_card(jpeg_file)
-    assert caught.value.request_id == expected
+    assert caught.value.service_request_id == expected
+    assert caught.value.request_id == mock.calls.last.request.headers["X-Request-ID"]

@@ -278,13 +278,22 @@ async def test_every_attempt_logs_one_debug_line_without_secrets_or_card_data(
     mock.post(PATH).mock(side_effect=responses(503, httpx.ReadTimeout("slow"), OK))
     async with client(flavour, retry=NO_WAIT) as c:
         await c.extract_card(jpeg_file)
-    lines = [r.getMessage() for r in caplog.records if r.name == "cvekyc_async"]
+    records = [r for r in caplog.records if r.name == "cvekyc_async"]
+    lines = [r.getMessage() for r in records]
+    # Every line starts with the call's id, the X-Request-ID every attempt sent.
+    (call_id,) = {call.request.headers["X-Request-ID"] for call in mock.calls}
+    assert all(line.startswith(f"call {call_id}: ") for line in lines)
+    assert {getattr(r, "cvekyc_request_id", None) for r in records} == {call_id}
     attempts = [line for line in lines if " attempt " in line and " -> " in line]
     assert len(attempts) == 3
-    assert attempts[0].startswith(f"POST {PATH} attempt 1 -> 503 in ")
-    assert attempts[1].startswith(f"POST {PATH} attempt 2 -> read timeout in ")
-    assert attempts[2].startswith(f"POST {PATH} attempt 3 -> 200 in ")
-    assert sum("retrying in 0.000 s" in line for line in lines) == 2
+    assert attempts[0].startswith(f"call {call_id}: POST {PATH} attempt 1 -> 503 in ")
+    assert attempts[1].startswith(f"call {call_id}: POST {PATH} attempt 2 -> read timeout in ")
+    assert attempts[2].startswith(f"call {call_id}: POST {PATH} attempt 3 -> 200 in ")
+    retries = [r for r in records if "retrying in 0.000 s" in r.getMessage()]
+    assert len(retries) == 2
+    assert all(r.levelno == logging.INFO for r in retries)  # retries show at INFO
+    assert "(http_503)" in retries[0].getMessage()
+    assert "(read_timeout)" in retries[1].getMessage()
     for line in lines:
         assert samples.API_SECRET not in line
         assert samples.API_KEY not in line

@@ -100,7 +100,7 @@ HEAD = (
 #: Columns after the cards' fields.
 TAIL = ("error_type", "error_code", "status_code", "error_message", "attempts", "billed", "same_as")
 #: Columns of the run that wrote a record, last, each only when some record carries it.
-RUN = ("written", "run", "shard", "request_id")
+RUN = ("written", "run", "shard", "request_id", "service_request_id")
 
 _LIBRARIES = {"xlsx": ("xlsxwriter",), "parquet": ("pyarrow", "pyarrow.parquet")}
 _BINARY = frozenset(_LIBRARIES)

@@ -236,6 +236,7 @@ def result_record(
         "billed": result.billed,
         "assessment": assessment,
         "request_id": _request_id(result),
+        "service_request_id": _service_request_id(result),
     }
     if prepared:
         # What --prepare did to each image; sha256 and size stay those of the input as given.
@@ -247,9 +248,17 @@ def result_record(
 
 
 def _request_id(result: BatchResult) -> str | None:
+    """The call's id (sent as ``X-Request-ID``)."""
     if result.result is not None:
         return result.result.request_id
     return None if result.error is None else result.error.request_id
+
+
+def _service_request_id(result: BatchResult) -> str | None:
+    """The service's own id of the request, when its answer carried one."""
+    if result.result is not None:
+        return result.result.service_request_id
+    return None if result.error is None else result.error.service_request_id
 
 
 class _Head(msgspec.Struct):

@@ -687,7 +687,12 @@ class _Page:
         when = _written(record)
         if when is not None:
             rows.append(("Written", _utc(when)))
-        for name, label in (("run", "Run"), ("shard", "Shard"), ("request_id", "Request")):
+        for name, label in (
+            ("run", "Run"),
+            ("shard", "Shard"),
+            ("request_id", "Request"),
+            ("service_request_id", "Service's request"),
+        ):
             got = record.get(name)
             if isinstance(got, (str, int)) and not isinstance(got, bool):
                 rows.append((label, f"<code>{_esc(got)}</code>"))

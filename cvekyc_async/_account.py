@@ -1,0 +1,197 @@
+"""Who a view calls as: its credentials, base URL, default headers and request id header, and
+the usage counts those credentials run up.
+
+A client and the views ``with_options`` makes with the same credentials share one ``Account``;
+a view given other credentials (one key per tenant, say) gets its own, and so its own usage
+counts, while it shares the client's connection pool when its host is the same.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import httpx
+
+from ._errors import ConfigurationError
+from ._usage import Usage
+
+__all__ = [
+    "DEFAULT_REQUEST_ID_HEADER",
+    "Account",
+    "Secret",
+    "check_headers",
+    "check_request_id_header",
+    "new_request_id",
+    "origin_of",
+]
+
+#: The header each call's id is sent in (``request_id_header=None``: not sent).
+DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Headers the client sets itself on every request: a default header cannot replace them.
+_RESERVED = frozenset(
+    {
+        "authorization",
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "accept-encoding",
+        "te",
+        "upgrade",
+        "traceparent",
+        "tracestate",
+    }
+)
+
+
+class Secret:
+    """Holds the Authorization header so that no repr, vars() dump or traceback shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+def new_request_id() -> str:
+    """A fresh id for one call: a random UUID, as text."""
+    return str(uuid.uuid4())
+
+
+def origin_of(url: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of a checked base URL, the port filled in by scheme."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    return scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80)
+
+
+def check_request_id_header(name: object) -> str | None:
+    """Check ``request_id_header`` (a header name, or ``None`` to send no id)."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ConfigurationError(
+            f"request_id_header must be a header name (letters, digits, '-') or None, not {name!r}"
+        )
+    if name.lower() in _RESERVED:
+        raise ConfigurationError(f"request_id_header cannot be {name!r}: the client sets it")
+    return name
+
+
+def check_headers(headers: object, request_id_header: str | None) -> tuple[tuple[str, str], ...]:
+    """Check ``default_headers`` and return them as pairs, in order.
+
+    Raises:
+        ConfigurationError: not a mapping of strings, a name that is not a header name, a value
+            with a line break or control character, or a header the client sets itself. The
+            message names the header, never its value (it may be a token).
+    """
+    if headers is None:
+        return ()
+    if not isinstance(headers, Mapping):
+        raise ConfigurationError(
+            f"default_headers must be a dict of header names to values, not "
+            f"{type(headers).__name__}"
+        )
+    pairs: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            shown = repr(name) if isinstance(name, str) and name.isprintable() else "a name"
+            raise ConfigurationError(f"default_headers: {shown[:60]} is not a header name")
+        if name.lower() in _RESERVED or (
+            request_id_header is not None and name.lower() == request_id_header.lower()
+        ):
+            raise ConfigurationError(
+                f"default_headers cannot set {name!r}: the client sets it on every request"
+            )
+        if not isinstance(value, str):
+            raise ConfigurationError(
+                f"default_headers[{name!r}] must be a str, not {type(value).__name__}"
+            )
+        if any(c in value for c in "\r\n\0") or not all(
+            c == "\t" or (c >= " " and c != "\x7f") for c in value
+        ):
+            raise ConfigurationError(
+                f"default_headers[{name!r}] holds a line break or control character"
+            )
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                f"default_headers[{name!r}] holds characters a header cannot carry "
+                "(encode it, e.g. as percent-escapes)"
+            ) from None
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+class Account:
+    """Credentials, base URL and headers of the calls of a view, and their usage counts."""
+
+    __slots__ = (
+        "_fixed",
+        "auth",
+        "base_url",
+        "headers",
+        "host",
+        "port",
+        "request_id_header",
+        "scheme",
+        "urls",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        *,
+        auth: Secret,
+        base_url: str,
+        headers: tuple[tuple[str, str], ...] = (),
+        request_id_header: str | None = DEFAULT_REQUEST_ID_HEADER,
+        usage: Usage | None = None,
+    ) -> None:
+        self.auth = auth
+        self.base_url = base_url
+        self.headers = headers
+        self.request_id_header = request_id_header
+        self.usage = usage if usage is not None else Usage()
+        self.scheme, self.host, self.port = origin_of(base_url)
+        #: POST URLs, parsed once each (httpx's URL handling is a visible share of the cost of
+        #: a request at a thousand requests a second).
+        self.urls: dict[tuple[str, str, bool], httpx.URL] = {}
+        self._fixed: list[tuple[str, str]] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Account {self.base_url!r}>"
+
+    def fixed_headers(
+        self, client_headers: httpx.Headers, accept_encoding: str
+    ) -> list[tuple[str, str]]:
+        """The headers every POST through the client's own pool sends, as httpx would send
+        them: ``Host``, the client's defaults (replaced by ``default_headers`` of the same
+        name), then the credentials."""
+        fixed = self._fixed
+        if fixed is None:
+            own = {name.lower() for name, _ in self.headers}
+            host = httpx.URL(self.base_url).netloc.decode("ascii")
+            fixed = [("Host", host)]
+            fixed += [
+                (k, v)
+                for k, v in client_headers.multi_items()
+                if k.lower() != "accept-encoding" and k.lower() not in own
+            ]
+            fixed += [*self.headers, ("Accept-Encoding", accept_encoding)]
+            self._fixed = fixed
+        return [*fixed, ("Authorization", self.auth.reveal())]
