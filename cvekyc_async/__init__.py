@@ -42,7 +42,9 @@ from ._errors import (
     ResponseTooLargeError,
     URLUnavailableError,
 )
+from ._hooks import EventHook, EventHooks, HookEvent
 from ._inputs import ImageInput, ImageSource
+from ._logs import setup_logging as _setup_logging
 from ._models import (
     WARNING_MESSAGES,
     Box,
@@ -68,6 +70,9 @@ from ._raw import AsyncRawResponses, RawResponse
 from ._retry import RetryPolicy
 from ._sync import BatchIterator, CVClient, RawResponses
 from ._usage import Usage
+
+# CVEKYC_LOG=debug|info|warning turns the library's logger on (see _logs).
+_setup_logging()
 
 __all__ = [
     "NOT_GIVEN",
@@ -98,9 +103,12 @@ __all__ = [
     "ChipCCCDFrontInfo",
     "ClientStateError",
     "ConfigurationError",
+    "EventHook",
+    "EventHooks",
     "ExtractionResult",
     "FormatTypeError",
     "GenericInfo",
+    "HookEvent",
     "ImageInput",
     "ImageSource",
     "Info",

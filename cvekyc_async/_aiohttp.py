@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import contextvars
 import functools
 import math
@@ -473,3 +474,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    def __del__(self) -> None:
+        # Never closed (the client warns of that itself, once): its connections are dropped
+        # quietly, rather than with aiohttp's "Unclosed client session" and "Unclosed
+        # connector" on stderr, which httpx's pools never print.
+        session = self._session
+        if session is None or session.closed:
+            return
+        connector = session.connector
+        with contextlib.suppress(Exception):
+            session._connector = None  # the session now reads as closed
+            if connector is not None:
+                connector._close()

@@ -590,7 +590,7 @@ class Engine:
                 return exchange
             if self.closed:
                 # The client was closed under this call: nothing more is sent.
-                raise self._closed_error(usage, method, path, attempt, started) from None
+                raise self._closed_error(usage, method, path, attempt, started, call) from None
             elapsed = time.perf_counter() - started
             error.method, error.path = method, path
             error.attempts, error.elapsed = attempt, elapsed
@@ -610,6 +610,8 @@ class Engine:
                     reason,
                     extra={"cvekyc_request_id": call.id},
                 )
+            if call.span is not None:
+                _end_attempt(call, reason if delay is not None else None)
             if delay is None:
                 usage.count_error(error)
                 if attempt > 1:
@@ -658,8 +660,16 @@ class Engine:
             await _sleep(delay)
 
     def _closed_error(
-        self, usage: Usage, method: str, path: str, attempts: int, started: float
+        self,
+        usage: Usage,
+        method: str,
+        path: str,
+        attempts: int,
+        started: float,
+        call: _Call | None = None,
     ) -> CVError:
+        if call is not None:
+            _end_attempt(call, None)
         error = ClientStateError(
             "the client was closed while this call was in progress; nothing more was sent"
         )
@@ -722,10 +732,10 @@ class Engine:
         finally:
             elapsed = time.perf_counter() - call.sent if call.sent else 0.0
             if telemetry is not None and call.span is not None:
-                telemetry.attempt_ended(
-                    call.span, status=status, error=failure, elapsed=elapsed, http_version=version
-                )
-                call.span = None
+                call.span.ended = (status, failure, elapsed, version)
+                if not isinstance(failure, CVError):
+                    # A failed attempt's span ends once the loop has said whether it is retried.
+                    _end_attempt(call, None)
             hooks = call.hooks.get("response")
             # Not after a cancellation (the call is going away) or a hook's own error.
             if hooks and call.sent and (failure is None or isinstance(failure, CVError)):
@@ -875,6 +885,21 @@ class Engine:
             ) from None
         except UndecodableBody as exc:
             _raise_unreadable(response, exc.body, str(exc))
+
+
+def _end_attempt(call: _Call, retry_reason: str | None) -> None:
+    span = call.span
+    call.span = None
+    if span is not None and span.ended is not None and call.telemetry is not None:
+        status, failure, elapsed, version = span.ended
+        call.telemetry.attempt_ended(
+            span,
+            status=status,
+            error=failure,
+            elapsed=elapsed,
+            http_version=version,
+            retry_reason=retry_reason,
+        )
 
 
 def _timeout_message(kind: str, timeout: httpx.Timeout) -> str:

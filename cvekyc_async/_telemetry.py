@@ -126,11 +126,13 @@ def _tracer() -> Any:
 class AttemptSpan:
     """One attempt's span and start, between ``CallTelemetry.attempt`` and ``attempt_ended``."""
 
-    __slots__ = ("attempt", "span")
+    __slots__ = ("attempt", "ended", "span")
 
     def __init__(self, span: Any, attempt: int) -> None:
         self.span = span
         self.attempt = attempt
+        #: How it ended (status, error, seconds, HTTP version), until its span is ended.
+        self.ended: tuple[int | None, BaseException | None, float, str | None] | None = None
 
 
 class CallTelemetry:

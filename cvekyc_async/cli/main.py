@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from .. import __version__
 from .._runner import run as run_loop
 from .batch import run_batch
 from .demo import run_demo
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cvekyc",
         description="Read Vietnamese ID cards and passports with the Computer Vision eKYC API.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ex = sub.add_parser("extract", help="read one card (or both sides of one) and print it")
@@ -78,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "-o", "--output", required=True, help="JSONL file of results (mode 0600), or - for stdout"
     )
-    b.add_argument("--endpoint", choices=["card", "cards", "ocr"], default="card")
+    b.add_argument(
+        "--endpoint",
+        choices=["card", "cards", "ocr"],
+        default="card",
+        help="card: one side per input (default); cards: front and back pairs; ocr: every "
+        "document in an image or PDF",
+    )
     b.add_argument(
         "--resume",
         action="store_true",
@@ -155,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the batch's inputs (files, directories, URLs, manifests), to list what is missing",
     )
-    m.add_argument("--endpoint", choices=["card", "cards", "ocr"], default="card")
+    m.add_argument(
+        "--endpoint",
+        choices=["card", "cards", "ocr"],
+        default="card",
+        help="the endpoint the parts were run with, to read --inputs as they were (default card)",
+    )
     m.add_argument(
         "--delimiter",
         type=parse_delimiter,
@@ -176,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
 
     sub.add_parser("emulator", help="serve the local API emulator", add_help=False).add_argument(
-        "args", nargs=argparse.REMAINDER
+        "args", nargs=argparse.REMAINDER, help="the emulator's own options (see cvekyc emulator -h)"
     )
     return parser
 
