@@ -13,11 +13,19 @@ What it shows:
 - limits for a web backend: ``queue_timeout`` fails a request fast when the client is saturated
   (503 with ``Retry-After``) instead of keeping the user waiting, and ``total_timeout`` bounds a
   whole call, retries included, below the server's own request timeout;
-- every error of the library mapped to an HTTP answer whose message holds no card data.
+- every error of the library mapped to an HTTP answer whose message holds no card data, with
+  the call's ``request_id`` (the ``X-Request-ID`` the client sent) for a support ticket;
+- OpenTelemetry: the client records a span per call and per attempt, and its metrics, into
+  whatever SDK the application installs (``pip install 'cvekyc-async[otel]'
+  opentelemetry-sdk``); each request has a server span for them to nest in (FastAPI's own
+  where it records them, else ``ServerSpans``; ``opentelemetry-instrumentation-fastapi`` in
+  production).
+  ``examples/otel_demo.py`` runs this app with the SDK and prints what it records.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,6 +76,9 @@ def create_app(**client_options: Any) -> FastAPI:
 
     app = FastAPI(title="Card reader", lifespan=lifespan)
     app.add_middleware(RefuseLargeUploads)
+    if importlib.util.find_spec("fastapi.telemetry") is None:
+        # Newer FastAPI records server spans itself.
+        app.add_middleware(ServerSpans)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -125,32 +136,83 @@ class RefuseLargeUploads:
         await self.app(scope, receive, send)
 
 
-def _error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
+class ServerSpans:
+    """A server span for each HTTP request, continuing the caller's trace (``traceparent``), so
+    that the client's call and attempt spans nest under the request that made them. Does nothing
+    without ``opentelemetry-api``; records nothing until an SDK is installed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        try:
+            from opentelemetry import propagate, trace
+        except ImportError:
+            self._trace: Any = None
+        else:
+            self._trace, self._propagate = trace, propagate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._trace is None:
+            await self.app(scope, receive, send)
+            return
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        route = f"{scope['method']} {scope['path']}"
+        tracer = self._trace.get_tracer("fastapi_app")
+        with tracer.start_as_current_span(
+            route,
+            context=self._propagate.extract(carrier),
+            kind=self._trace.SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
+        ) as span:
+
+            async def sending(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    span.set_attribute("http.response.status_code", message["status"])
+                await send(message)
+
+            await self.app(scope, receive, sending)
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    retry_after: float | None = None,
+    request_id: str | None = None,
+) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+    error: dict[str, Any] = {"code": code, "message": message}
+    if request_id is not None:
+        error["request_id"] = request_id
+    return JSONResponse({"error": error}, status, headers=headers)
 
 
 def answer_for(exc: CVError) -> JSONResponse:
     """The HTTP answer for an error of the library. Their messages hold no card data (the
-    library never quotes one), but a misconfiguration is logged, not shown to the caller."""
+    library never quotes one), but a misconfiguration is logged, not shown to the caller.
+    Each answer carries the call's ``request_id``, which the client's log lines and spans show."""
+    status, code, message, retry_after = _answer_parts(exc)
+    return _error(status, code, message, retry_after, request_id=exc.request_id)
+
+
+def _answer_parts(exc: CVError) -> tuple[int, str, str, float | None]:
     if isinstance(exc, (InvalidInputError, InvalidImageError)):
-        return _error(422, "unreadable_upload", str(exc.message))
+        return 422, "unreadable_upload", str(exc.message), None
     if isinstance(exc, NoDocumentError):
-        return _error(422, "no_document", "no ID card or passport was found in the image")
+        return 422, "no_document", "no ID card or passport was found in the image", None
     if isinstance(exc, QueueTimeoutError):
-        return _error(503, "busy", "too many cards are being read; try again shortly", 1)
+        return 503, "busy", "too many cards are being read; try again shortly", 1
     if isinstance(exc, RateLimitError):
-        return _error(503, "busy", "the card reader asks us to slow down", exc.retry_after or 1)
+        return 503, "busy", "the card reader asks us to slow down", exc.retry_after or 1
     if isinstance(exc, APITimeoutError):
-        return _error(504, "timeout", "the card reader did not answer in time")
+        return 504, "timeout", "the card reader did not answer in time", None
     if isinstance(exc, QuotaExceededError):
         logger.error("card reader quota used up: %s", exc)
-        return _error(503, "unavailable", "card reading is unavailable", 60)
+        return 503, "unavailable", "card reading is unavailable", 60
     if isinstance(exc, (APIConnectionError, APIStatusError)) and not _ours(exc):
-        return _error(502, "upstream", "the card reader failed; try again")
+        return 502, "upstream", "the card reader failed; try again", None
     # Credentials, a wrong base URL, an answer we cannot read: ours to fix, not the caller's.
     logger.error("card reader error: %s", exc)
-    return _error(502, "upstream", "the card reader failed")
+    return 502, "upstream", "the card reader failed", None
 
 
 def _ours(exc: CVError) -> bool:
