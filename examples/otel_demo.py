@@ -62,7 +62,8 @@ REASONS = {
 
 def load_app_module() -> Any:
     spec = importlib.util.spec_from_file_location("fastapi_app", HERE / "fastapi_app.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -174,7 +175,7 @@ def metric_points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str
                     value = getattr(point, "value", None)
                     if value is None:
                         value = (getattr(point, "count", 0), getattr(point, "sum", 0.0))
-                    found.setdefault(metric.name, []).append((dict(point.attributes), value))
+                    found.setdefault(metric.name, []).append((dict(point.attributes or {}), value))
     return found
 
 
@@ -207,11 +208,11 @@ def texts_of(
     texts = list(lines)
     for span in spans:
         texts.append(span.name)
-        texts += [f"{k}={v}" for k, v in (span.attributes or {}).items()]
+        texts += [f"{k}={v!s}" for k, v in (span.attributes or {}).items()]
         texts += [str(span.status.description or "")]
         for event in span.events:
             texts.append(event.name)
-            texts += [f"{k}={v}" for k, v in (event.attributes or {}).items()]
+            texts += [f"{k}={v!s}" for k, v in (event.attributes or {}).items()]
     for name, found in points.items():
         texts.append(name)
         texts += [f"{k}={v}" for attributes, _ in found for k, v in attributes.items()]
@@ -272,7 +273,7 @@ def traced(
     for name, count in sorted(kinds.items()):
         print(f"  {count:4d} x {name}")
     calls = [s for s in in_trace if s.name.startswith("cvekyc.")]
-    retried = [s for s in calls if (s.attributes or {}).get("cvekyc.attempts", 1) > 1]
+    retried = [s for s in calls if (s.attributes or {}).get("cvekyc.attempts") != 1]
     # The request the call was made for: its ancestor just under the driver's span.
     by_id = {s.context.span_id: s for s in in_trace}
     request = (retried or calls)[0]
