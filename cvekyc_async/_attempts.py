@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -998,8 +999,26 @@ def _sent_before_failing(exc: httpx.TimeoutException) -> bool:
 def _describe_failure(exc: BaseException) -> str:
     """Name a transport failure without its message, which can quote what the server sent
     (h11's protocol errors show the offending bytes) or the URL (aiohttp's OS errors do); an
-    OS error is named by the system's text for its number, never by its own."""
+    OS error is named by the system's text for its number, never by its own. A TLS failure is
+    named by OpenSSL's reason, which quotes nothing the server sent."""
+    name = type(exc).__name__
     for cause in causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            said = cause.verify_message if isinstance(cause.verify_message, str) else ""
+            said = said if said.isprintable() and len(said) <= 160 else "not trusted"
+            return (
+                f"{name} (the service's TLS certificate failed verification: {said}; see verify=)"
+            )
+        if isinstance(cause, ssl.SSLError):
+            reason = str(cause.reason or "handshake failed")
+            if not reason.replace("_", "").isalnum():
+                reason = "handshake failed"
+            hint = (
+                "; the service asks for a client certificate (cert=)"
+                if ("CERTIFICATE_REQUIRED" in reason)
+                else ""
+            )
+            return f"{name} (TLS: {reason.lower().replace('_', ' ')}{hint})"
         if isinstance(cause, OSError) and isinstance(cause.errno, int) and cause.errno > 0:
             return f"{type(exc).__name__} ({os.strerror(cause.errno)})"
     return type(exc).__name__

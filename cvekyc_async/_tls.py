@@ -37,11 +37,22 @@ def _path(value: object, what: str) -> str:
     raise ConfigurationError(f"{what} must be a file path, not {type(value).__name__}")
 
 
+class _NeedsPassword(Exception):
+    """Raised from the password callback of a key loaded without a password."""
+
+
+def _no_password() -> str:
+    # Without a callback, OpenSSL asks for the password on the terminal and waits.
+    raise _NeedsPassword
+
+
 def _reason(exc: BaseException) -> str:
     # An SSLError's reason (``NO_START_LINE``, ``BAD_DECRYPT``...) or the OS's text: neither
     # quotes the file's content or the key's password.
     if isinstance(exc, ssl.SSLError):
-        return str(exc.reason or exc.library or "not a PEM file").lower().replace("_", " ")
+        if exc.reason:
+            return str(exc.reason).lower().replace("_", " ")
+        return "no key that matches it, or a password that does not open the key"
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno).lower()
     return type(exc).__name__
@@ -51,7 +62,14 @@ def _trusting(verify: object, trust_env: bool) -> ssl.SSLContext:
     if isinstance(verify, ssl.SSLContext):
         return verify
     if isinstance(verify, bool):
-        return httpx.create_ssl_context(verify, trust_env=trust_env)
+        try:
+            return httpx.create_ssl_context(verify, trust_env=trust_env)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            # Only the environment can name a file here.
+            raise ConfigurationError(
+                f"SSL_CERT_FILE / SSL_CERT_DIR name no CA bundle that can be read "
+                f"({_reason(exc)}); fix them, or pass trust_env=False to ignore the environment"
+            ) from None
     path = _path(verify, "verify")
     folder = os.path.isdir(path)
     if not folder and not os.path.isfile(path):
@@ -105,7 +123,12 @@ def ssl_context(
         if name is not None and not os.path.isfile(name):
             raise ConfigurationError(f"cert names {name!r}, which is not a file")
     try:
-        context.load_cert_chain(certfile, keyfile, password)
+        context.load_cert_chain(certfile, keyfile, _no_password if password is None else password)
+    except _NeedsPassword:
+        raise ConfigurationError(
+            f"cert: the key of {certfile!r} is encrypted: give its password as "
+            "cert=(certificate, key, password)"
+        ) from None
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise ConfigurationError(
             f"cert: could not load the client certificate {certfile!r} ({_reason(exc)}; "

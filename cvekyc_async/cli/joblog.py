@@ -247,18 +247,29 @@ def result_record(
     return record
 
 
+def _own_error(result: BatchResult) -> CVError | None:
+    """The error of this input's own call: not the one that stopped the batch before this input
+    was sent (it carries another call's ids)."""
+    error = result.error
+    if error is None or (result.attempts == 0 and error.attempts > 0):
+        return None
+    return error
+
+
 def _request_id(result: BatchResult) -> str | None:
     """The call's id (sent as ``X-Request-ID``)."""
     if result.result is not None:
         return result.result.request_id
-    return None if result.error is None else result.error.request_id
+    error = _own_error(result)
+    return None if error is None else error.request_id
 
 
 def _service_request_id(result: BatchResult) -> str | None:
     """The service's own id of the request, when its answer carried one."""
     if result.result is not None:
         return result.result.service_request_id
-    return None if result.error is None else result.error.service_request_id
+    error = _own_error(result)
+    return None if error is None else error.service_request_id
 
 
 class _Head(msgspec.Struct):
