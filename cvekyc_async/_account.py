@@ -106,6 +106,7 @@ def check_headers(headers: object, request_id_header: str | None) -> tuple[tuple
             f"{type(headers).__name__}"
         )
     pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for name, value in headers.items():
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             shown = repr(name) if isinstance(name, str) and name.isprintable() else "a name"
@@ -133,6 +134,11 @@ def check_headers(headers: object, request_id_header: str | None) -> tuple[tuple
                 f"default_headers[{name!r}] holds characters a header cannot carry "
                 "(encode it, e.g. as percent-escapes)"
             ) from None
+        if name.lower() in seen:
+            raise ConfigurationError(
+                f"default_headers names {name!r} twice (header names ignore case)"
+            )
+        seen.add(name.lower())
         pairs.append((name, value))
     return tuple(pairs)
 

@@ -13,10 +13,12 @@ errors, its log lines, its hook events and its spans (``_telemetry``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from typing import NoReturn
 import anyio
 import httpx
 
-from ._account import Account, new_request_id, origin_of
+from ._account import Account, Secret, new_request_id, origin_of
 from ._adaptive import AdaptiveConcurrency, AdaptiveLimit, Token, is_overload
 from ._body import BodyStream, encode_body
 from ._constants import PATH_CARD, PATH_CARDS, PATH_OCR
@@ -220,6 +222,11 @@ class Engine:
         self.spawn: Callable[[str], Engine] | None = None
         self._root = self
         self._others: dict[tuple[str, str, int], Engine] = {}
+        # Views are made from any thread (CVClient's callers').
+        self._lock = threading.Lock()
+        # The usage counts of each set of credentials the client and its views call with, by
+        # a digest of their Authorization header.
+        self._usages: dict[bytes, Usage] = {}
 
     @property
     def opened(self) -> bool:
@@ -233,13 +240,24 @@ class Engine:
         origin = origin_of(base_url)
         if origin == root.origin or root.spawn is None:
             return root
-        if root.closed:
-            raise ClientStateError("this client is closed; create a new one")
-        found = root._others.get(origin)
-        if found is None:
-            found = root._others[origin] = root.spawn(base_url)
-            found._root = root
-        return found
+        with root._lock:
+            if root.closed:
+                raise ClientStateError("this client is closed; create a new one")
+            found = root._others.get(origin)
+            if found is None:
+                found = root._others[origin] = root.spawn(base_url)
+                found._root = root
+            return found
+
+    def usage_for(self, auth: Secret, usage: Usage | None = None) -> Usage:
+        """The usage counts of calls made with ``auth`` (``usage`` when they are new)."""
+        root = self._root
+        key = hashlib.sha256(auth.reveal().encode()).digest()
+        with root._lock:
+            found = root._usages.get(key)
+            if found is None:
+                found = root._usages[key] = usage if usage is not None else Usage()
+            return found
 
     @property
     def concurrency(self) -> int:
@@ -269,9 +287,11 @@ class Engine:
                     f"close this {self.owner} on the event loop it was opened on: its "
                     "connections belong to that loop"
                 )
-        self.closed = True
+        with self._lock:
+            self.closed = True
+            others = list(self._others.values())
         try:
-            for other in list(self._others.values()):
+            for other in others:
                 await other.aclose()
         finally:
             if self.owns_http:

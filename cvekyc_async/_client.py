@@ -206,6 +206,8 @@ def _auth_of(api_key: str | None, api_secret: str | None, owner: str) -> Secret:
         raise ConfigurationError("api_key and api_secret must be strings")
     if not key or not secret:
         missing = " and ".join(n for n, v in (("api_key", key), ("api_secret", secret)) if not v)
+        if owner == "with_options":
+            raise ConfigurationError(f"missing {missing}: give both to with_options(...)")
         raise ConfigurationError(
             f"missing {missing}: pass them to {owner}(...) or set "
             f"{ENV_API_KEY} and {ENV_API_SECRET}"
@@ -421,6 +423,7 @@ class AsyncCVClient:
 
         engine = engine_for(base)
         engine.spawn = engine_for
+        engine.usage_for(account.auth, account.usage)
         self._engine = engine
         self._settings = settings
         self._is_view = False
@@ -675,20 +678,23 @@ class AsyncCVClient:
             headers = check_headers(dict(account.headers), id_header)
         else:
             headers = check_headers(default_headers, id_header)
-        return Account(
-            auth=_auth_of(
+        auth, usage = account.auth, account.usage
+        if new_key:
+            auth = _auth_of(
                 api_key if isinstance(api_key, str) else "",
                 api_secret if isinstance(api_secret, str) else "",
-                self._name,
+                "with_options",
             )
-            if new_key
-            else account.auth,
+            # Views with the same credentials count together, whichever view made them.
+            usage = self._engine.usage_for(auth)
+        return Account(
+            auth=auth,
             base_url=account.base_url
             if isinstance(base_url, NotGiven)
             else _check_base_url(base_url),
             headers=headers,
             request_id_header=id_header,
-            usage=None if new_key else account.usage,
+            usage=usage,
         )
 
     @property

@@ -47,7 +47,12 @@ def build_parser(prog: str = "python -m cvekyc_async.emulator") -> argparse.Argu
     p.add_argument(
         "--slowdown", type=float, default=0.0, help="latency growth with slots in use (0-...)"
     )
-    p.add_argument("--workers-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    p.add_argument(
+        "--workers-loop",
+        default="auto",
+        choices=["auto", "asyncio", "uvloop"],
+        help="the event loop uvicorn serves with (default auto: uvloop when installed)",
+    )
     return p
 
 
