@@ -46,7 +46,7 @@ from ._errors import (
     request_id_of,
     status_error_for,
 )
-from ._hooks import EventHook, HookEvent, run_hooks
+from ._hooks import EventHook, HookEvent, HookFailed, run_hooks
 from ._inputs import ImageInput, ImageSource, Payload, as_source
 from ._logs import logger
 from ._models import AnswerFormatError, ExtractionResult, decode_answer
@@ -92,6 +92,7 @@ class _Call:
 
     __slots__ = (
         "account",
+        "attempts",
         "hooks",
         "id",
         "method",
@@ -121,6 +122,7 @@ class _Call:
         self.method = "POST"
         self.url = account.base_url + path  # as hooks are shown it: no query
         self.sent = 0.0  # when the attempt in progress was sent
+        self.attempts = 0
         self.span: AttemptSpan | None = None
 
     def event(self, kind: str, attempt: int, **more: object) -> HookEvent:
@@ -506,7 +508,7 @@ class Engine:
         telemetry = telemetry_for(
             operation=operation,
             path=path,
-            scheme=account.scheme,
+            url=account.base_url + path,
             host=account.host,
             port=account.port,
             request_id=request_id,
@@ -522,17 +524,21 @@ class Engine:
             exc.request_id = request_id
             failure = exc
             raise
+        except HookFailed as wrapped:
+            # A hook's own error ends the call as it was raised, and is not retried.
+            failure = wrapped.error
+            raise failure from failure.__cause__
         except BaseException as exc:
             failure = exc
             raise
         finally:
             if telemetry is not None:
+                if call.span is not None:
+                    _end_attempt(call, None)
                 telemetry.ended(
                     result=None if exchange is None else exchange.result,
                     error=failure,
-                    attempts=exchange.result.attempts
-                    if exchange is not None
-                    else getattr(failure, "attempts", 0),
+                    attempts=call.attempts,
                     elapsed=time.perf_counter() - started,
                 )
 
@@ -569,6 +575,7 @@ class Engine:
         previous: CVError | None = None
         while True:
             attempt += 1
+            call.attempts = attempt
             if self.closed:
                 raise self._closed_error(usage, method, path, attempt - 1, started)
             try:
@@ -594,6 +601,7 @@ class Engine:
                 raise error from None
             except CVError as exc:
                 error = exc
+                await self._responded(call, attempt, exc)
             except TimeoutError:
                 error = APITimeoutError(
                     f"no answer within total_timeout={deadline:g} s", kind="total"
@@ -608,6 +616,8 @@ class Engine:
                 usage.answers += 1
                 usage.billed += result.billed
                 self.budget.refund(policy.success_refund)
+                # Counted first: a response hook that raises does not unbill the answer.
+                await self._responded(call, attempt, None, exchange.status_code)
                 return exchange
             if self.closed:
                 # The client was closed under this call: nothing more is sent.
@@ -730,12 +740,10 @@ class Engine:
         telemetry = call.telemetry
         if telemetry is None:
             limiter = await self._acquire(settings.queue_timeout)
-        else:
-            waiting = time.perf_counter()
-            limiter = await self._acquire(settings.queue_timeout)
-            telemetry.queue_waited(time.perf_counter() - waiting)
-        if telemetry is None and "response" not in call.hooks:
             return await self._observed(limiter, call, settings, payloads, get_thumb, body, attempt)
+        waiting = time.perf_counter()
+        limiter = await self._acquire(settings.queue_timeout)
+        telemetry.queue_waited(time.perf_counter() - waiting)
         status: int | None = None
         failure: BaseException | None = None
         version: str | None = None
@@ -746,30 +754,39 @@ class Engine:
             status, version = exchange.status_code, exchange.http_version
             return exchange
         except BaseException as exc:
-            failure = exc
+            failure = exc.error if isinstance(exc, HookFailed) else exc
             found = getattr(exc, "status_code", None)
             status = found if isinstance(found, int) else None
             raise
         finally:
-            elapsed = time.perf_counter() - call.sent if call.sent else 0.0
-            if telemetry is not None and call.span is not None:
+            if call.span is not None:
+                elapsed = time.perf_counter() - call.sent if call.sent else 0.0
                 call.span.ended = (status, failure, elapsed, version)
                 if not isinstance(failure, CVError):
                     # A failed attempt's span ends once the loop has said whether it is retried.
                     _end_attempt(call, None)
-            hooks = call.hooks.get("response")
-            # Not after a cancellation (the call is going away) or a hook's own error.
-            if hooks and call.sent and (failure is None or isinstance(failure, CVError)):
-                await run_hooks(
-                    hooks,
-                    call.event(
-                        "response",
-                        attempt,
-                        status_code=status,
-                        elapsed=elapsed,
-                        error=None if failure is None else type(failure).__name__,
-                    ),
-                )
+
+    async def _responded(
+        self, call: _Call, attempt: int, error: CVError | None, status: int | None = None
+    ) -> None:
+        """Run the response hooks for an attempt that was sent and ended with an answer or a
+        ``CVError`` (not one cancelled, nor one never sent)."""
+        hooks = call.hooks.get("response")
+        if not hooks or not call.sent:
+            return
+        if error is not None:
+            found = getattr(error, "status_code", None)
+            status = found if isinstance(found, int) else None
+        await run_hooks(
+            hooks,
+            call.event(
+                "response",
+                attempt,
+                status_code=status,
+                elapsed=time.perf_counter() - call.sent,
+                error=None if error is None else type(error).__name__,
+            ),
+        )
 
     async def _observed(
         self,

@@ -21,7 +21,15 @@ from typing import Literal
 
 from ._errors import ConfigurationError
 
-__all__ = ["HOOK_KINDS", "EventHook", "EventHooks", "HookEvent", "coerce_hooks", "run_hooks"]
+__all__ = [
+    "HOOK_KINDS",
+    "EventHook",
+    "EventHooks",
+    "HookEvent",
+    "HookFailed",
+    "coerce_hooks",
+    "run_hooks",
+]
 
 #: When hooks are called: before an attempt is sent, when it ends, before a retry's wait.
 HOOK_KINDS = ("request", "response", "retry")
@@ -100,9 +108,25 @@ def coerce_hooks(hooks: object) -> dict[str, tuple[EventHook, ...]]:
     return checked
 
 
+class HookFailed(Exception):
+    """Carries what a hook raised out of the attempt loop, which would take a ``CVError`` for
+    the attempt's own failure (and retry it); the call raises ``error`` itself."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
 async def run_hooks(hooks: Sequence[EventHook], event: HookEvent) -> None:
-    """Call each hook with ``event``, awaiting those that return an awaitable."""
+    """Call each hook with ``event``, awaiting those that return an awaitable.
+
+    Raises:
+        HookFailed: a hook raised; it holds the hook's exception.
+    """
     for hook in hooks:
-        outcome = hook(event)
-        if inspect.isawaitable(outcome):
-            await outcome
+        try:
+            outcome = hook(event)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception as exc:
+            raise HookFailed(exc) from None

@@ -147,7 +147,7 @@ class CallTelemetry:
         *,
         operation: str,
         path: str,
-        scheme: str,
+        url: str,
         host: str,
         port: int,
         request_id: str,
@@ -155,8 +155,7 @@ class CallTelemetry:
         self._tracer = tracer
         self._meter = meter
         self._operation = {"cvekyc.operation": operation, "server.address": host}
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"{scheme}://{shown}:{port}{path}"
+        self.url = url
         self._http: dict[str, Any] = {"server.address": host, "server.port": port}
         self._call: Any = None
         self._context: Any = None
@@ -284,7 +283,7 @@ def telemetry_for(
     *,
     operation: str,
     path: str,
-    scheme: str,
+    url: str,
     host: str,
     port: int,
     request_id: str,
@@ -301,7 +300,7 @@ def telemetry_for(
         meter,
         operation=operation,
         path=path,
-        scheme=scheme,
+        url=url,
         host=host,
         port=port,
         request_id=request_id,
