@@ -299,7 +299,12 @@ class AsyncCVClient:
             other rather than fill memory.
         trust_env: honour ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` and
             ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as httpx does (default ``True``).
-        http_client: an ``httpx.AsyncClient`` to send through (proxies, custom TLS, transports
+        verify: which certificates to trust: ``True`` (default: httpx's store, or
+            ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` with ``trust_env``), a CA bundle file or
+            folder (a private CA, a TLS-inspecting proxy), an ``ssl.SSLContext``, or ``False``.
+        cert: a client certificate for services that require one (mutual TLS): a PEM file
+            holding it and its key, ``(certificate, key)`` or ``(certificate, key, password)``.
+        http_client: an ``httpx.AsyncClient`` to send through (proxies, mounts, transports
             in tests). The caller keeps ownership: this client does not close it. ``timeout``
             still applies to every request sent through it (its own timeout does not).
         transport: how requests reach the network when this client builds its own pool:
@@ -308,6 +313,17 @@ class AsyncCVClient:
             request; asyncio only), ``"sharded"`` (several small httpx pools, whose speed
             holds up as concurrency rises) or ``"pool"`` (one httpx pool). All four fail and
             time out alike (see the README's "Transports").
+        prepare: prepare inputs before sending (``True`` or a ``Prepare``: HEIC and AVIF to
+            JPEG, turned upright, downscaled); off by default.
+        default_headers: headers sent with every request (a gateway's tenant header, say); not
+            those the client sets itself (``Authorization``, ``Host``, ``Content-*``...).
+        request_id_header: the header each call's id goes out in (default ``X-Request-ID``);
+            ``None`` sends none. The id is on results, raw answers, errors, log lines, hook
+            events and spans either way.
+        event_hooks: ``{"request": [...], "response": [...], "retry": [...]}``: functions (or
+            coroutine functions) called with a ``HookEvent`` as each attempt goes out, as it
+            ends, and before each retry's wait. A hook that raises fails its call with that
+            exception.
 
     Raises:
         ConfigurationError: credentials are missing, the base URL is unsafe, or an option is out
