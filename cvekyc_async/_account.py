@@ -77,13 +77,22 @@ def origin_of(url: str) -> tuple[str, str, int]:
     return scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80)
 
 
+def _described(name: object) -> str:
+    """A bad header name as a message shows it: never its text, which can hold a pasted
+    ``Name: value`` line and so a token."""
+    if isinstance(name, str):
+        return f"a name of {len(name)} characters"
+    return f"a {type(name).__name__}"
+
+
 def check_request_id_header(name: object) -> str | None:
     """Check ``request_id_header`` (a header name, or ``None`` to send no id)."""
     if name is None:
         return None
     if not isinstance(name, str) or not _TOKEN.fullmatch(name):
         raise ConfigurationError(
-            f"request_id_header must be a header name (letters, digits, '-') or None, not {name!r}"
+            f"request_id_header must be a header name (letters, digits, '-') or None, not "
+            f"{_described(name)}"
         )
     if name.lower() in _RESERVED:
         raise ConfigurationError(f"request_id_header cannot be {name!r}: the client sets it")
@@ -109,8 +118,10 @@ def check_headers(headers: object, request_id_header: str | None) -> tuple[tuple
     seen: set[str] = set()
     for name, value in headers.items():
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-            shown = repr(name) if isinstance(name, str) and name.isprintable() else "a name"
-            raise ConfigurationError(f"default_headers: {shown[:60]} is not a header name")
+            raise ConfigurationError(
+                f"default_headers: {_described(name)} is not a header name (a name holds "
+                "letters, digits and '-', with no ':' or spaces: give the value apart)"
+            )
         if name.lower() in _RESERVED or (
             request_id_header is not None and name.lower() == request_id_header.lower()
         ):

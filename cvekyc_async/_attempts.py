@@ -13,6 +13,7 @@ errors, its log lines, its hook events and its spans (``_telemetry``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -20,6 +21,7 @@ import random
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -230,6 +232,26 @@ class Engine:
         # a digest of their Authorization header.
         self._usages: dict[bytes, Usage] = {}
 
+    def __del__(self) -> None:
+        # As httpx warns of an AsyncClient never closed (and instead of aiohttp's message on
+        # stderr): once per client (its root engine), as a ResourceWarning, shown only where
+        # those are. A CVClient closes its own when it is collected.
+        with contextlib.suppress(Exception):
+            if (
+                self._root is self
+                and self.owns_http
+                and not self.closed
+                and self.owner != "CVClient"
+                and self.opened
+            ):
+                warnings.warn(
+                    f"unclosed {self.owner}: close it with 'async with' or aclose() "
+                    "(its connections are dropped now)",
+                    ResourceWarning,
+                    stacklevel=2,
+                    source=self,
+                )
+
     @property
     def opened(self) -> bool:
         """Whether a request was ever sent through this engine or those it spawned."""
@@ -420,7 +442,8 @@ class Engine:
         if isinstance(body, httpx.URL):
             headers = self._headers(account)
             headers.update(extra)
-            return self.http.build_request("GET", body, headers=headers, timeout=timeout)
+            request = self.http.build_request("GET", body, headers=headers, timeout=timeout)
+            return _without_jar_cookies(request, account)
         format_type = payloads[0][1].format_type
         thumb = "true" if get_thumb else "false"
         key = (path, format_type, get_thumb)
@@ -455,7 +478,7 @@ class Engine:
             # unfinished (see _body); the same bytes go out through a plain iterator instead.
             # ``request.content`` stays readable for transports and mocks that want it.
             request.stream = BodyStream(data)
-        return request
+        return _without_jar_cookies(request, account)
 
     # -- the endpoints -----------------------------------------------------------------------
 
@@ -611,7 +634,7 @@ class Engine:
                 result.attempts = attempt
                 result.elapsed = time.perf_counter() - started
                 result.request_id = call.id
-                result.service_request_id = request_id_of(exchange.headers)
+                result.service_request_id = request_id_of(exchange.headers, call.id)
                 result.prepared = preparations
                 usage.answers += 1
                 usage.billed += result.billed
@@ -888,10 +911,12 @@ class Engine:
                 ) from None
             except Exception as exc:
                 # Whatever else a transport raises (httpx's other errors, a third-party
-                # transport's own) ends in the error tree too; it may have been sent.
+                # transport's own, a caller's httpx event hook) ends in the error tree too. It
+                # may have been sent, and is no network failure the client knows to be
+                # passing: not retried.
                 _log_attempt(call, attempt, type(exc).__name__, sent)
                 raise APIConnectionError(
-                    f"the request failed: {_describe_failure(exc)}", kind="transport"
+                    f"the request failed: {_describe_failure(exc)}", kind="unknown"
                 ) from None
         finally:
             limiter.release()
@@ -923,6 +948,15 @@ class Engine:
             ) from None
         except UndecodableBody as exc:
             _raise_unreadable(response, exc.body, str(exc))
+
+
+def _without_jar_cookies(request: httpx.Request, account: Account) -> httpx.Request:
+    """A request through a caller's http_client without the cookies its jar collected: the
+    service sets none, and a gateway's cookie issued to one tenant's call must not go out with
+    another's (a ``Cookie`` in ``default_headers`` still goes)."""
+    if "cookie" in request.headers and not any(k.lower() == "cookie" for k, _ in account.headers):
+        del request.headers["cookie"]
+    return request
 
 
 def _end_attempt(call: _Call, retry_reason: str | None) -> None:

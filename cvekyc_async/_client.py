@@ -7,13 +7,11 @@ batch helpers in ``_batch``, the synchronous client in ``_sync``.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import ipaddress
 import logging
 import os
 import ssl
-import warnings
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -456,26 +454,6 @@ class AsyncCVClient:
         raise ConfigurationError(
             f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}"
         )
-
-    def __del__(self) -> None:
-        # As httpx warns of an AsyncClient never closed (and instead of aiohttp's message on
-        # stderr): once, as a ResourceWarning, shown only where those are.
-        engine = getattr(self, "_engine", None)
-        if (
-            engine is not None
-            and not getattr(self, "_is_view", True)
-            and engine.owns_http
-            and not engine.closed
-            and engine.opened
-        ):
-            with contextlib.suppress(Exception):
-                warnings.warn(
-                    f"unclosed {self._name}: close it with 'async with' or aclose() "
-                    "(its connections are dropped now)",
-                    ResourceWarning,
-                    stacklevel=2,
-                    source=self,
-                )
 
     def __repr__(self) -> str:
         view = ", view" if self._is_view else ""

@@ -109,15 +109,17 @@ REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-correlation-id")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
-def request_id_of(headers: httpx.Headers | None) -> str | None:
+def request_id_of(headers: httpx.Headers | None, sent: str | None = None) -> str | None:
     """The request id an answer's headers carry: an opaque token of at most 128 characters
-    (letters, digits and ``._:/+=-``); anything else is not taken (it could carry any text)."""
+    (letters, digits and ``._:/+=-``); anything else is not taken (it could carry any text),
+    nor the id the client sent (``sent``), which a gateway may echo."""
     if headers is None:
         return None
     for name in REQUEST_ID_HEADERS:
         value = headers.get(name)
-        if isinstance(value, str) and _REQUEST_ID.fullmatch(value.strip()):
-            return value.strip()
+        token = value.strip() if isinstance(value, str) else ""
+        if _REQUEST_ID.fullmatch(token) and token != sent:
+            return token
     return None
 
 
@@ -159,7 +161,7 @@ class CVError(Exception):
     @property
     def service_request_id(self) -> str | None:
         """The service's own id of the request, when the answer behind this error carried one."""
-        return request_id_of(self.headers)
+        return request_id_of(self.headers, self.request_id)
 
     def __str__(self) -> str:
         where = f" ({self.method} {self.path})" if self.method and self.path else ""
@@ -425,9 +427,10 @@ class APIConnectionError(CVError):
     """The request could not be sent, or its answer was not received (refused, reset, DNS...).
 
     Attributes:
-        kind: where it failed: ``"connect"`` (the request never left: safe to resend) or
+        kind: where it failed: ``"connect"`` (the request never left: safe to resend),
             ``"transport"`` (the connection broke after sending began: the service may have done,
-            and billed, the work). Timeouts use the timeout kinds below.
+            and billed, the work) or ``"unknown"`` (the transport raised an error of its own,
+            a caller's httpx event hook say: not retried). Timeouts use the timeout kinds below.
     """
 
     def __init__(

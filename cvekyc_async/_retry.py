@@ -68,7 +68,9 @@ def failure_label(error: BaseException) -> str:
     if isinstance(error, APITimeoutError):
         return f"{error.kind}_timeout"
     if isinstance(error, APIConnectionError):
-        return "connect_error" if error.kind == "connect" else "connection_lost"
+        return {"connect": "connect_error", "unknown": "transport_error"}.get(
+            error.kind, "connection_lost"
+        )
     if isinstance(error, APIStatusError):
         return f"http_{error.status_code}" if 100 <= error.status_code <= 599 else "http_other"
     code = getattr(error, "error_code", None)
@@ -82,7 +84,7 @@ def is_transient(error: CVError, statuses: frozenset[int] = DEFAULT_RETRY_STATUS
     if isinstance(error, APITimeoutError):
         return error.kind not in ("total", "queue")
     if isinstance(error, APIConnectionError):
-        return True
+        return error.kind != "unknown"
     if isinstance(error, APIStatusError):
         return error.status_code in statuses
     return False

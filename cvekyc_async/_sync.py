@@ -138,10 +138,6 @@ class _Core(AsyncCVClient):
             f"http_client must be an httpx.Client, not {type(http_client).__name__}"
         )
 
-    def __del__(self) -> None:
-        # CVClient's own finalizer closes the pool; nothing to warn of here.
-        pass
-
 
 class CVClient:
     """Synchronous client for the Computer Vision Vietnam card OCR / eKYC API.
@@ -246,17 +242,19 @@ class CVClient:
                 "callback, say): use AsyncCVClient inside async code"
             )
         try:
-            future = self._loop.portal.start_task_soon(functools.partial(func, *args, **kwargs))
+            future = self._loop.portal.start_task_soon(
+                _guarded, functools.partial(func, *args, **kwargs)
+            )
         except RuntimeError:
             raise ClientStateError("this client is closed; create a new one") from None
         try:
             if threading.current_thread() is not threading.main_thread():
-                return future.result()
+                return _unboxed(future.result())
             # The main thread wakes now and then, so that Ctrl-C is seen at once on every
             # platform (a plain wait is not interruptible everywhere); a result ends it at once.
             while True:
                 with contextlib.suppress(concurrent.futures.TimeoutError):
-                    return future.result(timeout=0.25)
+                    return _unboxed(future.result(timeout=0.25))
         except concurrent.futures.CancelledError:
             # Cancelled by close() from another thread.
             raise ClientStateError(
@@ -557,6 +555,34 @@ class BatchIterator(Iterator[BatchResult]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _Raised:
+    """A ``BaseException`` a call raised in the client's loop (``KeyboardInterrupt`` from a hook
+    or a transport, ``SystemExit``...), carried to the caller's thread: raised in the loop, it
+    would end the loop and every other thread's calls with it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+async def _guarded(call: Callable[[], Any]) -> Any:
+    try:
+        return await call()
+    except Exception:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
+            raise
+        return _Raised(exc)
+
+
+def _unboxed(value: Any) -> Any:
+    if isinstance(value, _Raised):
+        raise value.error
+    return value
 
 
 async def _next(results: Any) -> tuple[bool, BatchResult | None]:

@@ -34,7 +34,25 @@ def _path(value: object, what: str) -> str:
         path = os.fspath(value)
         if isinstance(path, str) and path:
             return path
+        if path == "":
+            raise ConfigurationError(f"{what} is an empty path")
     raise ConfigurationError(f"{what} must be a file path, not {type(value).__name__}")
+
+
+def _shown(path: str) -> str:
+    """A path as a message may show it: quoted when it looks like one, else described. A value
+    given where a path belongs may be a key, a certificate or a password pasted in its place."""
+    looks_like_path = (
+        len(path) <= 255
+        and path.isprintable()
+        and not path.startswith("-----")
+        and not any(c.isspace() for c in path.strip())
+        and (os.sep in path or "/" in path or "." in os.path.basename(path))
+    )
+    if looks_like_path:
+        return repr(path)
+    pem = " that looks like PEM text" if "-----BEGIN" in path else ""
+    return f"a value of {len(path):,} characters{pem} (not shown: give a file path)"
 
 
 class _NeedsPassword(Exception):
@@ -73,14 +91,16 @@ def _trusting(verify: object, trust_env: bool) -> ssl.SSLContext:
     path = _path(verify, "verify")
     folder = os.path.isdir(path)
     if not folder and not os.path.isfile(path):
-        raise ConfigurationError(f"verify names {path!r}, which is no CA bundle file or folder")
+        raise ConfigurationError(
+            f"verify names {_shown(path)}, which is no CA bundle file or folder"
+        )
     try:
         if folder:
             return ssl.create_default_context(capath=path)
         return ssl.create_default_context(cafile=path)
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise ConfigurationError(
-            f"verify: could not read the CA bundle {path!r} ({_reason(exc)})"
+            f"verify: could not read the CA bundle {_shown(path)} ({_reason(exc)})"
         ) from None
 
 
@@ -121,17 +141,17 @@ def ssl_context(
         certfile, keyfile = _path(cert, "cert"), None
     for name in (certfile, keyfile):
         if name is not None and not os.path.isfile(name):
-            raise ConfigurationError(f"cert names {name!r}, which is not a file")
+            raise ConfigurationError(f"cert names {_shown(name)}, which is not a file")
     try:
         context.load_cert_chain(certfile, keyfile, _no_password if password is None else password)
     except _NeedsPassword:
         raise ConfigurationError(
-            f"cert: the key of {certfile!r} is encrypted: give its password as "
+            f"cert: the key of {_shown(certfile)} is encrypted: give its password as "
             "cert=(certificate, key, password)"
         ) from None
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise ConfigurationError(
-            f"cert: could not load the client certificate {certfile!r} ({_reason(exc)}; "
+            f"cert: could not load the client certificate {_shown(certfile)} ({_reason(exc)}; "
             "a PEM certificate with its key, and the key's password if it has one)"
         ) from None
     return context
