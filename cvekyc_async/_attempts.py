@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NoReturn
@@ -63,7 +63,7 @@ from ._prepare import (
 )
 from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, read_body
 from ._retry import RetryBudget, RetryPolicy, failure_label, is_ambiguous, parse_retry_after
-from ._telemetry import AttemptSpan, CallTelemetry, telemetry_for
+from ._telemetry import AttemptSpan, CallTelemetry, quiet_http_instrumentation, telemetry_for
 from ._threaded import ThreadedClient
 from ._transport import AutoTransport
 from ._usage import Usage
@@ -624,11 +624,12 @@ class Engine:
                 raise error from None
             except CVError as exc:
                 error = exc
-                await self._responded(call, attempt, exc)
+                try:
+                    await _within(deadline, started, self._responded(call, attempt, exc))
+                except TimeoutError:
+                    error = _total_timeout(deadline)
             except TimeoutError:
-                error = APITimeoutError(
-                    f"no answer within total_timeout={deadline:g} s", kind="total"
-                )
+                error = _total_timeout(deadline)
             else:
                 result = exchange.result
                 result.attempts = attempt
@@ -640,7 +641,18 @@ class Engine:
                 usage.billed += result.billed
                 self.budget.refund(policy.success_refund)
                 # Counted first: a response hook that raises does not unbill the answer.
-                await self._responded(call, attempt, None, exchange.status_code)
+                try:
+                    await _within(
+                        deadline,
+                        started,
+                        self._responded(call, attempt, None, exchange.status_code),
+                    )
+                except TimeoutError:
+                    late = _total_timeout(deadline)
+                    late.method, late.path = method, path
+                    late.attempts, late.elapsed = attempt, time.perf_counter() - started
+                    usage.count_error(late)
+                    raise late from None
                 return exchange
             if self.closed:
                 # The client was closed under this call: nothing more is sent.
@@ -700,17 +712,22 @@ class Engine:
             retry_hooks = call.hooks.get("retry")
             if retry_hooks:
                 status = getattr(error, "status_code", None)
-                await run_hooks(
-                    retry_hooks,
-                    call.event(
-                        "retry",
-                        attempt,
-                        status_code=status if isinstance(status, int) else None,
-                        error=type(error).__name__,
-                        reason=reason,
-                        delay=delay,
-                    ),
+                event = call.event(
+                    "retry",
+                    attempt,
+                    status_code=status if isinstance(status, int) else None,
+                    error=type(error).__name__,
+                    reason=reason,
+                    delay=delay,
                 )
+                try:
+                    await _within(deadline, started, run_hooks(retry_hooks, event))
+                except TimeoutError:
+                    late = _total_timeout(deadline)
+                    late.method, late.path = method, path
+                    late.attempts, late.elapsed = attempt, time.perf_counter() - started
+                    usage.count_error(late)
+                    raise late from None
             await _sleep(delay)
 
     def _closed_error(
@@ -869,7 +886,9 @@ class Engine:
             account.usage.requests += 1
             response: httpx.Response | None = None
             try:
-                if self.direct is not None:
+                if call.telemetry is not None:
+                    response = await self._send_quietly(request)
+                elif self.direct is not None:
                     response = await self.direct.handle_async_request(request)
                 elif self.threaded is not None:
                     response = await self.threaded.send(request)
@@ -933,6 +952,18 @@ class Engine:
             latency=latency,
         )
 
+    async def _send_quietly(self, request: httpx.Request) -> httpx.Response:
+        """Send with an application's HTTP instrumentation (httpx's, aiohttp's) held off: the
+        attempt's own span stands for the request, and theirs would record the URL's query (an
+        image URL's token) and send their own ``traceparent``."""
+        with quiet_http_instrumentation():
+            if self.direct is not None:
+                return await self.direct.handle_async_request(request)
+            if self.threaded is not None:
+                return await self.threaded.send(request)
+            assert isinstance(self.http, httpx.AsyncClient)
+            return await self.http.send(request, stream=True)
+
     async def _read(self, response: httpx.Response) -> bytes:
         """The answer's body, decoded, and no more than ``max_response_size`` of it."""
         try:
@@ -948,6 +979,20 @@ class Engine:
             ) from None
         except UndecodableBody as exc:
             _raise_unreadable(response, exc.body, str(exc))
+
+
+def _total_timeout(deadline: float | None) -> APITimeoutError:
+    return APITimeoutError(f"no answer within total_timeout={deadline:g} s", kind="total")
+
+
+async def _within(deadline: float | None, started: float, hooks: Awaitable[None]) -> None:
+    """Await a call's hooks within what is left of its ``total_timeout`` (``TimeoutError``
+    when it passes)."""
+    if deadline is None:
+        await hooks
+        return
+    with anyio.fail_after(max(deadline - (time.perf_counter() - started), 0.0)):
+        await hooks
 
 
 def _without_jar_cookies(request: httpx.Request, account: Account) -> httpx.Request:

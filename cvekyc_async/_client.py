@@ -508,7 +508,8 @@ class AsyncCVClient:
 
     @property
     def in_flight(self) -> int:
-        """HTTP attempts in flight right now, across the client and its views."""
+        """HTTP attempts in flight right now, across the client and its views on its host (a
+        view on another host has a pool and a limit of its own)."""
         return self._engine.in_flight
 
     @property
@@ -583,7 +584,8 @@ class AsyncCVClient:
             api_secret: the secret of ``api_key``.
             base_url: another service root for the view's calls.
             default_headers: headers sent with every request of the view (replacing the
-                client's ``default_headers``; ``None`` for none).
+                client's ``default_headers``; ``None`` for none). A view given other
+                credentials starts without the client's: they often carry a tenant's token.
             request_id_header: the header the call's id is sent in; ``None`` to send none.
             event_hooks: the view's hooks (replacing the client's; ``None`` for none).
 
@@ -669,7 +671,8 @@ class AsyncCVClient:
             else check_request_id_header(request_id_header)
         )
         if isinstance(default_headers, NotGiven):
-            headers = check_headers(dict(account.headers), id_header)
+            # Other credentials do not inherit the headers: they often carry a tenant's token.
+            headers = () if new_key else check_headers(dict(account.headers), id_header)
         else:
             headers = check_headers(default_headers, id_header)
         auth, usage = account.auth, account.usage

@@ -14,6 +14,7 @@ the attempt's number, status and time. Never a card field or an image byte.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -130,3 +131,19 @@ async def run_hooks(hooks: Sequence[EventHook], event: HookEvent) -> None:
                 await outcome
         except Exception as exc:
             raise HookFailed(exc) from None
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
+            # The hook's own work was cancelled, not the call: an error of the hook, which
+            # must not pass for the call's cancellation (a batch would lose the input).
+            raise HookFailed(
+                RuntimeError("an event hook raised CancelledError, but the call was not cancelled")
+            ) from exc
+
+
+def _being_cancelled() -> bool:
+    """Whether the running asyncio task has been asked to cancel (always ``True`` where Python
+    cannot tell, before 3.11)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0

@@ -29,6 +29,10 @@ are not recorded either, only error class names and the labels of ``failure_labe
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -38,7 +42,7 @@ from ._retry import failure_label
 if TYPE_CHECKING:
     from ._models import ExtractionResult
 
-__all__ = ["AttemptSpan", "CallTelemetry", "telemetry_for"]
+__all__ = ["AttemptSpan", "CallTelemetry", "quiet_http_instrumentation", "telemetry_for"]
 
 try:
     from opentelemetry import metrics as _metrics
@@ -267,6 +271,23 @@ class CallTelemetry:
             meter.call_duration.record(elapsed, labels)
             if result is not None and result.billed:
                 meter.billed.add(1, self._operation)
+
+
+_quiet: Callable[[], AbstractContextManager[None]] | None = None
+
+
+def quiet_http_instrumentation() -> AbstractContextManager[None]:
+    """OpenTelemetry's "suppress HTTP instrumentation" for what runs inside (from the
+    ``opentelemetry-instrumentation`` package, present wherever an HTTP client is instrumented;
+    without it there is nothing to hold off)."""
+    global _quiet
+    if _quiet is None:
+        try:
+            utils = importlib.import_module("opentelemetry.instrumentation.utils")
+            _quiet = utils.suppress_http_instrumentation
+        except (ImportError, AttributeError):
+            _quiet = contextlib.nullcontext
+    return _quiet()
 
 
 def _error_type(error: BaseException) -> str:

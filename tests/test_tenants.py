@@ -476,8 +476,25 @@ async def test_a_views_default_headers_replace_the_clients(
         cleared = c.with_options(default_headers=None)
         for view in (c, tenant, replaced, cleared, replaced.with_options(max_retries=1)):
             await view.extract_card(jpeg_file)
-    assert sent(mock, "X-A") == ["client", "client", None, None, None]
+    # A tenant's view (other credentials) starts without the client's headers: they often
+    # carry the tenant's own token.
+    assert sent(mock, "X-A") == ["client", None, None, None, None]
     assert sent(mock, "X-B") == [None, None, "view", None, "view"]
+
+
+@pytest.mark.anyio
+async def test_a_tenant_keeps_the_headers_it_was_given_with_its_credentials(
+    mock: respx.MockRouter, jpeg_file: Path
+) -> None:
+    mock.post(URL).mock(return_value=OK)
+    async with client(default_headers={"X-Sub-Token": "client-token"}) as c:
+        a = c.with_options(
+            api_key="tenant-a", api_secret="sa", default_headers={"X-Sub-Token": "a"}
+        )
+        b = a.with_options(api_key="tenant-b", api_secret="sb")
+        for view in (a, a.with_options(max_retries=0), b):
+            await view.extract_card(jpeg_file)
+    assert sent(mock, "X-Sub-Token") == ["a", "a", None]  # never one tenant's token for another
 
 
 @pytest.mark.parametrize(
