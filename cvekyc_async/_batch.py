@@ -70,7 +70,8 @@ class BatchResult:
         input: the input as given.
         result: the answer, when the call succeeded.
         error: the error that ended it, otherwise (bad input, an API error code, exhausted
-            retries, or the batch's fatal error when it was never sent).
+            retries, or the batch's fatal error when it was never sent: that error's
+            ``request_id`` is then the id of the call that met it, and ``attempts`` here is 0).
         attempts: HTTP attempts made for it (0 when it was never sent).
         elapsed: seconds spent on it.
     """
