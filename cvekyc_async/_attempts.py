@@ -95,12 +95,16 @@ class _Call:
     __slots__ = (
         "account",
         "attempts",
+        "body",
+        "get_thumb",
         "hooks",
         "id",
         "method",
         "operation",
         "path",
+        "payloads",
         "sent",
+        "settings",
         "span",
         "telemetry",
         "url",
@@ -111,20 +115,24 @@ class _Call:
         request_id: str,
         operation: str,
         path: str,
-        account: Account,
-        hooks: Mapping[str, tuple[EventHook, ...]],
+        settings: Settings,
         telemetry: CallTelemetry | None,
     ) -> None:
         self.id = request_id
         self.operation = operation
         self.path = path
-        self.account = account
-        self.hooks = hooks
+        self.settings = settings
+        self.account = account = settings.account
+        self.hooks = settings.hooks
         self.telemetry = telemetry
         self.method = "POST"
         self.url = account.base_url + path  # as hooks are shown it: no query
         self.sent = 0.0  # when the attempt in progress was sent
         self.attempts = 0
+        # What every attempt sends, set once the inputs are loaded.
+        self.payloads: Sequence[tuple[str, Payload]] = ()
+        self.get_thumb = False
+        self.body: tuple[str, bytes] | httpx.URL = ("", b"")
         self.span: AttemptSpan | None = None
 
     def event(self, kind: str, attempt: int, **more: object) -> HookEvent:
@@ -536,7 +544,7 @@ class Engine:
             port=account.port,
             request_id=request_id,
         )
-        call = _Call(request_id, operation, path, account, settings.hooks, telemetry)
+        call = _Call(request_id, operation, path, settings, telemetry)
         started = time.perf_counter()
         exchange: Exchange | None = None
         failure: BaseException | None = None
@@ -591,6 +599,7 @@ class Engine:
             call.telemetry.input_style(style)
         # Built once for every attempt; a URL httpx cannot send is refused here, unsent.
         body = self.url_for(account, path, payloads, get_thumb) if is_url else encode_body(payloads)
+        call.payloads, call.get_thumb, call.body = payloads, get_thumb, body
         policy = settings.retry
         started = time.perf_counter()
         deadline = policy.total_timeout
@@ -605,15 +614,11 @@ class Engine:
                 # Without a deadline no cancel scope is entered: it is a measurable share of
                 # the cost per request at a thousand requests a second.
                 if deadline is None:
-                    exchange = await self._attempt(
-                        call, settings, payloads, get_thumb, body, attempt
-                    )
+                    exchange = await self._attempt(call, attempt)
                 else:
                     remaining = max(deadline - (time.perf_counter() - started), 0.0)
                     with anyio.fail_after(remaining):
-                        exchange = await self._attempt(
-                            call, settings, payloads, get_thumb, body, attempt
-                        )
+                        exchange = await self._attempt(call, attempt)
             except QueueTimeoutError as exc:
                 # Nothing more was sent. After a sent attempt, its failure is the news (it may
                 # have been billed); the wait for a slot only ended the retries.
@@ -767,30 +772,20 @@ class Engine:
             raise QueueTimeoutError(queue_timeout, in_flight=int(limiter.borrowed_tokens))
         return limiter
 
-    async def _attempt(
-        self,
-        call: _Call,
-        settings: Settings,
-        payloads: Sequence[tuple[str, Payload]],
-        get_thumb: bool,
-        body: tuple[str, bytes] | httpx.URL,
-        attempt: int,
-    ) -> Exchange:
+    async def _attempt(self, call: _Call, attempt: int) -> Exchange:
         """One HTTP attempt, holding a concurrency slot only while it is in flight."""
         telemetry = call.telemetry
         if telemetry is None:
-            limiter = await self._acquire(settings.queue_timeout)
-            return await self._observed(limiter, call, settings, payloads, get_thumb, body, attempt)
+            limiter = await self._acquire(call.settings.queue_timeout)
+            return await self._observed(limiter, call, attempt)
         waiting = time.perf_counter()
-        limiter = await self._acquire(settings.queue_timeout)
+        limiter = await self._acquire(call.settings.queue_timeout)
         telemetry.queue_waited(time.perf_counter() - waiting)
         status: int | None = None
         failure: BaseException | None = None
         version: str | None = None
         try:
-            exchange = await self._observed(
-                limiter, call, settings, payloads, get_thumb, body, attempt
-            )
+            exchange = await self._observed(limiter, call, attempt)
             status, version = exchange.status_code, exchange.http_version
             return exchange
         except BaseException as exc:
@@ -829,25 +824,16 @@ class Engine:
         )
 
     async def _observed(
-        self,
-        limiter: anyio.CapacityLimiter,
-        call: _Call,
-        settings: Settings,
-        payloads: Sequence[tuple[str, Payload]],
-        get_thumb: bool,
-        body: tuple[str, bytes] | httpx.URL,
-        attempt: int,
+        self, limiter: anyio.CapacityLimiter, call: _Call, attempt: int
     ) -> Exchange:
         adaptive = self.adaptive
         if adaptive is None:
-            return await self._exchange(limiter, call, settings, payloads, get_thumb, body, attempt)
+            return await self._exchange(limiter, call, attempt)
         # Adaptive concurrency learns from every attempt that ends (a cancelled one says
         # nothing about the service).
         token = adaptive.started(int(limiter.borrowed_tokens))
         try:
-            exchange = await self._exchange(
-                limiter, call, settings, payloads, get_thumb, body, attempt
-            )
+            exchange = await self._exchange(limiter, call, attempt)
         except CVError as exc:
             self._observe(token, None, is_overload(exc))
             raise
@@ -855,17 +841,10 @@ class Engine:
         return exchange
 
     async def _exchange(
-        self,
-        limiter: anyio.CapacityLimiter,
-        call: _Call,
-        settings: Settings,
-        payloads: Sequence[tuple[str, Payload]],
-        get_thumb: bool,
-        body: tuple[str, bytes] | httpx.URL,
-        attempt: int,
+        self, limiter: anyio.CapacityLimiter, call: _Call, attempt: int
     ) -> Exchange:
         """Send and read one attempt on a slot taken; the slot is given back when it ends."""
-        method, path, account = call.method, call.path, call.account
+        method, path, account, settings = call.method, call.path, call.account, call.settings
         call.sent = 0.0
         try:
             if self.pacer is not None:
@@ -880,7 +859,7 @@ class Engine:
                 # A hook that raises ends the call with its error; the slot is given back.
                 await run_hooks(hooks, call.event("request", attempt))
             request = self.build_request(
-                account, path, payloads, get_thumb, body, settings.timeout, extra
+                account, path, call.payloads, call.get_thumb, call.body, settings.timeout, extra
             )
             sent = call.sent = time.perf_counter()
             account.usage.requests += 1
