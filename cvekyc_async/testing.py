@@ -24,11 +24,14 @@ Fixtures:
 - ``cv_sync_client``: a ``CVClient`` pointed at it (closed after the test); any test.
 
 For respx routes, ``answer_body`` builds an answer the way the service writes it.
+``specimen_personal_data`` gives the names and ID numbers on the emulator's specimen cards, to
+search your own logs, traces and error answers for (a test that they hold none).
 """
 
 from __future__ import annotations
 
 import inspect
+import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -37,9 +40,48 @@ import pytest
 
 from ._client import AsyncCVClient
 from ._sync import CVClient
-from .emulator import EmulatorSettings, Faults, RunningEmulator, serve_emulator
+from .emulator import EmulatorSettings, Faults, RunningEmulator, serve_emulator, specimens
+from .emulator._truth import read_documents
 
-__all__ = ["answer_body", "cv_client", "cv_emulator", "cv_emulator_server", "cv_sync_client"]
+__all__ = [
+    "answer_body",
+    "cv_client",
+    "cv_emulator",
+    "cv_emulator_server",
+    "cv_sync_client",
+    "specimen_personal_data",
+]
+
+
+def _folded(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(c for c in decomposed if unicodedata.category(c) != "Mn").upper()
+
+
+def specimen_personal_data() -> set[str]:
+    """The names and ID numbers on the emulator's specimen cards, as printed, in capitals and
+    in capitals without diacritics: what no log line, span, metric or message of an application
+    that read them may hold.
+
+    ::
+
+        leaks = [v for v in specimen_personal_data() for line in log_lines if v in line]
+        assert leaks == []
+    """
+    values: set[str] = set()
+    for path in specimens().values():
+        for page in read_documents(path.read_bytes()) or []:
+            for doc in page:
+                info = doc.get("info", {})
+                for field in ("id", "person_number", "document_number"):
+                    value = info.get(field)
+                    if isinstance(value, str) and len(value) >= 8:
+                        values.add(value)
+                for field in ("name", "sur_name", "given_name"):
+                    value = info.get(field)
+                    if isinstance(value, str) and len(value) >= 5:
+                        values.update({value, value.upper(), _folded(value)})
+    return values
 
 
 def answer_body(data: Any = None, error_code: int = 0, error_message: str = "") -> bytes:

@@ -28,7 +28,6 @@ import socket
 import sys
 import threading
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +45,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from cvekyc_async import RetryPolicy
 from cvekyc_async.emulator import Faults, RunningEmulator, serve_emulator, specimens
-from cvekyc_async.emulator._truth import read_documents
+from cvekyc_async.testing import specimen_personal_data
 
 HERE = Path(__file__).resolve().parent
 #: The reason each of the emulator's faults is retried for.
@@ -177,29 +176,6 @@ def metric_points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str
                         value = (getattr(point, "count", 0), getattr(point, "sum", 0.0))
                     found.setdefault(metric.name, []).append((dict(point.attributes or {}), value))
     return found
-
-
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFD", text)
-    return "".join(c for c in decomposed if unicodedata.category(c) != "Mn").upper()
-
-
-def personal_values() -> set[str]:
-    """The names and ID numbers on the specimen cards, as printed and without diacritics."""
-    values: set[str] = set()
-    for path in specimens().values():
-        for page in read_documents(path.read_bytes()) or []:
-            for doc in page:
-                info = doc.get("info", {})
-                for field in ("id", "person_number", "document_number"):
-                    value = info.get(field)
-                    if isinstance(value, str) and len(value) >= 8:
-                        values.add(value)
-                for field in ("name", "sur_name", "given_name"):
-                    value = info.get(field)
-                    if isinstance(value, str) and len(value) >= 5:
-                        values.update({value, _fold(value), value.upper()})
-    return values
 
 
 def texts_of(
@@ -340,7 +316,7 @@ def faulted(
     print(f"calls {calls}, attempts {attempts}, billed {billed}")
     spans = list(exporter.get_finished_spans())
     texts = texts_of(spans, points, captured.lines)
-    watched = personal_values()
+    watched = specimen_personal_data()
     hits = [value for text in texts for value in watched if value in text]
     print(
         f"searched {len(spans)} spans, {sum(len(v) for v in points.values())} metric points "

@@ -10,7 +10,6 @@ import gzip
 import json
 import logging
 import random
-import unicodedata
 from collections import Counter
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from cvekyc_async import AsyncCVClient, BatchResult, CVError, RetryPolicy
 from cvekyc_async.emulator import Faults, RunningEmulator, specimens
 from cvekyc_async.emulator._truth import read_documents
+from cvekyc_async.testing import specimen_personal_data
 from tests import samples
 from tests._raw import RawServer
 
@@ -46,24 +46,9 @@ def specimen_documents() -> list[dict[str, Any]]:
 DOCUMENTS = specimen_documents()
 
 
-def _fold(text: str) -> str:
-    return "".join(
-        c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn"
-    ).upper()
-
-
 def personal_values() -> set[str]:
     """The names and ID numbers on the served cards, as printed and without diacritics."""
-    values: set[str] = set()
-    for doc in DOCUMENTS:
-        info = doc.get("info", {})
-        for field in ("id", "person_number", "document_number"):
-            if isinstance(info.get(field), str) and len(info[field]) >= 8:
-                values.add(info[field])
-        for field in ("name", "sur_name", "given_name"):
-            value = info.get(field)
-            if isinstance(value, str) and len(value) >= 5:
-                values.update({value, _fold(value), value.upper()})
+    values = specimen_personal_data()
     assert len(values) > 10
     return values
 

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +27,7 @@ import respx
 import cvekyc_async._attempts as attempts_module
 from cvekyc_async import InternalServerError, RetryPolicy
 from cvekyc_async._logs import setup_logging
-from cvekyc_async.emulator import specimens
-from cvekyc_async.emulator._truth import read_documents
+from cvekyc_async.testing import specimen_personal_data
 from tests import samples
 from tests._flavours import flavoured
 
@@ -161,26 +159,9 @@ def runs() -> Iterator[Runs]:
         started.close()
 
 
-def _fold(text: str) -> str:
-    return "".join(
-        c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn"
-    ).upper()
-
-
 def personal_values() -> set[str]:
     """The names and ID numbers of every specimen's cards, as printed and folded."""
-    values: set[str] = set()
-    for path in specimens().values():
-        for page in read_documents(path.read_bytes()) or []:
-            for doc in page:
-                info = doc.get("info", {})
-                for field in ("id", "person_number", "document_number"):
-                    if isinstance(info.get(field), str) and len(info[field]) >= 8:
-                        values.add(info[field])
-                for field in ("name", "sur_name", "given_name"):
-                    value = info.get(field)
-                    if isinstance(value, str) and len(value) >= 5:
-                        values.update({value, _fold(value)})
+    values = specimen_personal_data()
     assert len(values) > 10
     return values
 
