@@ -281,7 +281,12 @@ class _Handler(ResponseHandler):
                     spare.close()
                 if data:
                     self.data_received(data)
+        transport = self.transport
         super().connection_lost(exc)
+        if transport is not None and not transport.is_closing():
+            # Python 3.10's TLS transport counts as open until closed itself, whatever became of
+            # the connection under it (a TLS alert, say), and warns of it when collected.
+            transport.abort()
 
     def set_response_params(self, *args: Any, **kwargs: Any) -> None:
         # Called as a request goes out on this connection: from here on, bytes are its answer.

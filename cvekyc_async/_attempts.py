@@ -681,6 +681,25 @@ class Engine:
                     reason,
                     extra={"cvekyc_request_id": call.id},
                 )
+            retry_hooks = call.hooks.get("retry")
+            if delay is not None and retry_hooks:
+                # Before anything counts the retry: a hook that raises ends the call instead.
+                status = getattr(error, "status_code", None)
+                event = call.event(
+                    "retry",
+                    attempt,
+                    status_code=status if isinstance(status, int) else None,
+                    error=type(error).__name__,
+                    reason=reason,
+                    delay=delay,
+                )
+                try:
+                    await _within(deadline, started, run_hooks(retry_hooks, event))
+                except TimeoutError:
+                    error = _total_timeout(deadline)
+                    error.method, error.path = method, path
+                    error.attempts, error.elapsed = attempt, time.perf_counter() - started
+                    delay = None
             if call.span is not None:
                 _end_attempt(call, reason if delay is not None else None)
             if delay is None:
@@ -714,25 +733,6 @@ class Engine:
             )
             if call.telemetry is not None:
                 call.telemetry.retried(reason, delay)
-            retry_hooks = call.hooks.get("retry")
-            if retry_hooks:
-                status = getattr(error, "status_code", None)
-                event = call.event(
-                    "retry",
-                    attempt,
-                    status_code=status if isinstance(status, int) else None,
-                    error=type(error).__name__,
-                    reason=reason,
-                    delay=delay,
-                )
-                try:
-                    await _within(deadline, started, run_hooks(retry_hooks, event))
-                except TimeoutError:
-                    late = _total_timeout(deadline)
-                    late.method, late.path = method, path
-                    late.attempts, late.elapsed = attempt, time.perf_counter() - started
-                    usage.count_error(late)
-                    raise late from None
             await _sleep(delay)
 
     def _closed_error(

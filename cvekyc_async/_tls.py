@@ -141,7 +141,14 @@ def ssl_context(
         certfile, keyfile = _path(cert, "cert"), None
     for name in (certfile, keyfile):
         if name is not None and not os.path.isfile(name):
-            raise ConfigurationError(f"cert names {_shown(name)}, which is not a file")
+            # Shown only with a folder in it: a password put in the key's place can look like
+            # a file name ("Summer.2024"), rarely like a path.
+            shown = (
+                _shown(name)
+                if ("/" in name or os.sep in name)
+                else f"a value of {len(name):,} characters (not shown: give a file path)"
+            )
+            raise ConfigurationError(f"cert names {shown}, which is not a file")
     try:
         context.load_cert_chain(certfile, keyfile, _no_password if password is None else password)
     except _NeedsPassword:

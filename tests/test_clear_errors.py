@@ -9,6 +9,7 @@ import argparse
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,15 @@ import respx
 
 import cvekyc_async
 from cvekyc_async import (
+    APIConnectionError,
     APITimeoutError,
     AsyncCVClient,
+    ClientStateError,
     ConfigurationError,
     CVClient,
     NotFoundError,
     ResponseTooLargeError,
+    RetryPolicy,
 )
 from cvekyc_async.cli.main import build_parser
 from cvekyc_async.emulator import RunningEmulator, specimen_path
@@ -206,6 +210,162 @@ def test_a_sync_http_client_times_out_as_the_client_says(cv_emulator: RunningEmu
     assert caught.value.kind == "read"
     assert "no answer from the service within the read timeout of 0.1 s" in str(caught.value)
     assert caught.value.elapsed < 0.5
+
+
+# A caller's httpx.Client whose transport blocks: a thread in it cannot be interrupted, so the
+# client has to let go of it (on total_timeout, on close()) rather than wait.
+
+
+class _HeldBody(httpx.SyncByteStream):
+    def __init__(self, transport: _Blocking) -> None:
+        self._transport = transport
+
+    def __iter__(self) -> Iterator[bytes]:
+        body = samples.answer(samples.CHIP_FRONT)
+        yield body[:10]
+        self._transport.entered.set()
+        self._transport.release.wait(10)  # (the bound is a failure guard)
+        yield body[10:]
+
+
+class _Blocking(httpx.BaseTransport):
+    """A synchronous transport that blocks until ``release`` is set: before the answer, or
+    half-way through its body."""
+
+    def __init__(self, release: threading.Event, where: str) -> None:
+        self.release = release
+        self.where = where
+        self.entered = threading.Event()
+        self.requests = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if self.where == "body":
+            return httpx.Response(200, stream=_HeldBody(self))
+        self.entered.set()
+        self.release.wait(10)  # (the bound is a failure guard)
+        return httpx.Response(200, content=samples.answer(samples.CHIP_FRONT))
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Set at teardown: lets the transport's threads the client let go of end."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.mark.parametrize("where", ["answer", "body"])
+def test_total_timeout_lets_go_of_a_blocked_sync_http_client(
+    release: threading.Event, jpeg_file: Path, where: str
+) -> None:
+    transport = _Blocking(release, where)
+    with httpx.Client(transport=transport) as http:
+        c = CVClient(
+            samples.API_KEY,
+            samples.API_SECRET,
+            base_url=samples.BASE_URL,
+            http_client=http,
+            total_timeout=0.3,
+            max_retries=0,
+        )
+        try:
+            started = time.perf_counter()
+            with pytest.raises(APITimeoutError) as caught:
+                c.extract_card(jpeg_file)
+            elapsed = time.perf_counter() - started
+            in_flight = c.in_flight  # right after: the slot is free, the thread still blocked
+            assert transport.entered.wait(10)
+            assert not release.is_set()
+        finally:
+            started = time.perf_counter()
+            c.close()
+            closing = time.perf_counter() - started
+        assert not http.is_closed
+    assert caught.value.kind == "total"
+    assert "total_timeout=0.3 s" in str(caught.value)
+    assert elapsed < 2
+    assert in_flight == 0
+    assert closing < 2
+    assert transport.requests == 1
+
+
+@pytest.mark.parametrize("where", ["answer", "body"])
+def test_close_mid_call_lets_go_of_a_blocked_sync_http_client(
+    release: threading.Event, jpeg_file: Path, where: str
+) -> None:
+    transport = _Blocking(release, where)
+    outcome: list[BaseException] = []
+    with httpx.Client(transport=transport) as http:
+        c = CVClient(
+            samples.API_KEY, samples.API_SECRET, base_url=samples.BASE_URL, http_client=http
+        )
+
+        def call() -> None:
+            try:
+                c.extract_card(jpeg_file)
+            except BaseException as exc:  # what the caller met is the point
+                outcome.append(exc)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        try:
+            assert transport.entered.wait(10)
+            started = time.perf_counter()
+            c.close()
+            closing = time.perf_counter() - started
+            caller.join(10)
+            assert not caller.is_alive()
+        finally:
+            c.close()
+        assert not release.is_set()  # the transport's thread is still blocked: let go of
+        assert not http.is_closed
+    assert closing < 2
+    assert c.is_closed
+    [error] = outcome
+    assert isinstance(error, ClientStateError)
+    assert "closed while this call was in progress" in str(error)
+
+
+class AuditSinkDown(Exception):
+    """An exception of the application's own, raised by its httpx event hook."""
+
+
+@pytest.mark.parametrize("kind", ["request", "response"])
+def test_an_error_of_the_callers_own_from_its_httpx_event_hook_is_sent_once(
+    mock: respx.MockRouter, jpeg_file: Path, kind: str
+) -> None:
+    # Not a network failure the client knows to be passing: resending would only meet it
+    # again (and, after an answer, be billed again).
+    route = mock.post(URL).respond(200, content=samples.answer(samples.CHIP_FRONT))
+    fired: list[str] = []
+
+    def audit(message: object) -> None:
+        fired.append(kind)
+        raise AuditSinkDown("audit sink unavailable at 10.0.0.7")
+
+    with (
+        httpx.Client(event_hooks={kind: [audit]}) as http,
+        CVClient(
+            samples.API_KEY,
+            samples.API_SECRET,
+            base_url=samples.BASE_URL,
+            http_client=http,
+            retry=RetryPolicy(max_retries=2, backoff_base=0.0, budget_capacity=None),
+        ) as c,
+    ):
+        with pytest.raises(APIConnectionError) as caught:
+            c.extract_card(jpeg_file)
+        usage = c.usage
+        assert c.in_flight == 0
+    error = caught.value
+    assert error.kind == "unknown"
+    assert error.attempts == 1
+    assert fired == [kind]
+    assert route.call_count == (0 if kind == "request" else 1)
+    assert (usage.requests, usage.retries) == (1, 0)
+    assert "AuditSinkDown" in str(error)
+    assert "10.0.0.7" not in str(error)  # named by its class, not its text
 
 
 # -- messages name the class the caller holds -----------------------------------------------------
@@ -402,7 +562,16 @@ mode, transport = sys.argv[1], sys.argv[2]
 
 async def main(emu):
     c = emu.client(transport=None if transport == "auto" else transport)
+    if mode == "view only":
+        # The client itself is never kept: only a view of it, made at once.
+        c = c.with_options(max_retries=0)
     if mode != "unused":
+        await c.extract_card(FRONT)
+    if mode == "root dropped":
+        # The client, used, is dropped while a view of it is kept and used on.
+        root, c = c, c.with_options(max_retries=0)
+        del root
+        gc.collect()
         await c.extract_card(FRONT)
     if mode in ("views", "closed"):
         view = c.with_options(max_retries=0)
@@ -433,7 +602,17 @@ print("done", flush=True)
 
 @pytest.mark.parametrize("transport", ["auto", "sharded"])
 @pytest.mark.parametrize(
-    ("mode", "warnings"), [("used", 1), ("views", 1), ("unused", 0), ("closed", 0)]
+    ("mode", "warnings"),
+    [
+        ("used", 1),
+        ("views", 1),
+        ("unused", 0),
+        ("closed", 0),
+        # Only a view is kept (the client's pool lives on in it): one warning, when the view
+        # is dropped, and none while the client was.
+        ("view only", 1),
+        ("root dropped", 1),
+    ],
 )
 def test_a_client_never_closed_warns_once(
     tmp_path: Path, transport: str, mode: str, warnings: int

@@ -5,7 +5,9 @@ a call sends."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ import respx
 import cvekyc_async._attempts as attempts_module
 from cvekyc_async import (
     APIConnectionError,
+    APITimeoutError,
     AsyncCVClient,
     ConfigurationError,
     CVClient,
@@ -293,6 +296,7 @@ async def test_a_hook_that_raises_fails_the_call_with_its_error_and_frees_the_sl
         assert route.call_count == sent
         assert c.in_flight == 0
         assert c.usage.requests == sent
+        assert c.usage.retries == 0  # a retry its hook refused never happened
         # The one slot is free: the next call goes through.
         route.mock(side_effect=None, return_value=ok())
         res = await c.extract_card(samples.JPEG)
@@ -363,6 +367,235 @@ async def test_an_answer_billed_before_a_response_hook_raised_is_still_counted(
         usage = c.usage
     assert usage.requests == 1
     assert usage.billed + usage.ambiguous_retries >= 1  # the service billed this answer
+
+
+@pytest.mark.parametrize("kind", ["response", "retry"])
+async def test_a_hook_that_raises_a_library_error_after_a_retryable_answer_sends_once(
+    mock: respx.MockRouter, sleeps: list[float], flavour: str, kind: str
+) -> None:
+    # The 503 alone would be retried, and a connect failure is one the client retries too: the
+    # hook's error is neither, and ends the call after the one request.
+    route = mock.post(PATH).mock(side_effect=[unavailable(), ok()])
+    boom = APIConnectionError("the application's own policy refused it", kind="connect")
+    calls: list[HookEvent] = []
+
+    def hook(event: HookEvent) -> None:
+        calls.append(event)
+        raise boom
+
+    async with client(flavour, event_hooks={kind: [hook]}, retry=NO_WAIT) as c:
+        with pytest.raises(APIConnectionError) as info:
+            await c.extract_card(samples.JPEG)
+        usage = c.usage
+        assert c.in_flight == 0
+    assert info.value is boom
+    assert [e.kind for e in calls] == [kind]
+    assert route.call_count == usage.requests == 1
+    assert sleeps == []  # no retry's wait was taken
+
+
+# -- a hook's KeyboardInterrupt or SystemExit under CVClient ----------------------------------
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_a_base_exception_from_a_hook_under_cvclient_reaches_its_caller_only(
+    mock: respx.MockRouter, raised: type[BaseException]
+) -> None:
+    # Hooks run in the client's loop thread. A KeyboardInterrupt or SystemExit raised there
+    # belongs to the call whose hook raised it: it must reach that call's thread as raised, not
+    # end the loop and with it every other thread's call and the client.
+    others = 3
+    lock = threading.Lock()
+    arrived = [0]
+    all_in, release = threading.Event(), threading.Event()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        with lock:
+            arrived[0] += 1
+            if arrived[0] == others:
+                all_in.set()
+        await anyio.to_thread.run_sync(release.wait, 10)  # (the bound is a failure guard)
+        return ok()
+
+    route = mock.post(PATH).mock(side_effect=held)
+    boom = raised("from the application's hook")
+
+    def hook(event: HookEvent) -> None:
+        raise boom
+
+    outcomes: dict[object, object] = {}
+
+    def call(name: object, c: CVClient) -> None:
+        try:
+            outcomes[name] = c.extract_card(samples.JPEG)
+        except BaseException as exc:  # what reached this thread is the point
+            outcomes[name] = exc
+
+    c = CVClient(samples.API_KEY, samples.API_SECRET, base_url=samples.BASE_URL, backend="asyncio")
+    try:
+        bad = c.with_options(event_hooks={"request": [hook]})
+        threads = [threading.Thread(target=call, args=(i, c), daemon=True) for i in range(others)]
+        for thread in threads:
+            thread.start()
+        assert all_in.wait(10)
+        assert c.in_flight == others
+        # Another thread's call whose hook raises, while those are in flight.
+        raising = threading.Thread(target=call, args=("bad", bad), daemon=True)
+        raising.start()
+        raising.join(10)
+        assert not raising.is_alive()
+        assert outcomes["bad"] is boom
+        assert c.in_flight == others  # the others are still in flight, untouched
+        release.set()
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()
+        for i in range(others):
+            result = outcomes[i]
+            assert not isinstance(result, BaseException), result
+            assert result.cards[0].type == "chip_id_card_front"  # type: ignore[attr-defined]
+        # The client is as it was: open, nothing in flight, and it still answers.
+        assert not c.is_closed
+        assert c.in_flight == 0
+        assert c.extract_card(samples.JPEG).attempts == 1
+        # From the main thread too, which waits for its result in another way (so as to see
+        # Ctrl-C at once); the loop, seen serving just now, is not left waiting on.
+        with pytest.raises(raised) as info:
+            bad.extract_card(samples.JPEG)
+        assert info.value is boom
+        assert not c.is_closed
+        assert c.in_flight == 0
+        assert c.extract_card(samples.JPEG).attempts == 1
+    finally:
+        release.set()
+        c.close()
+    assert route.call_count == others + 2  # the raising calls sent nothing
+
+
+# -- a hook's stray CancelledError, and a real cancellation ---------------------------------
+
+
+async def _cancelled_future() -> None:
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()  # a shared writer task of the application's, say, was cancelled
+    await future
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="before 3.11 asyncio cannot tell a hook's own CancelledError from the call's "
+    "cancellation (no Task.cancelling()): it is taken as the call's",
+)
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("how", ["raises", "awaits a cancelled future"])
+@pytest.mark.parametrize("kind", ["request", "response"])
+async def test_a_hook_raising_cancelled_error_fails_its_call_when_nothing_cancelled_it(
+    mock: respx.MockRouter, flavour: str, how: str, kind: str
+) -> None:
+    route = mock.post(PATH).mock(return_value=ok())
+
+    async def hook(event: HookEvent) -> None:
+        if how == "raises":
+            raise asyncio.CancelledError
+        await _cancelled_future()
+
+    async with client(flavour, event_hooks={kind: [hook]}) as c:
+        with anyio.fail_after(10), pytest.raises(RuntimeError) as info:
+            await c.extract_card(samples.JPEG)
+        assert "an event hook raised CancelledError, but the call was not cancelled" in str(
+            info.value
+        )
+        assert c.in_flight == 0
+        # Nothing cancelled this task either: it carries on.
+        task = asyncio.current_task()
+        assert task is not None
+        if sys.version_info >= (3, 11):  # (always: the test is skipped before 3.11)
+            assert task.cancelling() == 0
+        # A batch accounts for every input: none is lost as if the batch were cancelled.
+        with anyio.fail_after(10):
+            results = await c.extract_many([samples.JPEG] * 3, concurrency=3)
+        assert [r.index for r in results] == [0, 1, 2]
+        for r in results:
+            assert not r.ok
+            assert isinstance(r.error, CVError)
+            assert isinstance(r.error.__cause__, RuntimeError)
+        # And the client still answers without the hook.
+        res = await c.with_options(event_hooks=None).extract_card(samples.JPEG)
+        assert res.attempts == 1
+        assert c.in_flight == 0
+    assert route.call_count == (1 if kind == "request" else 5)
+
+
+@pytest.mark.parametrize("kind", ["request", "response"])
+async def test_cancelling_a_call_while_its_hook_waits_cancels_it(
+    mock: respx.MockRouter, kind: str
+) -> None:
+    route = mock.post(PATH).mock(return_value=ok())
+    entered = anyio.Event()
+
+    async def hook(event: HookEvent) -> None:
+        entered.set()
+        await anyio.Event().wait()  # never set: only the cancellation ends it
+
+    caught: list[bool] = []
+    scopes: list[anyio.CancelScope] = []
+    async with client(event_hooks={kind: [hook]}) as c:
+
+        async def call() -> None:
+            with anyio.CancelScope() as scope:
+                scopes.append(scope)
+                await c.extract_card(samples.JPEG)
+            caught.append(scope.cancelled_caught)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await entered.wait()
+                scopes[0].cancel()
+        # Cancelled, as the caller asked: no RuntimeError out of the task group, nothing
+        # raised in the call's place.
+        assert caught == [True]
+        assert c.in_flight == 0
+        res = await c.with_options(event_hooks=None).extract_card(samples.JPEG)
+        assert res.attempts == 1
+    assert route.call_count == (1 if kind == "request" else 2)
+
+
+# -- total_timeout bounds the hooks too -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["request", "response", "retry"])
+async def test_total_timeout_bounds_a_hook_that_never_returns(
+    mock: respx.MockRouter, sleeps: list[float], flavour: str, kind: str
+) -> None:
+    route = mock.post(PATH).mock(side_effect=[unavailable(), ok()] if kind == "retry" else [ok()])
+    entered: list[str] = []
+
+    async def stuck(event: HookEvent) -> None:
+        entered.append(event.kind)
+        # An Event that is never set; the hook gives up after 5 s only so that a client that
+        # does not bound it fails this test instead of hanging it.
+        with anyio.move_on_after(5):
+            await anyio.Event().wait()
+
+    async with client(flavour, total_timeout=0.3, retry=NO_WAIT, event_hooks={kind: [stuck]}) as c:
+        started = time.perf_counter()
+        with anyio.fail_after(10), pytest.raises(APITimeoutError) as info:
+            await c.extract_card(samples.JPEG)
+        elapsed = time.perf_counter() - started
+        assert c.in_flight == 0
+        usage = c.usage
+    assert elapsed < 5
+    assert info.value.kind == "total"
+    assert "no answer within total_timeout=0.3 s" in str(info.value)
+    assert entered == [kind]
+    assert route.call_count == (0 if kind == "request" else 1)
+    assert sleeps == []  # a retry's wait was never taken
+    if kind == "response":
+        # The answer came, and was billed, before its hook ran out the time: it is counted.
+        assert (usage.requests, usage.billed) == (1, 1)
+    else:
+        assert usage.billed == 0
 
 
 # -- where hooks are given -------------------------------------------------------------------

@@ -24,6 +24,7 @@ import httpx
 import pytest
 import respx
 from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.metrics import _internal as metrics_internal
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -540,6 +541,99 @@ async def test_each_attempt_sends_its_span_context_and_the_call_id_on_every_tran
         assert found is not None
         assert (found[1], found[2]) == hex_id(attempt)
     assert (call.attributes or {})["cvekyc.request_id"] == res.request_id
+
+
+@pytest.fixture
+def httpx_instrumented(otel: Otel) -> Iterator[None]:
+    """httpx instrumented globally, as an application does (with the test's SDK)."""
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument()
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+
+
+SIGNED = "Sig-httpx-5e0b7d19c3"
+
+
+@pytest.mark.parametrize("pool", ["pool", "sharded", "http_client"])
+async def test_an_applications_httpx_instrumentation_adds_no_span_under_the_clients_call(
+    otel: Otel, httpx_instrumented: None, pool: str
+) -> None:
+    # Its span would record the URL with its query (the image URL and its token) and send
+    # its own traceparent in place of the attempt span's.
+    recording = Recording()
+    image_url = f"https://bucket.example/kyc/front.jpg?X-Amz-Signature={SIGNED}&X-Amz-Expires=60"
+    with RawServer(recording) as server:
+        base_url = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(trust_env=False) as http:
+            options: dict[str, Any] = (
+                {"http_client": http} if pool == "http_client" else {"transport": pool}
+            )
+            async with AsyncCVClient(
+                "k", "s", base_url=base_url, retry=NO_WAIT, trust_env=False, **options
+            ) as c:
+                res = await c.extract_card(image_url)
+            ours = otel.spans()
+            # The application's own requests are still traced: the instrumentation is on.
+            await http.get(base_url + "/health")
+    # Only the client's own spans: its call, and a span per attempt under it.
+    assert [s.instrumentation_scope.name for s in ours if s.instrumentation_scope] == [
+        "cvekyc_async"
+    ] * len(ours)
+    call, attempts = tree(ours)
+    assert [a.name for a in attempts] == ["GET /api/v2/ekyc/card"] * 2
+    assert (call.attributes or {})["cvekyc.request_id"] == res.request_id
+    # Each attempt went out with its own span's context, not an httpx span's.
+    assert len(recording.heads) == 3
+    for head, attempt in zip(recording.heads[:2], attempts, strict=True):
+        [value] = head["traceparent"]
+        found = TRACEPARENT.fullmatch(value)
+        assert found is not None
+        assert (found[1], found[2]) == hex_id(attempt)
+    [app] = [s for s in otel.spans() if s not in ours]
+    assert app.instrumentation_scope is not None
+    assert app.instrumentation_scope.name == "opentelemetry.instrumentation.httpx"
+    assert app.parent is None  # not under the client's call, which had ended
+    # No span, nor any metric, holds the image URL's token.
+    assert [text for text in telemetry_texts(otel) if SIGNED in text] == []
+    assert SIGNED not in repr([(s.name, dict(s.attributes or {})) for s in otel.spans()])
+
+
+@pytest.mark.parametrize(
+    ("own", "expected"),
+    [({"Request-Id": "svc-own-42"}, "svc-own-42"), ({}, None)],
+    ids=["and its own", "echoed only"],
+)
+async def test_a_gateways_echo_of_the_calls_id_is_not_the_services_request_id(
+    mock: respx.MockRouter, flavour: str, own: dict[str, str], expected: str | None
+) -> None:
+    # A gateway echoes the X-Request-ID it was sent; the service names its request in
+    # Request-Id. The echo is the client's own id back, not the service's.
+    def echoing(status: int) -> Any:
+        def answer(request: httpx.Request) -> httpx.Response:
+            headers = {"X-Request-ID": request.headers["X-Request-ID"], **own}
+            content = samples.answer(samples.CHIP_FRONT) if status == 200 else b""
+            return httpx.Response(status, content=content, headers=headers)
+
+        return answer
+
+    route = mock.post(PATH).mock(side_effect=echoing(200))
+    async with client(flavour, max_retries=0) as c:
+        res = await c.extract_card(samples.JPEG)
+        raw = await c.with_raw_response.extract_card(samples.JPEG)
+        route.mock(side_effect=echoing(500))
+        with pytest.raises(InternalServerError) as info:
+            await c.extract_card(samples.JPEG)
+    sent = [call.request.headers["X-Request-ID"] for call in route.calls]
+    assert sent == [res.request_id, raw.request_id, info.value.request_id]
+    assert [call.response.headers["X-Request-ID"] for call in route.calls] == sent
+    assert res.service_request_id == expected
+    assert raw.service_request_id == expected
+    assert raw.parse().service_request_id == expected
+    assert info.value.service_request_id == expected
+    assert res.to_dict()["service_request_id"] == expected
 
 
 def span_shape(spans: Sequence[ReadableSpan], base_port: int) -> list[tuple[Any, ...]]:

@@ -497,6 +497,58 @@ async def test_a_tenant_keeps_the_headers_it_was_given_with_its_credentials(
     assert sent(mock, "X-Sub-Token") == ["a", "a", None]  # never one tenant's token for another
 
 
+@pytest.mark.anyio
+async def test_a_cookie_one_tenants_answer_set_in_the_callers_jar_goes_out_with_no_request(
+    mock: respx.MockRouter, jpeg_file: Path, flavour: str
+) -> None:
+    # A gateway in front of the service sets a session cookie on tenant A's answer; the
+    # caller's http_client keeps it in its jar. It must not go out with tenant B's request
+    # (nor with any other of the client's): the service sets none, and it is A's session.
+    set_cookie = httpx.Response(
+        200,
+        content=samples.answer(samples.CHIP_FRONT),
+        headers={"Set-Cookie": "gw_session=issued-to-tenant-a; Path=/"},
+    )
+    route = mock.post(URL).mock(side_effect=[set_cookie, OK, OK, OK, OK])
+    mock.get(samples.BASE_URL + "/health").mock(return_value=httpx.Response(204))
+    c, http = _setup(flavour, "http_client")
+    assert http is not None
+    async with c:
+        a = c.with_options(api_key=TENANT_KEY, api_secret=TENANT_SECRET)
+        b = c.with_options(api_key="tenant-b-key", api_secret="tenant-b-secret")
+        own_cookie = c.with_options(
+            api_key="tenant-c-key",
+            api_secret="tenant-c-secret",
+            default_headers={"Cookie": "pref=c"},
+        )
+        await a.extract_card(jpeg_file)
+        assert http.cookies.get("gw_session") == "issued-to-tenant-a"  # the jar has it
+        await b.extract_card(jpeg_file)
+        await c.extract_card(jpeg_file)
+        await a.extract_card(jpeg_file)
+        await own_cookie.extract_card(jpeg_file)
+    assert sent(mock, "Authorization")[:3] == [
+        TENANT_AUTH,
+        basic("tenant-b-key", "tenant-b-secret"),
+        CLIENT_AUTH,
+    ]
+    assert [call.request.headers.get_list("Cookie") for call in route.calls] == [
+        [],  # tenant A's first call: nothing in the jar yet
+        [],  # tenant B's
+        [],  # the client's own
+        [],  # tenant A's next: the client's requests carry no jar cookie at all
+        ["pref=c"],  # a Cookie given in default_headers still goes, as given
+    ]
+    # The caller's own requests through its client still get the jar's cookie: it is kept,
+    # only left out of the client's requests.
+    if isinstance(http, httpx.Client):
+        await anyio.to_thread.run_sync(http.get, samples.BASE_URL + "/health")
+    else:
+        await http.get(samples.BASE_URL + "/health")
+    assert mock.calls.last.request.headers.get("Cookie") == "gw_session=issued-to-tenant-a"
+    await _close(http)
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -543,6 +595,36 @@ def test_header_values_with_line_breaks_are_refused_without_being_quoted(
     assert "\n" not in text
 
 
+PASTED_LINES = ["X-Api-Key: sk_live_abc", "X-Api-Key:sk_live_abc", "X-Api-Key sk_live_abc"]
+
+
+@pytest.mark.parametrize("line", PASTED_LINES)
+@pytest.mark.parametrize("where", ["AsyncCVClient", "CVClient", "view", "sync view"])
+def test_a_header_line_pasted_as_a_default_headers_name_is_refused_without_its_value(
+    line: str, where: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        _with_headers(where, {line: ""})
+    error = caught.value
+    for shown in (str(error), repr(error), repr(error.args)):
+        assert "sk_live_abc" not in shown
+    assert "default_headers" in str(error)
+    assert "not a header name" in str(error)
+
+
+@pytest.mark.parametrize("line", PASTED_LINES)
+@pytest.mark.parametrize("where", ["AsyncCVClient", "CVClient", "view", "sync view"])
+def test_a_header_line_pasted_as_request_id_header_is_refused_without_its_value(
+    line: str, where: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        _with_request_id_header(where, line)
+    error = caught.value
+    for shown in (str(error), repr(error), repr(error.args)):
+        assert "sk_live_abc" not in shown
+    assert "request_id_header" in str(error)
+
+
 def test_a_custom_request_id_header_is_reserved_too() -> None:
     with pytest.raises(ConfigurationError, match="'x-corr'"):
         AsyncCVClient("k", "s", request_id_header="X-Corr", default_headers={"x-corr": "1"})
@@ -551,6 +633,18 @@ def test_a_custom_request_id_header_is_reserved_too() -> None:
         c.with_options(request_id_header="X-Corr")
     # Once the id goes in another header, X-Request-ID is a header like any other.
     AsyncCVClient("k", "s", request_id_header="X-Corr", default_headers={"X-Request-ID": "1"})
+
+
+def _with_request_id_header(where: str, name: str) -> None:
+    if where == "AsyncCVClient":
+        AsyncCVClient("k", "s", request_id_header=name)
+    elif where == "CVClient":
+        CVClient("k", "s", request_id_header=name)
+    elif where == "view":
+        AsyncCVClient("k", "s").with_options(request_id_header=name)
+    else:
+        with CVClient("k", "s") as c:
+            c.with_options(request_id_header=name)
 
 
 def _with_headers(where: str, headers: dict[str, str]) -> None:

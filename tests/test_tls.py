@@ -549,6 +549,59 @@ def test_a_verify_of_the_wrong_type_is_a_configuration_error(
     construct(kind, verify=verify)
 
 
+def test_an_empty_verify_path_is_named_as_one(kind: type[AsyncCVClient] | type[CVClient]) -> None:
+    error = construct(kind, verify="")
+    assert "verify is an empty path" in str(error)
+
+
+# What a caller pastes where a path belongs: the key, a certificate, a CA bundle's text, or the
+# key's password given in the key's place. A message must not carry any of it (it ends up in
+# logs and bug reports), and must say that it was left out.
+PASTED_PASSWORD = "TOPSECRETPW"
+PASTED: dict[str, Callable[[Pki], tuple[dict[str, object], list[str]]]] = {
+    "cert=key PEM": lambda pki: ({"cert": pki.client_key_pem}, [pki.client_key_pem]),
+    "cert=(path, key PEM)": lambda pki: (
+        {"cert": (pki.client_cert, pki.client_key_pem)},
+        [pki.client_key_pem],
+    ),
+    "cert=(certificate PEM, path)": lambda pki: (
+        {"cert": (pki.client_cert.read_text(), pki.client_key)},
+        [pki.client_cert.read_text()],
+    ),
+    "verify=CA PEM": lambda pki: ({"verify": pki.ca_pem}, [pki.ca_pem]),
+    "cert=(path, password)": lambda pki: (
+        {"cert": (str(pki.client_cert), PASTED_PASSWORD)},
+        [PASTED_PASSWORD],
+    ),
+    # A password can look like a file name; only a value with a folder in it is shown.
+    "cert=(path, password with a dot)": lambda pki: (
+        {"cert": (str(pki.client_cert), "Summer.2024")},
+        ["Summer.2024"],
+    ),
+}
+
+
+@pytest.mark.parametrize("pasted", list(PASTED))
+def test_a_key_certificate_or_password_given_as_a_path_is_never_shown(
+    kind: type[AsyncCVClient] | type[CVClient], pki: Pki, pasted: str
+) -> None:
+    options, hidden = PASTED[pasted](pki)
+    error = construct(kind, **options)
+    shown = f"{error}\n{error!r}\n{error.args!r}"
+    for text in hidden:
+        if "-----" not in text:
+            assert text not in shown
+        else:
+            assert not any(line in shown for line in pem_body(text))
+    assert "-----BEGIN" not in shown
+    assert "PRIVATE KEY" not in shown
+    # It says what it left out, and what belongs there.
+    assert "not shown" in str(error)
+    assert "give a file path" in str(error)
+    if "PEM" in pasted:
+        assert "looks like PEM text" in str(error)
+
+
 @pytest.mark.parametrize("part", ["combined", "certificate", "key"])
 def test_a_missing_cert_path_is_a_configuration_error_naming_it(
     kind: type[AsyncCVClient] | type[CVClient], pki: Pki, tmp_path: Path, part: str
