@@ -243,7 +243,7 @@ def traced(
     spans = list(exporter.get_finished_spans())
     trace_id = root.get_span_context().trace_id
     in_trace = [s for s in spans if s.context.trace_id == trace_id]
-    kinds = Counter(s.name.split(" ")[0] if s.kind.name == "CLIENT" else s.name for s in in_trace)
+    kinds = Counter(f"{s.name} ({s.kind.name.lower()})" for s in in_trace)
     print(f"answers: {dict(sorted(statuses.items()))}")
     print(f"trace {trace_id:032x}: {len(in_trace)} spans of {len(spans)} recorded")
     for name, count in sorted(kinds.items()):

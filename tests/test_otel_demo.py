@@ -23,8 +23,10 @@ def test_the_demo_shows_one_trace_and_retries_equal_to_the_faults_and_no_card_da
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     # Every request's call span is in the driver's trace, with at least one attempt each.
-    assert re.search(r"^\s+30 x cvekyc\.extract_card$", out, re.M), out
-    attempts = int(re.search(r"^\s+(\d+) x POST$", out, re.M).group(1))  # type: ignore[union-attr]
+    assert re.search(r"^\s+30 x cvekyc\.extract_card \(internal\)$", out, re.M), out
+    found = re.search(r"^\s+(\d+) x POST /api/v2/ekyc/card \(client\)$", out, re.M)
+    assert found is not None, out
+    attempts = int(found.group(1))
     assert attempts >= 30
     # The printed tree nests server span > call span > attempt spans.
     tree = out.split("one request", 1)[1].split("== fault run", 1)[0]
