@@ -103,6 +103,7 @@ class _Call:
         "operation",
         "path",
         "payloads",
+        "result",
         "sent",
         "settings",
         "span",
@@ -129,6 +130,7 @@ class _Call:
         self.url = account.base_url + path  # as hooks are shown it: no query
         self.sent = 0.0  # when the attempt in progress was sent
         self.attempts = 0
+        self.result: ExtractionResult | None = None  # the answer, once counted
         # What every attempt sends, set once the inputs are loaded.
         self.payloads: Sequence[tuple[str, Payload]] = ()
         self.get_thumb = False
@@ -546,11 +548,9 @@ class Engine:
         )
         call = _Call(request_id, operation, path, settings, telemetry)
         started = time.perf_counter()
-        exchange: Exchange | None = None
         failure: BaseException | None = None
         try:
-            exchange = await self._call(call, settings, fields, get_thumb, allow_pdf, prepare)
-            return exchange
+            return await self._call(call, settings, fields, get_thumb, allow_pdf, prepare)
         except CVError as exc:
             exc.request_id = request_id
             failure = exc
@@ -567,7 +567,7 @@ class Engine:
                 if call.span is not None:
                     _end_attempt(call, None)
                 telemetry.ended(
-                    result=None if exchange is None else exchange.result,
+                    result=call.result,
                     error=failure,
                     attempts=call.attempts,
                     elapsed=time.perf_counter() - started,
@@ -644,6 +644,7 @@ class Engine:
                 result.prepared = preparations
                 usage.answers += 1
                 usage.billed += result.billed
+                call.result = result
                 self.budget.refund(policy.success_refund)
                 # Counted first: a response hook that raises does not unbill the answer.
                 try:

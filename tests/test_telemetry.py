@@ -409,6 +409,10 @@ async def test_a_hook_that_raises_ends_every_span_with_its_error(
         assert (attempt.attributes or {})["http.response.status_code"] == first
     assert otel.points("cvekyc.client.calls.active")[0].value == 0
     assert sum(p.count for p in otel.points("http.client.request.duration")) == 1
+    # An answer received before the hook raised was billed, and the telemetry says so.
+    billed = kind == "response" and first == 200
+    assert (call.attributes or {})["cvekyc.billed"] is billed
+    assert sum(p.value for p in otel.points("cvekyc.client.billed")) == int(billed)
 
 
 async def test_spans_of_an_image_by_url_hold_no_query(
