@@ -39,11 +39,14 @@ def _path(value: object, what: str) -> str:
     raise ConfigurationError(f"{what} must be a file path, not {type(value).__name__}")
 
 
-def _shown(path: str) -> str:
+def _shown(path: str, *, needs_folder: bool = False) -> str:
     """A path as a message may show it: quoted when it looks like one, else described. A value
-    given where a path belongs may be a key, a certificate or a password pasted in its place."""
+    given where a path belongs may be a key, a certificate or a password pasted in its place;
+    with ``needs_folder``, only a value naming a folder is quoted (a password can look like a
+    file name, "Summer.2024", and rarely like a path)."""
     looks_like_path = (
-        len(path) <= 255
+        (not needs_folder or "/" in path or os.sep in path)
+        and len(path) <= 255
         and path.isprintable()
         and not path.startswith("-----")
         and not any(c.isspace() for c in path.strip())
@@ -141,14 +144,9 @@ def ssl_context(
         certfile, keyfile = _path(cert, "cert"), None
     for name in (certfile, keyfile):
         if name is not None and not os.path.isfile(name):
-            # Shown only with a folder in it: a password put in the key's place can look like
-            # a file name ("Summer.2024"), rarely like a path.
-            shown = (
-                _shown(name)
-                if ("/" in name or os.sep in name)
-                else f"a value of {len(name):,} characters (not shown: give a file path)"
+            raise ConfigurationError(
+                f"cert names {_shown(name, needs_folder=True)}, which is not a file"
             )
-            raise ConfigurationError(f"cert names {shown}, which is not a file")
     try:
         context.load_cert_chain(certfile, keyfile, _no_password if password is None else password)
     except _NeedsPassword:

@@ -558,6 +558,7 @@ def test_an_empty_verify_path_is_named_as_one(kind: type[AsyncCVClient] | type[C
 # key's password given in the key's place. A message must not carry any of it (it ends up in
 # logs and bug reports), and must say that it was left out.
 PASTED_PASSWORD = "TOPSECRETPW"
+FAKE_PEM = "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n"
 PASTED: dict[str, Callable[[Pki], tuple[dict[str, object], list[str]]]] = {
     "cert=key PEM": lambda pki: ({"cert": pki.client_key_pem}, [pki.client_key_pem]),
     "cert=(path, key PEM)": lambda pki: (
@@ -572,6 +573,15 @@ PASTED: dict[str, Callable[[Pki], tuple[dict[str, object], list[str]]]] = {
     "cert=(path, password)": lambda pki: (
         {"cert": (str(pki.client_cert), PASTED_PASSWORD)},
         [PASTED_PASSWORD],
+    ),
+    # Base64 may or may not hold a '/': PEM text is never shown either way.
+    "cert=PEM text without a slash": lambda pki: (
+        {"cert": FAKE_PEM.format("MIIEvQIBADANBgkqhkiG9w0B")},
+        [FAKE_PEM.format("MIIEvQIBADANBgkqhkiG9w0B")],
+    ),
+    "cert=PEM text with a slash": lambda pki: (
+        {"cert": FAKE_PEM.format("MIIEvQIBA/ANBgkqhkiG9w0B")},
+        [FAKE_PEM.format("MIIEvQIBA/ANBgkqhkiG9w0B")],
     ),
     # A password can look like a file name; only a value with a folder in it is shown.
     "cert=(path, password with a dot)": lambda pki: (
