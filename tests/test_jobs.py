@@ -636,6 +636,13 @@ def test_xlsx_manifests_are_read_as_excel_shows_them_or_refused_by_row(tmp_path:
         list(discover([xlsx("formula.xlsx", formula)], pairs=False))
     with pytest.raises(ManifestError, match=r"holds no rows"):
         list(discover([xlsx("empty.xlsx", lambda book: None)], pairs=False))
+    # A header and nothing under it is no batch of nothing: refused, by its row.
+    with pytest.raises(ManifestError, match=r"head\.xlsx:1: a header and no row under it"):
+        list(discover([xlsx("head.xlsx", lambda book: book.active.append(["path"]))], pairs=False))
+    head = tmp_path / "head.csv"
+    head.write_text("path\n\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"head\.csv:1: a header and no row under it"):
+        list(discover([str(head)], pairs=False))
     # A sheet whose XML is damaged inside a sound archive: named by row, no traceback.
     good = xlsx("good.xlsx", lambda book: [book.active.append([p]) for p in ("path", "a.jpg")])
     damaged = tmp_path / "damaged.xlsx"

@@ -829,7 +829,9 @@ def _table_jobs(
                 f"{path}:{first_n}: the header names the column {', '.join(twice)} twice: "
                 "keep one, so that each row has one input"
             )
+        read = 0
         for n, cells in rows:
+            read += 1
             if any(c.strip() for c in cells[len(header) :]):
                 # An input holding the delimiter, unquoted: read whole, or not at all.
                 raise ManifestError(
@@ -844,6 +846,13 @@ def _table_jobs(
                     "per row"
                 )
             yield _row_job(row, how, path.parent, f"{path}:{n}")
+        if not read:
+            # A header and nothing under it: most likely the wrong file or an unsaved sheet,
+            # not a batch of nothing.
+            raise ManifestError(
+                f"{path}:{first_n}: a header and no row under it: nothing to read (add the "
+                "inputs below the header, or leave this file out)"
+            )
         return
     # No header: only when the first row is itself an input (a path or a URL), else the
     # header names no column we know.
