@@ -157,8 +157,10 @@ class CVClient:
         backend: the event loop run in the client's thread: ``"asyncio"`` (default) or
             ``"trio"``.
         http_client: an ``httpx.Client`` to send through (its proxies, TLS settings, mounts
-            and event hooks apply); it is used from worker threads of the client's loop, and
-            its timeouts bound how long a cancelled call waits. The caller keeps ownership.
+            and event hooks apply); it is used from worker threads of the client's loop. A
+            cancelled call (``total_timeout``, ``close()``, Ctrl-C) lets go at once, and the
+            thread's step in progress ends within that client's timeouts. The caller keeps
+            ownership.
 
     Raises:
         ConfigurationError: as ``AsyncCVClient``.
