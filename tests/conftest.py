@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import anyio.lowlevel
 import pytest
+import respx
 from hypothesis import HealthCheck, settings
 
+import cvekyc_async._attempts as attempts_module
 from tests import samples
 
 pytest_plugins = ["cvekyc_async.testing"]
@@ -106,3 +110,23 @@ def pdf_file(tmp_path: Path) -> Path:
 
 def pytest_report_header() -> str:
     return f"cvekyc-async tests, pid {os.getpid()}"
+
+
+@pytest.fixture
+def mock() -> Iterator[respx.MockRouter]:
+    """respx routes for ``samples.BASE_URL``; a route need not be called."""
+    with respx.mock(base_url=samples.BASE_URL, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A fake clock for the waits between attempts: records each one instead of sleeping."""
+    waited: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        waited.append(delay)
+        await anyio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(attempts_module, "_sleep", fake_sleep)
+    return waited

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -18,7 +17,6 @@ import httpx
 import pytest
 import respx
 
-import cvekyc_async._attempts as attempts_module
 from cvekyc_async import (
     APIConnectionError,
     APITimeoutError,
@@ -76,25 +74,6 @@ class HookFailure(Exception):
 def client(flavour: str = "async", **kwargs: Any) -> Any:
     kwargs.setdefault("base_url", samples.BASE_URL)
     return flavoured(flavour, samples.API_KEY, samples.API_SECRET, **kwargs)
-
-
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=samples.BASE_URL, assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """A fake clock for the waits between attempts: records each one instead of sleeping."""
-    waited: list[float] = []
-
-    async def fake_sleep(delay: float) -> None:
-        waited.append(delay)
-        await anyio.lowlevel.checkpoint()
-
-    monkeypatch.setattr(attempts_module, "_sleep", fake_sleep)
-    return waited
 
 
 # -- what a hook is told ---------------------------------------------------------------------

@@ -18,13 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.lowlevel
 import httpx
 import pytest
 import respx
 
-import cvekyc_async._attempts as attempts_module
 from cvekyc_async import InternalServerError, RetryPolicy
 from cvekyc_async._logs import setup_logging
 from cvekyc_async.testing import specimen_personal_data
@@ -337,24 +334,6 @@ def test_setup_logging_reads_the_environment(
 
 
 # -- the lines' records ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=samples.BASE_URL, assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    waited: list[float] = []
-
-    async def fake_sleep(delay: float) -> None:
-        waited.append(delay)
-        await anyio.lowlevel.checkpoint()
-
-    monkeypatch.setattr(attempts_module, "_sleep", fake_sleep)
-    return waited
 
 
 def unavailable() -> httpx.Response:

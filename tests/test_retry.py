@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,25 +31,6 @@ pytestmark = pytest.mark.anyio
 PATH = "/api/v2/ekyc/card"
 OK = httpx.Response(200, content=samples.answer(samples.CHIP_FRONT))
 NO_WAIT = RetryPolicy(backoff_base=0.0)
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """A fake clock for backoff: records each wait instead of sleeping."""
-    waited: list[float] = []
-
-    async def fake_sleep(delay: float) -> None:
-        waited.append(delay)
-        await anyio.lowlevel.checkpoint()
-
-    monkeypatch.setattr(client_module, "_sleep", fake_sleep)
-    return waited
-
-
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=samples.BASE_URL, assert_all_called=False) as router:
-        yield router
 
 
 def client(flavour: str = "async", **kwargs: Any) -> Any:

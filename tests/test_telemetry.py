@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
-import anyio.lowlevel
 import httpx
 import pytest
 import respx
@@ -34,7 +32,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
-import cvekyc_async._attempts as attempts_module
 from cvekyc_async import (
     AsyncCVClient,
     BatchResult,
@@ -160,25 +157,6 @@ def otel() -> Iterator[Otel]:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def mock() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=samples.BASE_URL, assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """A fake clock for the waits between attempts."""
-    waited: list[float] = []
-
-    async def fake_sleep(delay: float) -> None:
-        waited.append(delay)
-        await anyio.lowlevel.checkpoint()
-
-    monkeypatch.setattr(attempts_module, "_sleep", fake_sleep)
-    return waited
 
 
 def client(flavour: str = "async", **kwargs: Any) -> Any:
