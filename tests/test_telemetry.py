@@ -11,7 +11,6 @@ import asyncio
 import base64
 import logging
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from cvekyc_async import (
     RetryPolicy,
 )
 from cvekyc_async.emulator import EmulatorSettings, Faults, RunningEmulator, specimens
-from cvekyc_async.emulator._truth import read_documents
+from cvekyc_async.testing import specimen_personal_data
 from tests import samples
 from tests._flavours import flavoured
 from tests._raw import RawServer
@@ -877,26 +876,9 @@ SECRET = "otel-secret-c94f0a5d"
 TOKEN = "urltok-9d2e6b41f0"
 
 
-def _fold(text: str) -> str:
-    return "".join(
-        c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn"
-    ).upper()
-
-
 def personal_values() -> set[str]:
     """The names and ID numbers of every specimen's cards, as printed and folded."""
-    values: set[str] = set()
-    for path in specimens().values():
-        for page in read_documents(path.read_bytes()) or []:
-            for doc in page:
-                info = doc.get("info", {})
-                for field in ("id", "person_number", "document_number"):
-                    if isinstance(info.get(field), str) and len(info[field]) >= 8:
-                        values.add(info[field])
-                for field in ("name", "sur_name", "given_name"):
-                    value = info.get(field)
-                    if isinstance(value, str) and len(value) >= 5:
-                        values.update({value, _fold(value)})
+    values = specimen_personal_data()
     assert len(values) > 10
     return values
 
