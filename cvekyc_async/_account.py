@@ -165,7 +165,6 @@ class Account:
         "host",
         "port",
         "request_id_header",
-        "scheme",
         "urls",
         "usage",
     )
@@ -184,7 +183,7 @@ class Account:
         self.headers = headers
         self.request_id_header = request_id_header
         self.usage = usage if usage is not None else Usage()
-        self.scheme, self.host, self.port = origin_of(base_url)
+        _, self.host, self.port = origin_of(base_url)
         #: POST URLs, parsed once each (httpx's URL handling is a visible share of the cost of
         #: a request at a thousand requests a second).
         self.urls: dict[tuple[str, str, bool], httpx.URL] = {}

@@ -211,7 +211,6 @@ class Engine:
         self.direct = direct
         self.owns_http = owns_http
         self.max_concurrency = max_concurrency
-        self._adaptive_config = adaptive
         # With adaptive concurrency, the limiter's tokens follow ``adaptive.current`` (and
         # ``max_concurrency`` is its ceiling, which sizes the pool).
         self.adaptive = AdaptiveLimit(adaptive) if adaptive is not None else None

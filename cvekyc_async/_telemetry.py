@@ -130,11 +130,10 @@ def _tracer() -> Any:
 class AttemptSpan:
     """One attempt's span and start, between ``CallTelemetry.attempt`` and ``attempt_ended``."""
 
-    __slots__ = ("attempt", "ended", "span")
+    __slots__ = ("ended", "span")
 
-    def __init__(self, span: Any, attempt: int) -> None:
+    def __init__(self, span: Any) -> None:
         self.span = span
-        self.attempt = attempt
         #: How it ended (status, error, seconds, HTTP version), until its span is ended.
         self.ended: tuple[int | None, BaseException | None, float, str | None] | None = None
 
@@ -208,7 +207,7 @@ class CallTelemetry:
             carrier: dict[str, str] = {}
             _propagate.inject(carrier, context=_trace.set_span_in_context(span))
             headers.extend(carrier.items())
-        return AttemptSpan(span, attempt)
+        return AttemptSpan(span)
 
     def attempt_ended(
         self,
