@@ -45,7 +45,7 @@ from ._errors import (
     QueueTimeoutError,
     ResponseTooLargeError,
     api_error_for_code,
-    request_id_of,
+    request_id_from,
     status_error_for,
 )
 from ._hooks import EventHook, HookEvent, HookFailed, run_hooks
@@ -61,7 +61,15 @@ from ._prepare import (
     prepare_payload,
     prepare_workers,
 )
-from ._read import ACCEPT_ENCODING, BodyTooLarge, ReadBudget, UndecodableBody, read_body
+from ._read import (
+    ACCEPT_ENCODING,
+    BodyTooLarge,
+    HttpxReceived,
+    ReadBudget,
+    Received,
+    UndecodableBody,
+    read_body,
+)
 from ._retry import RetryBudget, RetryPolicy, failure_label, is_ambiguous, parse_retry_after
 from ._telemetry import AttemptSpan, CallTelemetry, quiet_http_instrumentation, telemetry_for
 from ._threaded import ThreadedClient
@@ -155,12 +163,25 @@ class Exchange:
 
     result: ExtractionResult
     status_code: int
-    headers: httpx.Headers
+    answer: Received
     body: bytes
     http_version: str
     method: str
     path: str
     latency: float  # seconds from sending to the whole answer read
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The answer's headers (built now, on the aiohttp transport)."""
+        return self.answer.headers
+
+
+#: A transport's way to send a request given by its parts, without httpx's objects: method,
+#: URL, headers as they go out, body, timeouts by phase (``AiohttpTransport.fetch``).
+Fetch = Callable[
+    [str, str, Sequence[tuple[str, str]], "bytes | None", Mapping[str, "float | None"]],
+    Awaitable[Received],
+]
 
 
 def _timeout_kind(exc: httpx.TimeoutException) -> str:
@@ -209,6 +230,8 @@ class Engine:
         # The transport of a pool the client built: requests go to it directly, skipping
         # httpx.AsyncClient.send's layers (auth, redirects, cookies, hooks) that it never uses.
         self.direct = direct
+        #: The direct transport's ``fetch``, once it is chosen, when it has one.
+        self.fetch: Fetch | None = None
         self.owns_http = owns_http
         self.max_concurrency = max_concurrency
         # With adaptive concurrency, the limiter's tokens follow ``adaptive.current`` (and
@@ -351,6 +374,7 @@ class Engine:
             if isinstance(self.direct, AutoTransport):
                 # Chosen now that the event loop is known; requests then go to it directly.
                 self.direct = self.direct.resolve()
+            self.fetch = getattr(self.direct, "fetch", None)
         elif loop is not self._loop:
             raise ClientStateError(
                 f"this {self.owner} was opened on another event loop, and its connections "
@@ -435,6 +459,42 @@ class Engine:
                 "an image URL that cannot be sent in a request's query (too long, or not encodable)"
             ) from None
 
+    def request_parts(
+        self,
+        account: Account,
+        path: str,
+        payloads: Sequence[tuple[str, Payload]],
+        get_thumb: bool,
+        body: tuple[str, bytes] | httpx.URL,
+        extra: Sequence[tuple[str, str]],
+    ) -> tuple[str, list[tuple[str, str]], bytes | None]:
+        """What ``build_request`` puts in a request, for a transport that takes it in parts
+        (``fetch``): its URL, its headers as they go out, its body."""
+        headers = account.fixed_headers(self.http.headers, ACCEPT_ENCODING)
+        headers += extra
+        if isinstance(body, httpx.URL):
+            return str(body), headers, None
+        content_type, data = body
+        headers += [("Content-Type", content_type), ("Content-Length", str(len(data)))]
+        return str(self._post_url(account, path, payloads, get_thumb)), headers, data
+
+    def _post_url(
+        self,
+        account: Account,
+        path: str,
+        payloads: Sequence[tuple[str, Payload]],
+        get_thumb: bool,
+    ) -> httpx.URL:
+        format_type = payloads[0][1].format_type
+        key = (path, format_type, get_thumb)
+        cached = account.urls.get(key)
+        if cached is None:
+            thumb = "true" if get_thumb else "false"
+            url = account.base_url + path
+            cached = httpx.URL(url, params={"format_type": format_type, "get_thumb": thumb})
+            account.urls[key] = cached
+        return cached
+
     def build_request(
         self,
         account: Account,
@@ -453,14 +513,7 @@ class Engine:
             headers.update(extra)
             request = self.http.build_request("GET", body, headers=headers, timeout=timeout)
             return _without_jar_cookies(request, account)
-        format_type = payloads[0][1].format_type
-        thumb = "true" if get_thumb else "false"
-        key = (path, format_type, get_thumb)
-        cached = account.urls.get(key)
-        if cached is None:
-            url = account.base_url + path
-            cached = httpx.URL(url, params={"format_type": format_type, "get_thumb": thumb})
-            account.urls[key] = cached
+        cached = self._post_url(account, path, payloads, get_thumb)
         content_type, data = body
         if self.direct is not None:
             # The client's own transport: the request is built here, headers and all, rather
@@ -639,7 +692,7 @@ class Engine:
                 result.attempts = attempt
                 result.elapsed = time.perf_counter() - started
                 result.request_id = call.id
-                result.service_request_id = request_id_of(exchange.headers, call.id)
+                result.service_request_id = request_id_from(exchange.answer.header, call.id)
                 result.prepared = preparations
                 usage.answers += 1
                 usage.billed += result.billed
@@ -858,22 +911,28 @@ class Engine:
             if hooks:
                 # A hook that raises ends the call with its error; the slot is given back.
                 await run_hooks(hooks, call.event("request", attempt))
-            request = self.build_request(
-                account, path, call.payloads, call.get_thumb, call.body, settings.timeout, extra
-            )
+            fetch = self.fetch
+            request: httpx.Request | tuple[str, list[tuple[str, str]], bytes | None]
+            if fetch is not None:
+                request = self.request_parts(
+                    account, path, call.payloads, call.get_thumb, call.body, extra
+                )
+            else:
+                request = self.build_request(
+                    account, path, call.payloads, call.get_thumb, call.body, settings.timeout, extra
+                )
             sent = call.sent = time.perf_counter()
             account.usage.requests += 1
-            response: httpx.Response | None = None
+            response: Received | None = None
             try:
                 if call.telemetry is not None:
-                    response = await self._send_quietly(request)
-                elif self.direct is not None:
-                    response = await self.direct.handle_async_request(request)
-                elif self.threaded is not None:
-                    response = await self.threaded.send(request)
+                    response = await self._send_quietly(method, request, settings.timeout)
+                elif isinstance(request, tuple):
+                    assert fetch is not None
+                    url, headers, data = request
+                    response = await fetch(method, url, headers, data, settings.timeout.as_dict())
                 else:
-                    assert isinstance(self.http, httpx.AsyncClient)
-                    response = await self.http.send(request, stream=True)
+                    response = await self._send(request)
                 try:
                     answer = await self._read(response)
                 finally:
@@ -923,7 +982,7 @@ class Engine:
         return Exchange(
             result=_interpret(response, answer, account.base_url + path),
             status_code=response.status_code,
-            headers=response.headers,
+            answer=response,
             body=answer,
             http_version=response.http_version,
             method=method,
@@ -931,19 +990,33 @@ class Engine:
             latency=latency,
         )
 
-    async def _send_quietly(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, request: httpx.Request) -> Received:
+        if self.direct is not None:
+            response = await self.direct.handle_async_request(request)
+        elif self.threaded is not None:
+            response = await self.threaded.send(request)
+        else:
+            assert isinstance(self.http, httpx.AsyncClient)
+            response = await self.http.send(request, stream=True)
+        return HttpxReceived(response)
+
+    async def _send_quietly(
+        self,
+        method: str,
+        request: httpx.Request | tuple[str, list[tuple[str, str]], bytes | None],
+        phases: httpx.Timeout,
+    ) -> Received:
         """Send with an application's HTTP instrumentation (httpx's, aiohttp's) held off: the
         attempt's own span stands for the request, and theirs would record the URL's query (an
         image URL's token) and send their own ``traceparent``."""
         with quiet_http_instrumentation():
-            if self.direct is not None:
-                return await self.direct.handle_async_request(request)
-            if self.threaded is not None:
-                return await self.threaded.send(request)
-            assert isinstance(self.http, httpx.AsyncClient)
-            return await self.http.send(request, stream=True)
+            if isinstance(request, tuple):
+                assert self.fetch is not None
+                url, headers, data = request
+                return await self.fetch(method, url, headers, data, phases.as_dict())
+            return await self._send(request)
 
-    async def _read(self, response: httpx.Response) -> bytes:
+    async def _read(self, response: Received) -> bytes:
         """The answer's body, decoded, and no more than ``max_response_size`` of it."""
         try:
             return await read_body(response, self.max_response_size, self.read_budget)
@@ -951,7 +1024,7 @@ class Engine:
             raise ResponseTooLargeError(
                 self.max_response_size,
                 status_code=response.status_code,
-                content_type=response.headers.get("content-type", ""),
+                content_type=response.header("content-type"),
                 announced=exc.announced,
                 headers=response.headers,
                 owner=self.owner,
@@ -1024,7 +1097,7 @@ def _log_attempt(call: _Call, attempt: int, outcome: str, sent: float) -> None:
         )
 
 
-def _interpret(response: httpx.Response, body: bytes, url: str) -> ExtractionResult:
+def _interpret(response: Received, body: bytes, url: str) -> ExtractionResult:
     """Turn a received answer into a result, or raise the error it stands for."""
     try:
         answer = decode_answer(body)
@@ -1047,12 +1120,12 @@ def _interpret(response: httpx.Response, body: bytes, url: str) -> ExtractionRes
 
 
 def _raise_unreadable(
-    response: httpx.Response, body: bytes, reason: str, url: str | None = None
+    response: Received, body: bytes, reason: str, url: str | None = None
 ) -> NoReturn:
     """Raise the error for a body that is not an answer: malformed for a 2xx status, an HTTP
     status error otherwise."""
     status = response.status_code
-    content_type = response.headers.get("content-type", "")
+    content_type = response.header("content-type")
     if 200 <= status < 300:
         raise MalformedResponseError(
             reason,
@@ -1061,7 +1134,7 @@ def _raise_unreadable(
             content_type=content_type,
             headers=response.headers,
         )
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    retry_after = parse_retry_after(response.header("retry-after") or None)
     raise status_error_for(status)(
         status,
         body=body,

@@ -141,18 +141,23 @@ class _Source:
             self._iter = iter(inputs)
 
     async def pull(self) -> tuple[int, Any] | None:
-        async with self._lock:  # an async generator cannot be advanced by two tasks at once
+        if self._iter is not None:
+            # A plain iterator is advanced without awaiting anything: no other task can come
+            # between, so it needs no lock (nor the two checkpoints a lock costs).
             try:
-                if self._aiter is not None:
-                    item = await anext(self._aiter)
-                else:
-                    assert self._iter is not None
-                    item = next(self._iter)
-            except (StopIteration, StopAsyncIteration):
+                item = next(self._iter)
+            except StopIteration:
                 return None
-            index = self._next_index
-            self._next_index += 1
-            return index, item
+        else:
+            async with self._lock:  # an async generator cannot be advanced by two tasks at once
+                assert self._aiter is not None
+                try:
+                    item = await anext(self._aiter)
+                except StopAsyncIteration:
+                    return None
+        index = self._next_index
+        self._next_index += 1
+        return index, item
 
 
 class _Run:
@@ -234,7 +239,12 @@ async def _worker(run: _Run, source: _Source, send: MemoryObjectSendStream[Batch
             result = await run.one(*pulled)
             run.record(result)
             try:
-                await send.send(result)
+                # Handed over at once while the buffer has room (send() would first yield to
+                # the event loop, once per input); the call just made has awaited already.
+                try:
+                    send.send_nowait(result)
+                except anyio.WouldBlock:
+                    await send.send(result)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return  # the consumer closed the results: the batch is over
 

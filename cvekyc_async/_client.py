@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 
 from . import __version__, _batch
@@ -853,7 +854,8 @@ class AsyncCVClient:
         which does not hold every result until the end.
         """
         out: list[BatchResult] = []
-        async with self.extract_as_completed(
+        async with _batch.extract_as_completed(
+            self,
             inputs,
             endpoint=endpoint,
             get_thumb=get_thumb,
@@ -861,7 +863,16 @@ class AsyncCVClient:
             progress=progress,
             fatal_errors=fatal_errors,
         ) as results:
-            async for item in results:
-                out.append(item)
+            while True:
+                # What is ready is taken without yielding to the event loop for each result.
+                try:
+                    out.append(results.receive_nowait())
+                except anyio.WouldBlock:
+                    try:
+                        out.append(await results.receive())
+                    except anyio.EndOfStream:
+                        break
+                except anyio.EndOfStream:
+                    break
         out.sort(key=lambda r: r.index)
         return out

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 from ._redact import describe_body, is_known_text, safe_token
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "ResponseTooLargeError",
     "URLUnavailableError",
     "api_error_for_code",
+    "request_id_from",
     "request_id_of",
     "status_error_for",
 ]
@@ -115,8 +118,13 @@ def request_id_of(headers: httpx.Headers | None, sent: str | None = None) -> str
     nor the id the client sent (``sent``), which a gateway may echo."""
     if headers is None:
         return None
+    return request_id_from(headers.get, sent)
+
+
+def request_id_from(header: Callable[[str], str | None], sent: str | None = None) -> str | None:
+    """``request_id_of`` with the headers looked up one by one through ``header``."""
     for name in REQUEST_ID_HEADERS:
-        value = headers.get(name)
+        value = header(name)
         token = value.strip() if isinstance(value, str) else ""
         if _REQUEST_ID.fullmatch(token) and token != sent:
             return token

@@ -8,6 +8,12 @@ Bodies read at once share a budget (``ReadBudget``), so that many large answers 
 (a faulty server, a chunked answer with no announced length) do not each fill a buffer up to the
 cap: memory stays bounded by the budget, not by the number of reads in flight.
 
+Every transport hands over its answer as a ``Received``: its status, its headers (looked up
+one by one without building ``httpx.Headers``, which the aiohttp transport makes only when
+something asks for them all) and its body. A body whose ``Content-Length`` is small and plain is
+read in one step where the transport can (``read_whole``); the rest goes through the loop
+below.
+
 Stopping early needs care: httpx and httpcore read bodies through nested async generators, and
 one left suspended is finalised by the garbage collector (trio warns about each). So a read that
 stops closes the response first, which closes its connection, and then lets the stream run out:
@@ -20,13 +26,22 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Protocol
 
 import anyio
 import httpx
 
 from ._redact import safe_token
 
-__all__ = ["ACCEPT_ENCODING", "BodyTooLarge", "ReadBudget", "UndecodableBody", "read_body"]
+__all__ = [
+    "ACCEPT_ENCODING",
+    "BodyTooLarge",
+    "HttpxReceived",
+    "ReadBudget",
+    "Received",
+    "UndecodableBody",
+    "read_body",
+]
 
 #: What the client tells the service it can decode.
 ACCEPT_ENCODING = "gzip, deflate"
@@ -38,6 +53,76 @@ FREE_BYTES = 1024 * 1024
 _STEP = 256 * 1024
 # Seconds that closing an abandoned read may take.
 _CLEANUP_SECONDS = 5.0
+
+
+class Received(Protocol):
+    """An answer whose head has arrived, its body still to read, on any transport."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def http_version(self) -> str: ...
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """All the headers (built on first use where the transport keeps its own)."""
+        ...
+
+    def header(self, name: str) -> str:
+        """One header's value (the first of that name), ``""`` without one."""
+        ...
+
+    @property
+    def stream(self) -> httpx.AsyncByteStream: ...
+
+    #: Whether ``read_whole`` reads the body in one step.
+    reads_whole: bool
+
+    async def read_whole(self) -> bytes:
+        """The whole body, as sent (called only for a small, announced, plain one)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpxReceived:
+    """An ``httpx.Response`` seen as a ``Received``: its body is read through the loop."""
+
+    __slots__ = ("response",)
+
+    reads_whole = False
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    @property
+    def http_version(self) -> str:
+        return self.response.http_version
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.response.headers
+
+    def header(self, name: str) -> str:
+        value: str = self.response.headers.get(name, "")
+        return value
+
+    @property
+    def stream(self) -> httpx.AsyncByteStream:
+        stream = self.response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        return stream
+
+    async def read_whole(self) -> bytes:  # pragma: no cover - reads_whole is False
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
 
 
 class ReadBudget:
@@ -154,7 +239,7 @@ class _Decoder:
         return tail
 
 
-async def _abandon(response: httpx.Response, iterator: AsyncIterator[bytes]) -> None:
+async def _abandon(response: Received, iterator: AsyncIterator[bytes]) -> None:
     """Stop reading: close the response (and its connection), then let the stream end."""
     await response.aclose()
     with contextlib.suppress(Exception):
@@ -162,14 +247,12 @@ async def _abandon(response: httpx.Response, iterator: AsyncIterator[bytes]) -> 
             pass
 
 
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length", "")
+def _content_length(response: Received) -> int | None:
+    value = response.header("content-length")
     return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
-async def read_body(
-    response: httpx.Response, limit: int, budget: ReadBudget | None = None
-) -> bytes:
+async def read_body(response: Received, limit: int, budget: ReadBudget | None = None) -> bytes:
     """Read and decode ``response``'s body, at most ``limit`` bytes of it, accounting what it
     holds in ``budget`` when one is given.
 
@@ -180,15 +263,24 @@ async def read_body(
         httpx.TransportError: reading failed (timeouts included), as httpx raises it.
     """
     announced = _content_length(response)
-    encoding = response.headers.get("content-encoding", "").strip().lower()
-    if announced is not None and announced > limit and encoding in ("", "identity"):
-        raise BodyTooLarge(announced)
+    encoding = response.header("content-encoding")
+    if encoding:
+        encoding = encoding.strip().lower()
+    plain = encoding in ("", "identity")
+    if announced is not None and plain:
+        if announced > limit:
+            raise BodyTooLarge(announced)
+        if announced <= FREE_BYTES and response.reads_whole:
+            # A typical answer: a few kilobytes, its length known. The transport's parser stops
+            # at that length, and a read this small never waits on the budget.
+            whole = await response.read_whole()
+            if len(whole) > limit:  # pragma: no cover - the parser stops at Content-Length
+                raise BodyTooLarge(None)
+            return whole
     decoder = _Decoder(encoding)
     # One growing buffer: a body in many tiny chunks costs no object per chunk.
     body = bytearray()
-    stream = response.stream
-    assert isinstance(stream, httpx.AsyncByteStream)
-    iterator: AsyncIterator[bytes] = stream.__aiter__()
+    iterator: AsyncIterator[bytes] = response.stream.__aiter__()
     token = budget.open() if budget is not None else 0
     completed = False
     try:
