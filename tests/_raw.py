@@ -32,6 +32,11 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
+async def _drain_input(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
+
+
 class _SaysClose:
     """A writer that adds ``Connection: close`` to an answer's head (unless it names a
     ``Connection`` itself): the server closes each connection after one answer, and says so,
@@ -135,6 +140,14 @@ class RawServer(_LoopServer):
         self.requests += 1
         await self.handler(head, _SaysClose(writer))  # type: ignore[arg-type]
         await writer.drain()
+        if not self.read_body:
+            # A lingering close, as servers do after an early answer: closing with the body
+            # unread would reset the connection, and a reset may discard the answer in the
+            # client's buffers before it is read. Say "no more" and read what still comes
+            # until the client, having its answer, closes (bounded, as nginx's is).
+            writer.write_eof()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(_drain_input(reader), 10)
 
 
 @contextlib.contextmanager
