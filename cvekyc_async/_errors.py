@@ -125,7 +125,9 @@ def request_id_from(header: Callable[[str], str | None], sent: str | None = None
     """``request_id_of`` with the headers looked up one by one through ``header``."""
     for name in REQUEST_ID_HEADERS:
         value = header(name)
-        token = value.strip() if isinstance(value, str) else ""
+        if not value or not isinstance(value, str):
+            continue
+        token = value.strip()
         if _REQUEST_ID.fullmatch(token) and token != sent:
             return token
     return None
