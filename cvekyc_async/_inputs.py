@@ -453,8 +453,13 @@ def _read_file(path: Path, max_size: int, hint: str = "") -> bytes:
             size = os.fstat(fh.fileno()).st_size
             if size > max_size:
                 check_size(size, max_size, f"image file {_shown(path)}", hint, head=fh.read(8))
-            # One byte past the cap catches a file that grew since fstat.
-            data = fh.read(max_size + 1)
+            # Read by the size fstat gave, plus a byte to see whether it grew since: a read of
+            # the cap itself would allocate (and fault in) a buffer of the cap for each file.
+            # A file that grew, or one whose size fstat does not know (a pipe, /proc), is read
+            # on, still to one byte past the cap.
+            data = fh.read(size + 1)
+            if len(data) > size:
+                data += fh.read(max_size + 1 - len(data))
     except FileNotFoundError:
         raise InvalidInputError(f"image file not found: {_shown(path)}") from None
     except IsADirectoryError:
