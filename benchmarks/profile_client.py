@@ -7,6 +7,10 @@ time (not its callees') is charged to the module it is in: ``cvekyc_async.*`` on
 third-party packages by name, the standard library and the event loop as "stdlib/asyncio".
 
     python -m benchmarks.profile_client [--calls 4000] [--in-flight 64] [--transport auto]
+        [--save benchmarks/results/profile_client.txt]
+
+``benchmarks/results/profile_client_baseline.txt`` is the profile before the work on the
+client's own cost; ``--save`` writes the printed summary beside it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ import aiohttp
 from cvekyc_async import AsyncCVClient
 
 UPLOAD = b"\xff\xd8\xff\xe0" + os.urandom(100 * 1024)
+_LINES: list[str] = []
+
+
+def say(line: str = "") -> None:
+    print(line)
+    _LINES.append(line)
 _STDLIB = sysconfig.get_paths()["stdlib"]
 
 
@@ -113,12 +123,13 @@ def profiled(name: str, run: object, calls: int) -> dict[str, float]:
     by_module: dict[str, float] = defaultdict(float)
     for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
         by_module[module_of(filename)] += tottime
-    print(f"\n{name}: {calls} calls, CPU {cpu * 1e6 / calls:.0f} us/call under the profiler")
+    say()
+    say(f"{name}: {calls} calls, CPU {cpu * 1e6 / calls:.0f} us/call under the profiler")
     total = sum(by_module.values())
     for module, seconds in sorted(by_module.items(), key=lambda kv: -kv[1]):
         share = seconds / total if total else 0.0
         if share >= 0.005:
-            print(f"  {module:32} {seconds * 1e6 / calls:8.1f} us/call  {share:6.1%}")
+            say(f"  {module:32} {seconds * 1e6 / calls:8.1f} us/call  {share:6.1%}")
     return {k: v * 1e6 / calls for k, v in by_module.items()}
 
 
@@ -127,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calls", type=int, default=4000, help="uploads per contender")
     p.add_argument("--in-flight", type=int, default=64, help="uploads at once")
     p.add_argument("--transport", default="auto", help="the client's transport")
+    p.add_argument("--save", type=Path, default=None, help="also write the summary to this file")
     args = p.parse_args(argv)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {0})
@@ -143,6 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.terminate()
         server.wait(10)
+    if args.save is not None:
+        head = (
+            f"# python -m benchmarks.profile_client --calls {args.calls} --in-flight "
+            f"{args.in_flight} --transport {args.transport} (100 KB uploads, light server on "
+            f"core 1); {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+        )
+        args.save.write_text("\n".join([head, *_LINES]) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -177,6 +177,7 @@ class Account:
         "host",
         "port",
         "request_id_header",
+        "url_texts",
         "urls",
         "usage",
     )
@@ -199,6 +200,8 @@ class Account:
         #: POST URLs, parsed once each (httpx's URL handling is a visible share of the cost of
         #: a request at a thousand requests a second).
         self.urls: dict[tuple[str, str, bool], httpx.URL] = {}
+        #: The same, as text (what a transport that takes a request's parts is given).
+        self.url_texts: dict[tuple[str, str, bool], str] = {}
         self._fixed: list[tuple[str, str]] | None = None
 
     def __repr__(self) -> str:

@@ -35,8 +35,7 @@ import functools
 import math
 import select
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -105,14 +104,25 @@ def _os_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
-        # aiohttp's messages quote the URL (a query may hold an image URL) and what the server
-        # sent: the error keeps only the failure's type and the operating system's error.
-        raise _mapped(exc)(type(exc).__name__) from _os_error(exc)
+class _Translated:
+    """``with _translated:`` turns aiohttp's failures into httpx's. aiohttp's messages quote the
+    URL (a query may hold an image URL) and what the server sent: the error keeps only the
+    failure's type and the operating system's error. (A class, not a ``@contextmanager``: it
+    is entered twice per request.)"""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is not None and isinstance(exc, (aiohttp.ClientError, OSError, ValueError)):
+            raise _mapped(exc)(type(exc).__name__) from _os_error(exc)
+
+
+_translated = _Translated()
 
 
 class _Upload:
@@ -167,7 +177,7 @@ class _Body(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._response.content
         while True:
-            with _translated():
+            with _translated:
                 chunk = await content.readany()
             if not chunk:
                 return
@@ -213,7 +223,7 @@ class AiohttpReceived:
         # The payload's own reader, not ClientResponse.read(): that one then waits for the
         # upload to finish, which a server that answered early and stopped reading never lets
         # happen. aclose() ends the upload instead.
-        with _translated():
+        with _translated:
             return await self._response.content.read()
 
     async def aclose(self) -> None:
@@ -507,7 +517,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session or self._open()
         taken, sending = _reused.set(None), _sending.set(None)
         try:
-            with _translated():
+            with _translated:
                 response = await self._send(session, method, url, headers, data, phases)
         except httpx.ReadError as exc:
             reused = _reused.get()

@@ -95,6 +95,11 @@ class Settings:
     account: Account
     prepare: Prepare | None = None
     hooks: Mapping[str, tuple[EventHook, ...]] = field(default_factory=lambda: _NO_HOOKS)
+    #: ``timeout`` by phase, as transports take it (made once, not on every request).
+    phases: Mapping[str, float | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phases", self.timeout.as_dict())
 
 
 class _Call:
@@ -476,7 +481,11 @@ class Engine:
             return str(body), headers, None
         content_type, data = body
         headers += [("Content-Type", content_type), ("Content-Length", str(len(data)))]
-        return str(self._post_url(account, path, payloads, get_thumb)), headers, data
+        key = (path, payloads[0][1].format_type, get_thumb)
+        url = account.url_texts.get(key)
+        if url is None:
+            url = account.url_texts[key] = str(self._post_url(account, path, payloads, get_thumb))
+        return url, headers, data
 
     def _post_url(
         self,
@@ -926,11 +935,11 @@ class Engine:
             response: Received | None = None
             try:
                 if call.telemetry is not None:
-                    response = await self._send_quietly(method, request, settings.timeout)
+                    response = await self._send_quietly(method, request, settings.phases)
                 elif isinstance(request, tuple):
                     assert fetch is not None
                     url, headers, data = request
-                    response = await fetch(method, url, headers, data, settings.timeout.as_dict())
+                    response = await fetch(method, url, headers, data, settings.phases)
                 else:
                     response = await self._send(request)
                 try:
@@ -1004,7 +1013,7 @@ class Engine:
         self,
         method: str,
         request: httpx.Request | tuple[str, list[tuple[str, str]], bytes | None],
-        phases: httpx.Timeout,
+        phases: Mapping[str, float | None],
     ) -> Received:
         """Send with an application's HTTP instrumentation (httpx's, aiohttp's) held off: the
         attempt's own span stands for the request, and theirs would record the URL's query (an
@@ -1013,7 +1022,7 @@ class Engine:
             if isinstance(request, tuple):
                 assert self.fetch is not None
                 url, headers, data = request
-                return await self.fetch(method, url, headers, data, phases.as_dict())
+                return await self.fetch(method, url, headers, data, phases)
             return await self._send(request)
 
     async def _read(self, response: Received) -> bytes:
