@@ -5,11 +5,17 @@ Every contender reads each file from disk when it sends it, uploads it as multip
 async context manager that opens the contender's client and yields a function sending a list of
 files with ``in_flight`` requests at once, so a run can be timed with its connections already
 open (warm) or including opening them (cold).
+
+Two keyword options, off by default, for the runs that need them: ``verify``, a CA bundle
+file to trust (a server with a certificate of a local CA), handed over as each library's users
+do it; and ``failures``, a list that collects one line per failed request instead of the first
+failure ending the run, so that a run can count them.
 """
 
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -35,7 +41,14 @@ def _check(code: object) -> None:
 
 
 @asynccontextmanager
-async def cvekyc(base_url: str, in_flight: int, transport: str = "auto") -> AsyncIterator[Send]:
+async def cvekyc(
+    base_url: str,
+    in_flight: int,
+    transport: str = "auto",
+    *,
+    verify: str | None = None,
+    failures: list[str] | None = None,
+) -> AsyncIterator[Send]:
     """``AsyncCVClient(max_concurrency=N)`` and its batch helper ``extract_many``."""
     async with AsyncCVClient(
         API_KEY,
@@ -43,26 +56,38 @@ async def cvekyc(base_url: str, in_flight: int, transport: str = "auto") -> Asyn
         base_url=base_url,
         max_concurrency=in_flight,
         transport=transport,  # type: ignore[arg-type]
+        verify=verify or True,
     ) as client:
 
         async def send(files: list[Path]) -> int:
             results = await client.extract_many(files, concurrency=in_flight)
             failed = [r.error for r in results if not r.ok]
-            if failed:
+            if failed and failures is None:
                 raise RuntimeError(f"{len(failed)} failed, first: {failed[0]}")
+            if failures is not None:
+                failures.extend(repr(error) for error in failed)
             return len(results)
 
         yield send
 
 
 async def _workers(
-    files: list[Path], in_flight: int, one: Callable[[Path], Awaitable[None]]
+    files: list[Path],
+    in_flight: int,
+    one: Callable[[Path], Awaitable[None]],
+    failures: list[str] | None = None,
 ) -> int:
     inputs: Iterator[Path] = iter(files)
 
     async def worker() -> None:
         for path in inputs:
-            await one(path)
+            if failures is None:
+                await one(path)
+                continue
+            try:
+                await one(path)
+            except Exception as exc:  # counted by the caller: every kind of failure alike
+                failures.append(repr(exc))
 
     async with anyio.create_task_group() as tg:
         for _ in range(in_flight):
@@ -70,12 +95,26 @@ async def _workers(
     return len(files)
 
 
+def _trusting(verify: str | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=verify) if verify else None
+
+
 @asynccontextmanager
-async def raw_httpx(base_url: str, in_flight: int) -> AsyncIterator[Send]:
+async def raw_httpx(
+    base_url: str,
+    in_flight: int,
+    *,
+    verify: str | None = None,
+    failures: list[str] | None = None,
+) -> AsyncIterator[Send]:
     """One ``httpx.AsyncClient`` with a pool as large as the requests in flight."""
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
     async with httpx.AsyncClient(
-        base_url=base_url, auth=(API_KEY, API_SECRET), limits=limits, timeout=120
+        base_url=base_url,
+        auth=(API_KEY, API_SECRET),
+        limits=limits,
+        timeout=120,
+        verify=_trusting(verify) or True,
     ) as client:
 
         async def one(path: Path) -> None:
@@ -86,15 +125,21 @@ async def raw_httpx(base_url: str, in_flight: int) -> AsyncIterator[Send]:
             _check(r.json()["errorCode"])
 
         async def send(files: list[Path]) -> int:
-            return await _workers(files, in_flight, one)
+            return await _workers(files, in_flight, one, failures)
 
         yield send
 
 
 @asynccontextmanager
-async def raw_aiohttp(base_url: str, in_flight: int) -> AsyncIterator[Send]:
+async def raw_aiohttp(
+    base_url: str,
+    in_flight: int,
+    *,
+    verify: str | None = None,
+    failures: list[str] | None = None,
+) -> AsyncIterator[Send]:
     """One ``aiohttp.ClientSession`` with a connector as large as the requests in flight."""
-    connector = aiohttp.TCPConnector(limit=in_flight)
+    connector = aiohttp.TCPConnector(limit=in_flight, ssl=_trusting(verify) or True)
     token = base64.b64encode(f"{API_KEY}:{API_SECRET}".encode()).decode()
     headers = {"Authorization": f"Basic {token}"}
     timeout = aiohttp.ClientTimeout(total=120)
@@ -109,7 +154,7 @@ async def raw_aiohttp(base_url: str, in_flight: int) -> AsyncIterator[Send]:
                 _check((await r.json())["errorCode"])
 
         async def send(files: list[Path]) -> int:
-            return await _workers(files, in_flight, one)
+            return await _workers(files, in_flight, one, failures)
 
         yield send
 

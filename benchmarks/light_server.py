@@ -5,6 +5,9 @@ The emulator decodes every image with Pillow and tops out near 1,000 requests/s 
 this one answers several times faster, which is what measuring the client's own cost needs.
 
     python -m benchmarks.light_server --port 8765 [--latency 0.1] [--tls CERT KEY]
+
+It prints ``light server listening on URL`` on stderr once it listens (``--port 0``: a free
+port).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
+import sys
 from typing import Any
 
 import uvicorn
 
-#: One chip card front, as the service answers it (about 1 KB).
+#: One chip card front, as the service answers it (561 bytes of UTF-8).
 ANSWER = json.dumps(
     {
         "data": [
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS with these")
     args = p.parse_args(argv)
     tls = {"ssl_certfile": args.tls[0], "ssl_keyfile": args.tls[1]} if args.tls else {}
-    uvicorn.run(
+    config = uvicorn.Config(
         make_app(args.latency),
         host=args.host,
         port=args.port,
@@ -89,8 +94,26 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         access_log=False,
         backlog=4096,
+        # nginx's default: uvicorn's 5 s closes the idle connections of a slow client between
+        # two of its requests, and a benchmark would count that race as the client's failure.
+        timeout_keep_alive=75,
         **tls,
     )
+    _Announcing(config).run()
+
+
+class _Announcing(uvicorn.Server):
+    """Says where it listens once it does, so that ``--port 0`` can be used and a benchmark
+    waits for the banner (as ``_harness.server`` does) rather than polling a port."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            scheme = "https" if self.config.is_ssl else "http"
+            print(
+                f"light server listening on {scheme}://{host}:{port}", file=sys.stderr, flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("bench_big_answers", {"results", "calls"}),
         ("bench_throughput", {"samples", "summary", "requests_loop"}),
         ("bench_latency", {"samples", "summary", "requests_loop"}),
+        ("bench_client", {"cells", "summary", "targets"}),
         ("bench_adaptive", {"sweep", "auto", "best_fixed", "auto_over_best"}),
         ("bench_adaptive_servers", {"servers"}),
         ("bench_results", {"batch", "exports", "report"}),
