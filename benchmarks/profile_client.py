@@ -39,6 +39,8 @@ _LINES: list[str] = []
 def say(line: str = "") -> None:
     print(line)
     _LINES.append(line)
+
+
 _STDLIB = sysconfig.get_paths()["stdlib"]
 
 
