@@ -466,7 +466,8 @@ def _read_file(path: Path, max_size: int, hint: str = "") -> bytes:
         raise InvalidInputError(f"{_shown(path)} is a directory, not an image file") from None
     except OSError as exc:
         raise InvalidInputError(f"cannot read image file {_shown(path)}: {exc.strerror}") from None
-    check_size(len(data), max_size, f"image file {_shown(path)}", hint, head=data[:8])
+    if len(data) > max_size:  # grew past the cap since fstat
+        check_size(len(data), max_size, f"image file {_shown(path)}", hint, head=data[:8])
     if not data:
         raise InvalidInputError(f"image file {_shown(path)} is empty")
     return data
