@@ -8,8 +8,9 @@ counts, while it shares the client's connection pool when its host is the same.
 
 from __future__ import annotations
 
-import random
+import os
 import re
+import threading
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -70,15 +71,34 @@ _VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
 _VERSION_BITS = (0x4000 << 64) | (0x8000 << 48)
 
 
-def new_request_id() -> str:
-    """A fresh id for one call: a random (version 4) UUID, as text.
+class _IdBits:
+    """The system's random bytes, fetched 4 KiB at a time for 256 request ids: a system call
+    per call was a visible share of the client's cost. Never the ``random`` module, which an
+    application (or a test framework) may seed: its ids would repeat. Fetched again in a
+    forked child (by its process id, which a fork from C without Python's hooks changes too),
+    so two processes never share ids; a lock, so two threads never take the same bytes."""
 
-    Its bits come from ``random`` rather than ``os.urandom``: an id names a call and is no
-    secret, and a system call per call is a visible share of the client's cost. The module's
-    generator is seeded from the system's and reseeded in a forked child, so ids stay unique
-    across worker processes.
-    """
-    h = f"{(random.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS:032x}"
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._at = 0
+        self._pid = -1
+
+    def take(self) -> int:
+        with self._lock:
+            at, pid = self._at, os.getpid()
+            if at >= len(self._pool) or pid != self._pid:
+                self._pool, at, self._pid = os.urandom(4096), 0, pid
+            self._at = at + 16
+            return int.from_bytes(self._pool[at : at + 16], "big")
+
+
+_id_bits = _IdBits()
+
+
+def new_request_id() -> str:
+    """A fresh id for one call: a random (version 4) UUID, as text."""
+    h = f"{(_id_bits.take() & _VERSION_MASK) | _VERSION_BITS:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -150,13 +170,13 @@ def check_headers(headers: object, request_id_header: str | None) -> tuple[tuple
             raise ConfigurationError(
                 f"default_headers[{name!r}] holds a line break or control character"
             )
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
+        if not value.isascii():
+            # Latin-1 would do for HTTP, but httpx sends header values as ASCII (and fails on
+            # anything else at the first request); aiohttp would send UTF-8. Refused alike.
             raise ConfigurationError(
                 f"default_headers[{name!r}] holds characters a header cannot carry "
                 "(encode it, e.g. as percent-escapes)"
-            ) from None
+            )
         if name.lower() in seen:
             raise ConfigurationError(
                 f"default_headers names {name!r} twice (header names ignore case)"

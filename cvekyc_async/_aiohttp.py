@@ -213,7 +213,10 @@ class AiohttpReceived:
         return self._headers
 
     def header(self, name: str) -> str:
-        return self._response.headers.get(name, "")
+        # A header sent more than once reads as its values joined, as httpx reads it, so that
+        # every transport sees the same answer (two Content-Encodings are no known encoding).
+        values = self._response.headers.getall(name, ())
+        return values[0] if len(values) == 1 else ", ".join(values)
 
     @property
     def stream(self) -> httpx.AsyncByteStream:

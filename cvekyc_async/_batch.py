@@ -239,12 +239,18 @@ async def _worker(run: _Run, source: _Source, send: MemoryObjectSendStream[Batch
             result = await run.one(*pulled)
             run.record(result)
             try:
-                # Handed over at once while the buffer has room (send() would first yield to
-                # the event loop, once per input); the call just made has awaited already.
-                try:
-                    send.send_nowait(result)
-                except anyio.WouldBlock:
+                if result.attempts == 0:
+                    # Nothing was sent (an input refused at once, or one skipped after a fatal
+                    # error), so this worker may not have yielded at all: send() does, first,
+                    # and thousands of such inputs cannot hold the event loop.
                     await send.send(result)
+                else:
+                    # Handed over at once while the buffer has room: the call has awaited its
+                    # answer already, and send() would yield once more for each input.
+                    try:
+                        send.send_nowait(result)
+                    except anyio.WouldBlock:
+                        await send.send(result)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return  # the consumer closed the results: the batch is over
 

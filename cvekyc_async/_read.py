@@ -70,7 +70,8 @@ class Received(Protocol):
         ...
 
     def header(self, name: str) -> str:
-        """One header's value (the first of that name), ``""`` without one."""
+        """One header's value, ``""`` without one; a header sent more than once reads as its
+        values joined with ``", "``, as ``httpx.Headers`` reads it."""
         ...
 
     @property

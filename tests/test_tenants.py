@@ -595,6 +595,19 @@ def test_header_values_with_line_breaks_are_refused_without_being_quoted(
     assert "\n" not in text
 
 
+@pytest.mark.parametrize("value", ["caf\u00e9", "Nguy\u1ec5n", "\u00a0spaced"])
+@pytest.mark.parametrize("where", ["AsyncCVClient", "CVClient", "view", "sync view"])
+def test_header_values_beyond_ascii_are_refused_at_construction(value: str, where: str) -> None:
+    # httpx sends header values as ASCII and failed at the first request with a bare
+    # UnicodeEncodeError; aiohttp sent UTF-8: refused alike, before anything is sent.
+    with pytest.raises(ConfigurationError) as caught:
+        _with_headers(where, {"X-Tenant": "tok3n-" + value})
+    text = str(caught.value)
+    assert "'X-Tenant'" in text
+    assert "cannot carry" in text
+    assert "tok3n" not in text
+
+
 PASTED_LINES = ["X-Api-Key: sk_live_abc", "X-Api-Key:sk_live_abc", "X-Api-Key sk_live_abc"]
 
 

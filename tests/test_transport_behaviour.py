@@ -652,3 +652,44 @@ async def test_answers_are_decoded_and_capped_alike(transport: str) -> None:
             raw = await client.with_raw_response.extract_card(CARD)
             assert raw.http_version == "HTTP/1.1"
             assert raw.content == body
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (b"X-Request-ID: svc-1\r\n", "svc-1"),
+        (b"X-Request-ID: svc-1\r\nX-Request-ID: svc-2\r\n", None),  # which one? neither
+        (b"Request-ID: svc-3\r\n", "svc-3"),
+    ],
+    ids=["one", "twice", "other name"],
+)
+async def test_the_services_request_id_reads_alike_on_every_transport(
+    transport: str, extra: bytes, expected: str | None
+) -> None:
+    # Headers are looked up one by one on the aiohttp transport and through httpx.Headers on
+    # the others: a header sent twice reads as both values joined on each, so the result and
+    # the raw headers agree.
+    def answer(head: bytes, body: bytes) -> Answer:
+        card = _card_answer(_mark_of(body))
+        return [card.replace(b"\r\n\r\n", b"\r\n" + extra + b"\r\n", 1)]
+
+    with KeepAliveServer(answer) as server:
+        async with raw_client(server.base_url, transport, retry=NO_WAIT) as client:
+            result = await client.extract_card(_marked(7))
+    assert result.cards[0].info.id == "000007"
+    assert result.service_request_id == expected
+
+
+async def test_a_content_encoding_sent_twice_is_no_encoding_the_client_reads(
+    transport: str,
+) -> None:
+    def answer(head: bytes, body: bytes) -> Answer:
+        card = _card_answer(_mark_of(body))
+        both = b"Content-Encoding: identity\r\nContent-Encoding: gzip\r\n"
+        return [card.replace(b"\r\n\r\n", b"\r\n" + both + b"\r\n", 1)]
+
+    with KeepAliveServer(answer) as server:
+        async with raw_client(server.base_url, transport, retry=NO_WAIT) as client:
+            with pytest.raises(MalformedResponseError) as info:
+                await client.extract_card(_marked(8))
+    assert "Content-Encoding" in str(info.value)
