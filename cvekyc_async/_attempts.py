@@ -936,12 +936,8 @@ class Engine:
             try:
                 if call.telemetry is not None:
                     response = await self._send_quietly(method, request, settings.phases)
-                elif isinstance(request, tuple):
-                    assert fetch is not None
-                    url, headers, data = request
-                    response = await fetch(method, url, headers, data, settings.phases)
                 else:
-                    response = await self._send(request)
+                    response = await self._send(method, request, settings.phases)
                 try:
                     answer = await self._read(response)
                 finally:
@@ -999,7 +995,17 @@ class Engine:
             latency=latency,
         )
 
-    async def _send(self, request: httpx.Request) -> Received:
+    async def _send(
+        self,
+        method: str,
+        request: httpx.Request | tuple[str, list[tuple[str, str]], bytes | None],
+        phases: Mapping[str, float | None],
+    ) -> Received:
+        """Send a request built by ``request_parts`` (to ``fetch``) or ``build_request``."""
+        if isinstance(request, tuple):
+            assert self.fetch is not None
+            url, headers, data = request
+            return await self.fetch(method, url, headers, data, phases)
         if self.direct is not None:
             response = await self.direct.handle_async_request(request)
         elif self.threaded is not None:
@@ -1019,11 +1025,7 @@ class Engine:
         attempt's own span stands for the request, and theirs would record the URL's query (an
         image URL's token) and send their own ``traceparent``."""
         with quiet_http_instrumentation():
-            if isinstance(request, tuple):
-                assert self.fetch is not None
-                url, headers, data = request
-                return await self.fetch(method, url, headers, data, phases)
-            return await self._send(request)
+            return await self._send(method, request, phases)
 
     async def _read(self, response: Received) -> bytes:
         """The answer's body, decoded, and no more than ``max_response_size`` of it."""
