@@ -27,7 +27,17 @@ The rules (each also cited where it is applied):
   40 and 60 (Art. 21(1)); a card issued within 2 years before one of these ages is valid until
   the next (Art. 21(2)); from 58, no expiry.
 - CMND: valid 15 years from issue (Decree 05/1999/ND-CP, Art. 2); every CMND void after
-  31 December 2024 (Law 26/2023/QH15, Art. 46(2)).
+  31 December 2024 (Law 26/2023/QH15, Art. 46(2)); none issued from 1 July 2024 (Art. 45-46).
+- A citizen identity card or CMND whose validity ended from 15 January to 30 June 2024 stays
+  valid to 30 June 2024 (Law 26/2023/QH15, Art. 46(3)); passports and other documents do not.
+- A front read alone (no issue date) bounds the issue date through its expiry: the expiry a
+  card shows needs an issue date in the age band that gives it (Art. 21 of either law), on or
+  before today and while its model was issued.
+- Passports (Law on Exit and Entry of Vietnamese Citizens 2019, No. 49/2019/QH14, Art. 7):
+  ordinary passports run 10 years from issue (5 under 14), diplomatic and official ones 1 to 5
+  years plus one extension of at most 3; so none runs over 10 years from its issue, nor over 8
+  when issued under 14. A passport may show the CMND number (9 digits) in place of the personal
+  identification number (Art. 6(3)).
 - Passport number: a letter and 7 digits; a lower-case letter is an OCR slip (review).
 """
 
@@ -47,6 +57,7 @@ from ._redact import safe_name
 
 __all__ = [
     "CCCD_FIRST_ISSUE",
+    "CHIP_CERTAIN_FROM",
     "CHIP_FIRST_ISSUE",
     "CITIZEN_ID_PROVINCES",
     "CMND_LAST_VALID_DAY",
@@ -105,22 +116,39 @@ RULE_2023_IN_FORCE = "Law 26/2023/QH15, Art. 45"
 RULE_2023_RENEWAL = "Law 26/2023/QH15, Art. 21"
 RULE_CMND_VALIDITY = "Decree 05/1999/ND-CP, Art. 2"
 RULE_CMND_VOID = "Law 26/2023/QH15, Art. 46(2)"
+RULE_CMND_LAST = "Law 26/2023/QH15, Art. 45-46"
+RULE_GRACE = "Law 26/2023/QH15, Art. 46(3)"
+RULE_PASSPORT_VALIDITY = "Law 49/2019/QH14, Art. 7"
+RULE_PASSPORT_NUMBER = "Law 49/2019/QH14, Art. 6(3)"
 
 #: First day a card model could be issued, and the last (``None``: still issued).
 CCCD_FIRST_ISSUE = dt.date(2016, 1, 1)  # Law 59/2014/QH13 in force (Art. 39)
 CHIP_FIRST_ISSUE = dt.date(2021, 1, 1)  # the chip card's form (Circular 06/2021/TT-BCA)
+# The first day chip cards were issued in January 2021 is not in the circular: an issue date in
+# January 2021 asks for review, from February it is certain.
+CHIP_CERTAIN_FROM = dt.date(2021, 2, 1)
 LAW_2014_LAST_ISSUE = dt.date(2024, 6, 30)  # the 2023 law in force on 1 July 2024 (Art. 45)
 LAW_2023_FIRST_ISSUE = dt.date(2024, 7, 1)
 CMND_LAST_VALID_DAY = dt.date(2024, 12, 31)  # Law 26/2023/QH15, Art. 46(2)
 CMND_YEARS = 15  # Decree 05/1999/ND-CP, Art. 2
 GRACE_FROM = dt.date(2024, 1, 15)  # Law 26/2023/QH15, Art. 46(3): valid to 30 June 2024
+GRACE_TO = dt.date(2024, 6, 30)
 CMND_MIN_AGE = 14  # Decree 05/1999/ND-CP, Art. 1
+# Law 49/2019/QH14, Art. 7: an ordinary passport runs 10 years from issue to a holder of 14 or
+# more (7(2)(a)), 5 years under 14 (7(2)(b)), never extended; diplomatic and official passports
+# 1 to 5 years, extended once by at most 3 (7(1)).
+PASSPORT_YEARS = 10
+PASSPORT_CHILD_YEARS = 5
+PASSPORT_OTHER_YEARS = 8
+PASSPORT_ADULT_AGE = 14
 
 _MILESTONES_2014 = (25, 40, 60)
 _MILESTONES_2023 = (14, 25, 40, 60)
 _CARDS_2014 = {"12_id_card_front", "12_id_card_back", "chip_id_card_front", "chip_id_card_back"}
 _CARDS_2023 = {"chip_id_card_2024_front", "chip_id_card_2024_back"}
 _CMND = {"9_id_card_front", "9_id_card_back"}
+# Law 26/2023/QH15, Art. 46(3) covers citizen identity cards and CMNDs only.
+_GRACE_CARDS = _CARDS_2014 | _CMND
 # When each model's issue dates begin and end, and the rule that says so.
 _MODEL_DATES: dict[str, tuple[dt.date, dt.date | None, str]] = {
     "12_id_card": (CCCD_FIRST_ISSUE, LAW_2014_LAST_ISSUE, RULE_2014_IN_FORCE),
@@ -342,26 +370,220 @@ def _check_dates(card: Card, today: dt.date, out: list[Finding]) -> None:
                     ("due_date", "issue_date"),
                 )
             )
-        if due < today and not _in_grace(due, today):
-            out.append(
-                Finding(
-                    "date.expired",
-                    "reject",
-                    "the document has expired (due_date is past)",
-                    ("due_date",),
+        if due < today:
+            # Art. 46(3)'s grace is for citizen identity cards and CMNDs, not passports.
+            grace = _grace(due, today) if card.type in _GRACE_CARDS else "ended"
+            if grace == "ended":
+                out.append(
+                    Finding(
+                        "date.expired",
+                        "reject",
+                        "the document has expired (due_date is past)",
+                        ("due_date",),
+                    )
                 )
-            )
+            elif grace == "uncertain":
+                out.append(_grace_uncertain(("due_date",)))
     if card.type in _CITIZEN_CARDS or card.type in ("chip_id_card_back", "chip_id_card_2024_back"):
         _check_expiry_rule(info, dob, issued, due, out, law=_law_of(card.type))
+        if issued is None:
+            _check_unread_issue(card.type, info, dob, due, today, out)
     _check_model_dates(card.type, dob, issued, due, out)
     if card.type in _CMND:
         _check_cmnd(issued, today, out)
+    if card.type == "passport":
+        _check_passport(info, dob, issued, due, today, out)
 
 
-def _in_grace(due: dt.date, today: dt.date) -> bool:
-    """Law 26/2023/QH15, Art. 46(3): a CMND or citizen card whose validity ended from 15
-    January to 30 June 2024 stays valid until 30 June 2024."""
-    return GRACE_FROM <= due <= LAW_2014_LAST_ISSUE and today <= LAW_2014_LAST_ISSUE
+def _grace(last_valid: dt.date, today: dt.date) -> Literal["valid", "uncertain", "ended"]:
+    """Law 26/2023/QH15, Art. 46(3): a citizen identity card or CMND whose validity ended
+    ("hết hạn sử dụng") from 15 January 2024 to before 30 June 2024 stays valid to the end of
+    30 June 2024. ``last_valid`` is the last day the document was valid, and it has passed.
+
+    A document valid to 14 January ended on 15 January under one reading of "ended from 15
+    January", and before it under the other: a person decides ("uncertain")."""
+    if today > GRACE_TO:
+        return "ended"
+    if GRACE_FROM <= last_valid <= GRACE_TO:
+        return "valid"
+    if last_valid == GRACE_FROM - dt.timedelta(days=1):
+        return "uncertain"
+    return "ended"
+
+
+def _grace_uncertain(fields: tuple[str, ...]) -> Finding:
+    return Finding(
+        "date.grace_uncertain",
+        "review",
+        "the document's validity ended on the eve of 15/01/2024: read one way, Art. 46(3) keeps "
+        "it valid to 30/06/2024; read the other, it has expired",
+        fields,
+        RULE_GRACE,
+    )
+
+
+def _check_unread_issue(
+    card_type: str,
+    info: Info,
+    dob: dt.date | None,
+    due: dt.date | None,
+    today: dt.date,
+    out: list[Finding],
+) -> None:
+    """A card read without its issue date (a front alone) still bounds it through its expiry.
+
+    Under Art. 21 of either law (Law 59/2014/QH13, Law 26/2023/QH15) each expiry comes from
+    issue dates in one age band: under the 2014 law an expiry at 25 from issue at 14 to 23 (a
+    card is issued from 14, Art. 19), at 40 from 23 to 38, at 60 from 38 to 58, none from 58;
+    under the 2023 law also an expiry at 14 from birth to 12. The issue date is not in the
+    future, and falls in the years the card's model was issued. A band's first day is taken on
+    the earlier reading of a 29 February birthday and its last on the later one: either reading
+    may be the law's.
+    """
+    if dob is None:
+        return
+    law = _law_of(card_type)
+    ages = _MILESTONES_2023 if law == 2023 else _MILESTONES_2014
+    if _is_no_expiry(info.get("due_date")):
+        band = len(ages)
+    elif due is None:
+        return
+    else:
+        found = [i for i, age in enumerate(ages) if due in _birthday(dob, age)]
+        if not found:
+            return  # not a milestone at all: date.expiry_rule asks for review
+        band = found[0]
+    rule = RULE_2023_RENEWAL if law == 2023 else RULE_2014_RENEWAL
+    if band > 0:
+        from_age = ages[band - 1] - 2
+        first_day = _birthday(dob, from_age)[0]
+    elif law == 2014:
+        from_age, rule = 14, RULE_2014_AGE
+        first_day = _birthday(dob, from_age)[0]
+    else:
+        from_age, first_day = 0, dob + dt.timedelta(days=1)
+    shown = f"at {ages[band]}" if band < len(ages) else "'no expiry'"
+    if first_day > today:
+        out.append(
+            Finding(
+                "date.expiry_age",
+                "reject",
+                f"due_date {shown} needs the card issued from the holder's {from_age}th "
+                "birthday, which is still to come",
+                ("due_date", "dob"),
+                rule,
+            )
+        )
+        return
+    dates = _MODEL_DATES.get(card_type.rsplit("_", 1)[0])
+    if dates is None:
+        return
+    first, last, model_rule = dates
+    if due is not None and due <= first:
+        return  # model.due_too_early says so
+    last_day = today if last is None else min(today, last)
+    if band < len(ages):
+        last_day = min(last_day, _birthday(dob, ages[band] - 2)[-1] - dt.timedelta(days=1))
+    if max(first_day, first) > last_day:
+        ended = last is not None and first_day > last
+        until = "" if last is None else f" to {last:%d/%m/%Y}"
+        out.append(
+            Finding(
+                "model.issue_window",
+                "reject",
+                f"due_date {shown} needs an issue date on which this card model was not issued "
+                f"(from {first:%d/%m/%Y}{until}, and not after today)",
+                ("due_date", "dob"),
+                RULE_2023_IN_FORCE if ended else model_rule,
+            )
+        )
+    elif first == CHIP_FIRST_ISSUE and last_day < CHIP_CERTAIN_FROM:
+        out.append(_chip_first_days(("due_date", "dob")))
+
+
+def _chip_first_days(fields: tuple[str, ...]) -> Finding:
+    return Finding(
+        "model.first_days_uncertain",
+        "review",
+        "the card was issued in January 2021, the chip card's first month: the first day it was "
+        "issued is not in its circular",
+        fields,
+        RULE_CHIP_MODEL,
+    )
+
+
+def _check_passport(
+    info: Info,
+    dob: dt.date | None,
+    issued: dt.date | None,
+    due: dt.date | None,
+    today: dt.date,
+    out: list[Finding],
+) -> None:
+    """Law 49/2019/QH14, Art. 7: an ordinary passport runs 10 years from issue to a holder of 14
+    or more, 5 years under 14, and is never extended (7(2)); a diplomatic or official passport
+    runs 1 to 5 years and may be extended once by at most 3 (7(1)). So no passport runs over 10
+    years from its issue, nor over 8 when issued under 14. The answer does not say which kind
+    a passport is: one issued under 14 and valid 5 to 8 years asks for review.
+
+    Without an issue date (the service does not read it), today is the latest it can be. A
+    holder is 14 on either reading of a 29 February birthday."""
+    field: tuple[str, ...] = ("due_date",)
+    if _is_no_expiry(info.get("due_date")):
+        out.append(
+            Finding(
+                "passport.validity",
+                "reject",
+                "due_date says no expiry: every passport has one",
+                field,
+                RULE_PASSPORT_VALIDITY,
+            )
+        )
+        return
+    if due is None:
+        return
+    start = today if issued is None else issued
+    since = "today (the latest it can have been issued)" if issued is None else "issue_date"
+    if issued is not None:
+        field = ("due_date", "issue_date")
+    if due > _birthday(start, PASSPORT_YEARS)[-1]:
+        out.append(
+            Finding(
+                "passport.validity",
+                "reject",
+                f"due_date is more than {PASSPORT_YEARS} years after {since}: no passport is "
+                "valid longer",
+                field,
+                RULE_PASSPORT_VALIDITY,
+            )
+        )
+        return
+    if dob is None or start >= _birthday(dob, PASSPORT_ADULT_AGE)[0]:
+        return
+    if due > _birthday(start, PASSPORT_OTHER_YEARS)[-1]:
+        out.append(
+            Finding(
+                "passport.validity",
+                "reject",
+                f"due_date is more than {PASSPORT_OTHER_YEARS} years after {since}, when the "
+                f"holder was under {PASSPORT_ADULT_AGE}: an ordinary passport issued under 14 "
+                "runs 5 years, a diplomatic or official one at most 8",
+                (*field, "dob"),
+                RULE_PASSPORT_VALIDITY,
+            )
+        )
+    elif due > _birthday(start, PASSPORT_CHILD_YEARS)[-1]:
+        out.append(
+            Finding(
+                "passport.child_validity",
+                "review",
+                f"due_date is more than {PASSPORT_CHILD_YEARS} years after {since}, when the "
+                f"holder was under {PASSPORT_ADULT_AGE}: only a diplomatic or official passport "
+                "runs that long, and the answer does not say which kind this is",
+                (*field, "dob"),
+                RULE_PASSPORT_VALIDITY,
+            )
+        )
 
 
 def _law_of(card_type: str) -> int:
@@ -441,6 +663,8 @@ def _check_model_dates(
                     rule,
                 )
             )
+        elif first == CHIP_FIRST_ISSUE and issued < CHIP_CERTAIN_FROM:
+            out.append(_chip_first_days(("issue_date",)))
         if last is not None and issued > last:
             out.append(
                 Finding(
@@ -476,8 +700,21 @@ def _check_model_dates(
 
 
 def _check_cmnd(issued: dt.date | None, today: dt.date, out: list[Finding]) -> None:
-    """Decree 05/1999/ND-CP, Art. 2: a CMND is valid 15 years from its issue; Law
-    26/2023/QH15, Art. 46(2): every CMND is void after 31 December 2024."""
+    """Decree 05/1999/ND-CP, Art. 2: a CMND is valid 15 years from its issue, so it is no longer
+    valid from the 15th anniversary of its issue; Law 26/2023/QH15, Art. 46(2): every CMND is
+    void after 31 December 2024; Art. 45-46: from 1 July 2024 only the new identity card is
+    issued, so a CMND issued from that day cannot be genuine."""
+    if issued is not None and issued >= LAW_2023_FIRST_ISSUE:
+        out.append(
+            Finding(
+                "model.issued_too_late",
+                "reject",
+                f"issue_date is on or after {LAW_2023_FIRST_ISSUE:%d/%m/%Y}: from then only the "
+                "new identity card is issued, not a CMND",
+                ("issue_date",),
+                RULE_CMND_LAST,
+            )
+        )
     if today > CMND_LAST_VALID_DAY:
         out.append(
             Finding(
@@ -488,20 +725,20 @@ def _check_cmnd(issued: dt.date | None, today: dt.date, out: list[Finding]) -> N
                 RULE_CMND_VOID,
             )
         )
-    elif (
-        issued is not None
-        and today >= _birthday(issued, CMND_YEARS)[-1]
-        and not _in_grace(_birthday(issued, CMND_YEARS)[-1], today)
-    ):
-        out.append(
-            Finding(
-                "cmnd.expired",
-                "reject",
-                f"the CMND was issued over {CMND_YEARS} years ago (issue_date)",
-                ("issue_date",),
-                RULE_CMND_VALIDITY,
+    elif issued is not None and today >= (ended := _birthday(issued, CMND_YEARS)[-1]):
+        grace = _grace(ended - dt.timedelta(days=1), today)
+        if grace == "ended":
+            out.append(
+                Finding(
+                    "cmnd.expired",
+                    "reject",
+                    f"the CMND was issued over {CMND_YEARS} years ago (issue_date)",
+                    ("issue_date",),
+                    RULE_CMND_VALIDITY,
+                )
             )
-        )
+        elif grace == "uncertain":
+            out.append(_grace_uncertain(("issue_date",)))
 
 
 def _due_readings(dob: dt.date, expected: dt.date) -> set[dt.date]:
@@ -579,7 +816,20 @@ def check_card(
                 )
         person = info.get("person_number")
         if isinstance(person, str) and person.strip():
-            _check_citizen_id(person.strip(), "person_number", info, out)
+            if _NINE.fullmatch(person.strip()):
+                pass  # Law 49/2019/QH14, Art. 6(3): the CMND number in place of the personal one
+            elif _TWELVE.fullmatch(person.strip()):
+                _check_citizen_id(person.strip(), "person_number", info, out)
+            else:
+                out.append(
+                    Finding(
+                        "id.format",
+                        "reject",
+                        "person_number is neither 12 digits nor a 9-digit CMND number",
+                        ("person_number",),
+                        RULE_PASSPORT_NUMBER,
+                    )
+                )
     _check_dates(card, today, out)
     return out
 

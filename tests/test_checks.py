@@ -147,7 +147,12 @@ def test_expiry_rule(dob: dt.date, issued: dt.date) -> None:
             {"date.expired", "date.expiry_rule"},
         ),
         ({"due_date": "15/04/2040"}, {"due_date": "15/04/2040"}, {"date.expiry_rule"}),
-        ({"due_date": "Không thời hạn"}, {"due_date": "Không thời hạn"}, {"date.expiry_rule"}),
+        (
+            # A 27-year-old's card cannot be without expiry: that needs issue from 58.
+            {"due_date": "Không thời hạn"},
+            {"due_date": "Không thời hạn"},
+            {"date.expiry_rule", "date.expiry_age"},
+        ),
         (
             {"dob": "15/04/2030"},
             {"dob": "15/04/2030"},

@@ -112,7 +112,7 @@ def chip_due_date(dob: dt.date, issued: dt.date, *, law: int = 2014) -> dt.date 
 _WINDOWS: dict[str, tuple[dt.date, dt.date, int]] = {
     "9_id_card": (dt.date(1999, 1, 1), dt.date(2020, 12, 31), 14),
     "12_id_card": (dt.date(2016, 1, 1), dt.date(2024, 6, 30), 14),
-    "chip_id_card": (dt.date(2021, 1, 1), dt.date(2024, 6, 30), 14),
+    "chip_id_card": (dt.date(2021, 2, 1), dt.date(2024, 6, 30), 14),
     "chip_id_card_2024": (dt.date(2024, 7, 1), TODAY, 0),
     "passport": (dt.date(2016, 1, 1), TODAY, 0),
 }
