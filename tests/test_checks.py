@@ -738,3 +738,422 @@ def test_field_names_that_look_like_names_are_not_shown() -> None:
     front = chip_front(NGUYEN_VAN_MAU_confidence=0.1)
     messages = [f.message for f in check_card(front, today=TODAY)]
     assert not any("NGUYEN" in m for m in messages)
+
+
+# -- passports: Law 49/2019/QH14 -----------------------------------------------------------------
+
+
+def passport(**changes: Any) -> Card:
+    info = {
+        "id": "C1234567",
+        "sur_name": "NGUYEN",
+        "given_name": "VAN MAU",
+        "dob": "15/04/1990",
+        "gender": "Nam",
+        "country": "VNM",
+        "nationality": "VIỆT NAM",
+        "due_date": "10/03/2030",
+        "person_number": "001090012345",
+    }
+    info.update(changes)
+    return card("passport", **{k: v for k, v in info.items() if v is not None})
+
+
+def verdict_of(document: Card, today: dt.date, back: Card | None = None) -> str:
+    return assess(document, back, today=today).verdict
+
+
+@pytest.mark.parametrize(
+    ("dob", "issued", "due", "verdict"),
+    [
+        # Art. 7(2)(a): 14 or more at issue, 10 years. The day before, of and after 10 years.
+        ("15/04/1990", "10/03/2020", "09/03/2030", "accept"),
+        ("15/04/1990", "10/03/2020", "10/03/2030", "accept"),
+        ("15/04/1990", "10/03/2020", "11/03/2030", "reject"),
+        # Issued on 29 February: 10 years end on 28 February or 1 March.
+        ("15/04/1990", "29/02/2024", "28/02/2034", "accept"),
+        ("15/04/1990", "29/02/2024", "01/03/2034", "accept"),
+        ("15/04/1990", "29/02/2024", "02/03/2034", "reject"),
+        # Art. 7(2)(b), 7(1): under 14 at issue (born 15/06/2012, issued the day before 14),
+        # 5 years for an ordinary passport, 8 at most for a diplomatic or official one.
+        ("15/06/2012", "14/06/2026", "14/06/2031", "accept"),
+        ("15/06/2012", "14/06/2026", "15/06/2031", "review"),
+        ("15/06/2012", "14/06/2026", "14/06/2034", "review"),
+        ("15/06/2012", "14/06/2026", "15/06/2034", "reject"),
+        ("15/06/2012", "14/06/2026", "14/06/2036", "reject"),
+        # Issued on the 14th birthday, and the day after: 10 years.
+        ("15/06/2012", "15/06/2026", "15/06/2036", "accept"),
+        ("15/06/2012", "15/06/2026", "16/06/2036", "reject"),
+        ("15/06/2012", "16/06/2026", "16/06/2036", "accept"),
+        # Born 29 February 2012: 14 on 28 February or 1 March 2026, by reading.
+        ("29/02/2012", "27/02/2026", "27/02/2036", "reject"),
+        ("29/02/2012", "28/02/2026", "28/02/2036", "accept"),
+        ("29/02/2012", "01/03/2026", "01/03/2036", "accept"),
+    ],
+)
+def test_a_passport_runs_10_years_from_issue_and_5_under_14(
+    dob: str, issued: str, due: str, verdict: str
+) -> None:
+    # The service does not read a passport's issue date; when an answer carries one, it counts.
+    pp = passport(dob=dob, issue_date=issued, due_date=due, person_number=None)
+    result = assess(pp, today=D(2026, 11, 25))
+    assert result.verdict == verdict, result.reasons
+    if verdict != "accept":
+        assert {f.rule for f in result.findings} == {"Law 49/2019/QH14, Art. 7"}
+
+
+@pytest.mark.parametrize(
+    ("dob", "today", "due", "verdict"),
+    [
+        # No issue date read: it is today at the latest, so 10 years from today at the most.
+        ("15/04/1990", D(2026, 11, 25), "24/11/2036", "accept"),
+        ("15/04/1990", D(2026, 11, 25), "25/11/2036", "accept"),
+        ("15/04/1990", D(2026, 11, 25), "26/11/2036", "reject"),
+        ("15/04/1990", D(2026, 11, 25), "25/11/2038", "reject"),  # due in 12 years
+        # A 7-year-old: 5 years from today (ordinary), 8 at most (diplomatic or official).
+        ("01/01/2019", D(2026, 11, 25), "25/11/2031", "accept"),
+        ("01/01/2019", D(2026, 11, 25), "26/11/2031", "review"),
+        ("01/01/2019", D(2026, 11, 25), "25/11/2034", "review"),
+        ("01/01/2019", D(2026, 11, 25), "26/11/2034", "reject"),
+        ("01/01/2019", D(2026, 11, 25), "25/11/2035", "reject"),  # due in 9 years
+        # 14 tomorrow, today, since yesterday: 10 years only once 14 can have been reached.
+        ("26/11/2012", D(2026, 11, 25), "25/11/2036", "reject"),
+        ("25/11/2012", D(2026, 11, 25), "25/11/2036", "accept"),
+        ("24/11/2012", D(2026, 11, 25), "25/11/2036", "accept"),
+        # Born 29 February 2012, on each side of both readings of the 14th birthday.
+        ("29/02/2012", D(2026, 2, 27), "27/02/2036", "reject"),
+        ("29/02/2012", D(2026, 2, 28), "28/02/2036", "accept"),
+        ("29/02/2012", D(2026, 3, 1), "01/03/2036", "accept"),
+    ],
+)
+def test_a_passport_without_its_issue_date_is_bounded_from_today(
+    dob: str, today: dt.date, due: str, verdict: str
+) -> None:
+    result = assess(passport(dob=dob, due_date=due, person_number=None), today=today)
+    assert result.verdict == verdict, result.reasons
+
+
+def test_a_passport_always_has_an_expiry() -> None:
+    found = check_card(passport(due_date="Không thời hạn"), today=TODAY)
+    assert [(f.code, f.severity) for f in found] == [("passport.validity", "reject")]
+
+
+@pytest.mark.parametrize(
+    ("number", "verdict"),
+    [
+        ("001090012345", "accept"),  # the personal identification number
+        ("012345678", "accept"),  # Art. 6(3): the CMND number in its place
+        (" 012345678 ", "accept"),
+        ("0123456789", "reject"),  # 10 digits: neither
+        ("01234567", "reject"),
+        ("01234567X", "reject"),
+        ("٠١٢٣٤٥٦٧٨", "reject"),  # digits of another script
+        ("001190012345", "reject"),  # 12 digits that contradict the birth year
+    ],
+)
+def test_a_passport_may_show_the_cmnd_number(number: str, verdict: str) -> None:
+    result = assess(passport(person_number=number), today=TODAY)
+    assert result.verdict == verdict, result.reasons
+
+
+# -- the transition: Law 26/2023/QH15, Art. 45-46 ------------------------------------------------
+
+
+def grace_outcome(findings: Any) -> str:
+    found = codes(findings)
+    if found & {"date.expired", "cmnd.expired"}:
+        return "reject"
+    return "review" if "date.grace_uncertain" in found else "accept"
+
+
+@pytest.mark.parametrize(
+    ("due", "today", "outcome"),
+    [
+        # Art. 46(3): validity that ended from 15 January to 30 June 2024 runs to 30 June 2024.
+        ("13/01/2024", D(2024, 6, 15), "reject"),
+        ("14/01/2024", D(2024, 6, 15), "review"),  # it ended on 15 January, or before it
+        ("15/01/2024", D(2024, 6, 15), "accept"),
+        ("16/01/2024", D(2024, 6, 15), "accept"),
+        ("29/02/2024", D(2024, 6, 15), "accept"),
+        ("14/01/2024", D(2024, 1, 14), "accept"),  # not ended yet
+        ("14/01/2024", D(2024, 1, 15), "review"),
+        ("15/01/2024", D(2024, 6, 29), "accept"),
+        ("15/01/2024", D(2024, 6, 30), "accept"),
+        ("15/01/2024", D(2024, 7, 1), "reject"),
+        ("14/01/2024", D(2024, 7, 1), "reject"),
+        ("29/06/2024", D(2024, 6, 30), "accept"),
+        ("30/06/2024", D(2024, 7, 1), "reject"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["12_id_card_front", "chip_id_card_front", "chip_id_card_back"])
+def test_citizen_cards_ended_early_in_2024_run_to_30_june(
+    kind: str, due: str, today: dt.date, outcome: str
+) -> None:
+    assert grace_outcome(check_card(card(kind, due_date=due), today=today)) == outcome
+
+
+@pytest.mark.parametrize(
+    ("issued", "today", "outcome"),
+    [
+        # Decree 05/1999/ND-CP, Art. 2: no longer valid from the 15th anniversary of issue.
+        ("14/01/2009", D(2024, 6, 15), "reject"),  # last valid 13 January 2024
+        ("15/01/2009", D(2024, 6, 15), "review"),  # last valid 14 January: either reading
+        ("16/01/2009", D(2024, 6, 15), "accept"),  # last valid 15 January: in the grace
+        ("16/01/2009", D(2024, 6, 30), "accept"),
+        ("16/01/2009", D(2024, 7, 1), "reject"),
+        ("01/07/2009", D(2024, 6, 30), "accept"),  # last valid 30 June 2024: not ended
+        ("01/07/2009", D(2024, 7, 1), "reject"),
+    ],
+)
+def test_cmnds_ended_early_in_2024_run_to_30_june(
+    issued: str, today: dt.date, outcome: str
+) -> None:
+    back = card("9_id_card_back", issue_date=issued, ethnicity="Kinh")
+    assert grace_outcome(check_card(back, today=today)) == outcome
+
+
+@pytest.mark.parametrize(
+    ("due", "today"),
+    [
+        ("01/03/2024", D(2024, 6, 15)),
+        ("15/01/2024", D(2024, 1, 16)),
+        ("15/01/2024", D(2024, 6, 30)),
+        ("29/06/2024", D(2024, 6, 30)),
+    ],
+)
+def test_passports_have_no_grace(due: str, today: dt.date) -> None:
+    # Art. 46(3) speaks of citizen identity cards and CMNDs: a passport expires on its day.
+    pp = passport(dob="15/04/1990", due_date=due)
+    found = [f for f in check_card(pp, today=today) if f.code == "date.expired"]
+    assert found
+    assert found[0].severity == "reject"
+    assert assess(pp, today=today).verdict == "reject"
+
+
+@pytest.mark.parametrize(
+    ("issued", "today", "rejected"),
+    [
+        # Art. 45-46: from 1 July 2024 only the new identity card is issued.
+        ("30/06/2024", D(2024, 9, 1), False),
+        ("01/07/2024", D(2024, 9, 1), True),
+        ("02/07/2024", D(2024, 9, 1), True),
+        ("01/07/2024", D(2024, 7, 1), True),
+    ],
+)
+def test_no_cmnd_is_issued_from_1_july_2024(issued: str, today: dt.date, rejected: bool) -> None:
+    back = card("9_id_card_back", issue_date=issued, ethnicity="Kinh")
+    found = [f for f in check_card(back, today=today) if f.code == "model.issued_too_late"]
+    assert bool(found) is rejected
+    if found:
+        assert found[0].severity == "reject"
+        assert found[0].rule == "Law 26/2023/QH15, Art. 45-46"
+    front = card("9_id_card_front", id="012345678", name="NGUYỄN VĂN MẪU", dob="15/04/1980")
+    pair = assess(front, back, today=today)
+    assert (pair.verdict == "reject") is rejected, pair.reasons
+
+
+# -- a front read alone: its expiry bounds its issue date ----------------------------------------
+
+
+def front_alone(kind: str, dob: str, due: str, gender: str = "Nam") -> Card:
+    year = int(dob[6:])
+    digit = (0 if year < 2000 else 2) + (gender == "Nữ")
+    return card(
+        kind,
+        id=f"001{digit}{year % 100:02d}012345",
+        name="NGUYỄN VĂN MẪU",
+        dob=dob,
+        gender=gender,
+        nationality="Việt Nam",
+        due_date=due,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "dob", "due", "today", "verdict"),
+    [
+        # Law 59/2014/QH13, Art. 21: an expiry at 60 needs issue from the 38th birthday.
+        ("chip_id_card_front", "15/04/1984", "15/04/2044", D(2022, 4, 14), "reject"),
+        ("chip_id_card_front", "15/04/1984", "15/04/2044", D(2022, 4, 15), "accept"),
+        ("chip_id_card_front", "15/04/1984", "15/04/2044", D(2022, 4, 16), "accept"),
+        # No expiry needs issue from the 58th.
+        ("chip_id_card_front", "15/04/1964", "Không thời hạn", D(2022, 4, 14), "reject"),
+        ("chip_id_card_front", "15/04/1964", "Không thời hạn", D(2022, 4, 15), "accept"),
+        ("chip_id_card_front", "15/04/1964", "KHÔNG THỜI HẠN", D(2022, 4, 16), "accept"),
+        # An expiry at 40 needs issue from the 23rd; at 25 from the 14th (Art. 19).
+        ("12_id_card_front", "15/04/1999", "15/04/2039", D(2022, 4, 14), "reject"),
+        ("12_id_card_front", "15/04/1999", "15/04/2039", D(2022, 4, 15), "accept"),
+        ("chip_id_card_front", "15/04/2008", "15/04/2033", D(2022, 4, 14), "reject"),
+        ("chip_id_card_front", "15/04/2008", "15/04/2033", D(2022, 4, 15), "accept"),
+        # A 31-year-old: no expiry, or an expiry at 60, cannot be; at 40 can.
+        ("chip_id_card_front", "15/04/1995", "Không thời hạn", TODAY, "reject"),
+        ("chip_id_card_front", "15/04/1995", "15/04/2055", TODAY, "reject"),
+        ("chip_id_card_front", "15/04/1995", "15/04/2035", TODAY, "accept"),
+        # Born 29 February 1984: 38 on 28 February or 1 March 2022, by reading (60 on 29
+        # February 2044, a leap year).
+        ("chip_id_card_front", "29/02/1984", "29/02/2044", D(2022, 2, 27), "reject"),
+        ("chip_id_card_front", "29/02/1984", "29/02/2044", D(2022, 2, 28), "accept"),
+        ("chip_id_card_front", "29/02/1984", "29/02/2044", D(2022, 3, 1), "accept"),
+        # Born 29 February 1964: 58 on 28 February or 1 March 2022.
+        ("chip_id_card_front", "29/02/1964", "Không thời hạn", D(2022, 2, 27), "reject"),
+        ("chip_id_card_front", "29/02/1964", "Không thời hạn", D(2022, 2, 28), "accept"),
+        ("chip_id_card_front", "29/02/1964", "Không thời hạn", D(2022, 3, 1), "accept"),
+        # Within the model's years: no 2014-law card after 30 June 2024 (Art. 45), so no such
+        # card without expiry for one who turned 58 after it.
+        ("chip_id_card_front", "30/06/1966", "Không thời hạn", TODAY, "accept"),
+        ("chip_id_card_front", "01/07/1966", "Không thời hạn", TODAY, "reject"),
+        ("chip_id_card_front", "02/07/1966", "Không thời hạn", TODAY, "reject"),
+        # Chip cards from 2021 (Circular 06/2021/TT-BCA), January uncertain: an expiry at 25
+        # needs issue before 23.
+        ("chip_id_card_front", "01/01/1998", "01/01/2023", D(2022, 6, 1), "reject"),
+        ("chip_id_card_front", "02/01/1998", "02/01/2023", D(2022, 6, 1), "review"),
+        ("chip_id_card_front", "01/02/1998", "01/02/2023", D(2022, 6, 1), "review"),
+        ("chip_id_card_front", "02/02/1998", "02/02/2023", D(2022, 6, 1), "accept"),
+        # Law 26/2023/QH15, Art. 21 for the 2024 card: the same bands, and 14 from birth to 12.
+        ("chip_id_card_2024_front", "15/04/1995", "Không thời hạn", TODAY, "reject"),
+        ("chip_id_card_2024_front", "15/04/1995", "15/04/2055", TODAY, "reject"),
+        ("chip_id_card_2024_front", "15/04/1995", "15/04/2035", TODAY, "accept"),
+        ("chip_id_card_2024_front", "25/11/2014", "25/11/2039", D(2026, 11, 24), "reject"),
+        ("chip_id_card_2024_front", "25/11/2014", "25/11/2039", D(2026, 11, 25), "accept"),
+        ("chip_id_card_2024_front", "15/04/2015", "15/04/2029", TODAY, "accept"),
+        ("chip_id_card_2024_front", "15/04/1967", "Không thời hạn", TODAY, "accept"),
+    ],
+)
+def test_a_front_read_alone_bounds_its_issue_date(
+    kind: str, dob: str, due: str, today: dt.date, verdict: str
+) -> None:
+    result = assess(front_alone(kind, dob, due), today=today)
+    assert result.verdict == verdict, result.reasons
+    assert all(f.severity == "review" or f.rule for f in result.findings)
+
+
+@pytest.mark.parametrize(
+    ("issued", "today", "outcome"),
+    [
+        ("31/12/2020", D(2022, 1, 1), "reject"),
+        ("01/01/2021", D(2022, 1, 1), "review"),
+        ("31/01/2021", D(2022, 1, 1), "review"),
+        ("01/02/2021", D(2022, 1, 1), "accept"),
+    ],
+)
+def test_chip_cards_issued_in_january_2021_ask_for_review(
+    issued: str, today: dt.date, outcome: str
+) -> None:
+    back = chip_back(
+        issue_date=issued, person_number="001080012345", dob="15/04/1980", due_date="15/04/2040"
+    )
+    result = assess(back, today=today)
+    assert result.verdict == outcome, result.reasons
+    if outcome == "review":
+        assert codes(result.findings) == {"model.first_days_uncertain"}
+
+
+def _years_after(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February: the later reading
+        return dt.date(day.year + years, 3, 1)
+
+
+passport_holders = st.builds(
+    lambda dob, at_issue, into, gender, number, with_issue: (
+        dob,
+        dob + dt.timedelta(days=at_issue),
+        into,
+        gender,
+        number,
+        with_issue,
+    ),
+    st.dates(D(1930, 1, 1), D(2020, 12, 31)),
+    st.integers(1, 100 * 366),  # issued at every age, from the day after birth to 100
+    st.floats(0, 1, exclude_max=True),  # how far into its validity today is
+    st.sampled_from(["Nam", "Nữ"]),
+    st.sampled_from(["personal", "cmnd", None]),
+    st.booleans(),  # whether the answer carries the issue date
+)
+
+
+def consistent_passport(holder: tuple[Any, ...]) -> tuple[dict[str, Any], dt.date]:
+    """A passport the law allows, and a day within its validity."""
+    dob, issued, into, gender, number, with_issue = holder
+    adult = issued >= _years_after(dob, 14)
+    due = _years_after(issued, 10 if adult else 5)
+    today = issued + dt.timedelta(days=int((due - issued).days * into))
+    century = (dob.year - 1900) // 100 * 2 + (gender == "Nữ")
+    info: dict[str, Any] = {
+        "id": f"C{dob.toordinal() % 10**7:07d}",
+        "sur_name": "NGUYEN",
+        "given_name": "VAN MAU",
+        "dob": dob.strftime("%d/%m/%Y"),
+        "gender": gender,
+        "country": "VNM",
+        "nationality": "VIỆT NAM",
+        "due_date": due.strftime("%d/%m/%Y"),
+    }
+    if number == "personal":
+        info["person_number"] = f"001{century}{dob.year % 100:02d}012345"
+    elif number == "cmnd":
+        info["person_number"] = "012345678"
+    if with_issue:
+        info["issue_date"] = issued.strftime("%d/%m/%Y")
+    return info, today
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(passport_holders)
+def test_consistent_passports_of_every_birth_year_and_age_are_accepted(
+    holder: tuple[Any, ...],
+) -> None:
+    info, today = consistent_passport(holder)
+    result = assess(card("passport", **info), today=today)
+    assert result.verdict == "accept", (holder, result.reasons)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    passport_holders,
+    st.sampled_from(["due_past_10_years", "no_expiry", "person_number", "dob_under_14"]),
+    st.integers(1, 3650),
+)
+def test_single_field_mutations_of_a_passport_are_never_accepted(
+    holder: tuple[Any, ...], mutation: str, amount: int
+) -> None:
+    info, today = consistent_passport(holder)
+    issued = holder[1]
+    start = issued if "issue_date" in info else today
+    if mutation == "due_past_10_years":
+        # Art. 7: no passport runs over 10 years from its issue (today at the latest).
+        info["due_date"] = (_years_after(start, 10) + dt.timedelta(days=amount)).strftime(
+            "%d/%m/%Y"
+        )
+    elif mutation == "no_expiry":
+        info["due_date"] = "Không thời hạn"
+    elif mutation == "person_number":
+        # Neither 12 digits nor a 9-digit CMND number (Art. 6(3)).
+        wrong = ("01234567", "0123456789", "01234567890", "01234567X", "00109001234X")
+        info["person_number"] = wrong[amount % len(wrong)]
+    else:
+        # Under 14 at issue, with 10 years: over the 8 any passport issued under 14 can run.
+        if "issue_date" not in info or issued < _years_after(holder[0], 14):
+            return  # without the issue date, the holder may have been 14 by then
+        info["dob"] = (issued - dt.timedelta(days=amount)).strftime("%d/%m/%Y")
+    result = assess(card("passport", **info), today=today)
+    assert result.verdict != "accept", (holder, mutation, info)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dates(D(1930, 1, 1), D(2020, 12, 31)),
+    st.dates(D(2016, 1, 1), D(2030, 12, 31)),
+    st.sampled_from(["chip_id_card_front", "12_id_card_front", "chip_id_card_2024_front"]),
+    st.sampled_from([(60, 38), (None, 58), (40, 23)]),
+)
+def test_a_front_alone_with_an_expiry_its_holder_is_too_young_for_is_never_accepted(
+    dob: dt.date, today: dt.date, kind: str, band: tuple[int | None, int]
+) -> None:
+    at, needs = band
+    if today >= dt.date(dob.year + needs, 2, 28) or dob >= today:
+        return  # old enough on some reading: the front alone cannot tell
+    due = "Không thời hạn" if at is None else _years_after(dob, at).strftime("%d/%m/%Y")
+    result = assess(front_alone(kind, dob.strftime("%d/%m/%Y"), due), today=today)
+    assert result.verdict != "accept", (dob, today, kind, due, result.reasons)

@@ -291,7 +291,8 @@ def card_truth(kind: str, p: Person) -> dict[str, Any]:
             "gender": p.gender,
             "country": "VNM",
             "nationality": "VIỆT NAM",
-            "due_date": fmt(_birthday(issued, 10)),
+            # Law 49/2019/QH14, Art. 7(2): 10 years from 14 at issue, 5 under 14.
+            "due_date": fmt(_birthday(issued, 10 if issued >= _birthday(p.dob, 14) else 5)),
             "person_number": p.citizen_id,
         }
     raise ValueError(f"no fake card of type {kind!r}")
