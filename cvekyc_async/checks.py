@@ -215,7 +215,12 @@ def _confidence(value: object) -> float | None:
 
 
 def _is_no_expiry(text: object) -> bool:
-    return isinstance(text, str) and text.strip().lower() in _NO_EXPIRY
+    """Whether an expiry field says "no expiry", in any case, Unicode form or spacing, with or
+    without a closing full stop."""
+    if not isinstance(text, str):
+        return False
+    folded = " ".join(unicodedata.normalize("NFC", text).lower().split()).rstrip(".")
+    return folded in _NO_EXPIRY
 
 
 def _birthday(dob: dt.date, age: int) -> tuple[dt.date, ...]:
@@ -323,7 +328,8 @@ def _check_dates(card: Card, today: dt.date, out: list[Finding]) -> None:
         raw = info.get(field)
         if raw is None or (field == "due_date" and _is_no_expiry(raw)):
             continue
-        parsed = parse_date(raw) if isinstance(raw, str) else None
+        # A printed date has ASCII digits; another script's are an OCR slip to look at.
+        parsed = parse_date(raw) if isinstance(raw, str) and raw.isascii() else None
         if parsed is None:
             out.append(Finding("date.unreadable", "review", f"{field} is not a date", (field,)))
         else:
@@ -440,8 +446,8 @@ def _check_unread_issue(
     the earlier reading of a 29 February birthday and its last on the later one: either reading
     may be the law's.
     """
-    if dob is None:
-        return
+    if dob is None or dob >= today:
+        return  # no birth date to count from (date.dob_future says so)
     law = _law_of(card_type)
     ages = _MILESTONES_2023 if law == 2023 else _MILESTONES_2014
     if _is_no_expiry(info.get("due_date")):
@@ -755,6 +761,8 @@ def check_card(
         today: the date to judge expiry and birth dates against (default: today).
         min_confidence: fields the service read with less confidence are flagged for review.
     """
+    if isinstance(today, dt.datetime):
+        today = today.date()  # a datetime is a date too, but does not compare with one
     today = today or dt.date.today()
     info, out = card.info, []
     for field in _REQUIRED.get(card.type, ()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import unicodedata
 from typing import Any
 
 import pytest
@@ -1157,3 +1158,39 @@ def test_a_front_alone_with_an_expiry_its_holder_is_too_young_for_is_never_accep
     due = "Không thời hạn" if at is None else _years_after(dob, at).strftime("%d/%m/%Y")
     result = assess(front_alone(kind, dob.strftime("%d/%m/%Y"), due), today=today)
     assert result.verdict != "accept", (dob, today, kind, due, result.reasons)
+
+
+def test_odd_inputs_end_in_a_verdict_not_an_exception() -> None:
+    # A birth date at the end of the calendar, on a card whose bands count from birth.
+    for kind in ("chip_id_card_2024_front", "chip_id_card_2024_back", "chip_id_card_front"):
+        odd = card(kind, id="001899012345", gender="Nam", dob="31/12/9999", due_date="31/12/9999")
+        assert assess(odd, today=TODAY).verdict == "reject"
+    # A datetime for today is taken as its date.
+    moment = dt.datetime(2026, 11, 25, 10, 0)
+    assert assess(passport(), today=moment).verdict == "accept"
+    assert assess(chip_front(), chip_back(), today=moment).verdict == "accept"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Không thời hạn",
+        "KHÔNG THỜI HẠN",
+        "Không  thời hạn.",
+        " không thời hạn ",
+        unicodedata.normalize("NFD", "Không thời hạn"),
+    ],
+)
+def test_no_expiry_is_read_in_any_spelling(text: str) -> None:
+    front = chip_front(id="001060012345", dob="01/01/1960", due_date="Không thời hạn")
+    back = chip_back(
+        person_number="001060012345", dob="01/01/1960", issue_date="01/01/2022", due_date=text
+    )
+    assert assess(front, back, today=TODAY).verdict == "accept"
+    assert codes(check_card(passport(due_date=text), today=TODAY)) == {"passport.validity"}
+
+
+def test_a_date_in_another_scripts_digits_asks_for_review() -> None:
+    front = chip_front(dob="١٥/٠٤/١٩٩٩")
+    found = [f for f in check_card(front, today=TODAY) if f.code == "date.unreadable"]
+    assert [f.fields for f in found] == [("dob",)]

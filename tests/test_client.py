@@ -537,12 +537,18 @@ async def test_caller_supplied_http_client_is_used_and_left_open(
 async def test_in_flight_requests_never_exceed_max_concurrency(
     mock: respx.MockRouter, jpeg_file: Path, flavour: str
 ) -> None:
-    in_flight = peak = 0
+    in_flight = peak = started = 0
 
     async def slow_answer(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, peak
+        nonlocal in_flight, peak, started
         in_flight += 1
+        started += 1
         peak = max(peak, in_flight)
+        # Hold each answer until the limit is full or every call has started: the sync client's
+        # calls come from threads, which a busy machine may start late.
+        with anyio.fail_after(10):
+            while in_flight < 3 and started < 25:
+                await anyio.sleep(0.001)
         # Yield many times so every task that could start does start before this one ends.
         for _ in range(20):
             await anyio.lowlevel.checkpoint()
