@@ -392,8 +392,7 @@ def _check_dates(card: Card, today: dt.date, out: list[Finding]) -> None:
                 out.append(_grace_uncertain(("due_date",)))
     if card.type in _CITIZEN_CARDS or card.type in ("chip_id_card_back", "chip_id_card_2024_back"):
         _check_expiry_rule(info, dob, issued, due, out, law=_law_of(card.type))
-        if issued is None:
-            _check_unread_issue(card.type, info, dob, due, today, out)
+        _check_expiry_band(card.type, info, dob, due, today, out, issue_read=issued is not None)
     _check_model_dates(card.type, dob, issued, due, out)
     if card.type in _CMND:
         _check_cmnd(issued, today, out)
@@ -428,15 +427,18 @@ def _grace_uncertain(fields: tuple[str, ...]) -> Finding:
     )
 
 
-def _check_unread_issue(
+def _check_expiry_band(
     card_type: str,
     info: Info,
     dob: dt.date | None,
     due: dt.date | None,
     today: dt.date,
     out: list[Finding],
+    *,
+    issue_read: bool,
 ) -> None:
-    """A card read without its issue date (a front alone) still bounds it through its expiry.
+    """An expiry bounds the issue date, so a card read without it (a front alone) is still
+    checked, and an expiry the holder is too young for is rejected whatever the issue date read.
 
     Under Art. 21 of either law (Law 59/2014/QH13, Law 26/2023/QH15) each expiry comes from
     issue dates in one age band: under the 2014 law an expiry at 25 from issue at 14 to 23 (a
@@ -482,8 +484,8 @@ def _check_unread_issue(
         )
         return
     dates = _MODEL_DATES.get(card_type.rsplit("_", 1)[0])
-    if dates is None:
-        return
+    if dates is None or issue_read:
+        return  # an issue date read is checked against the model's years as it is
     first, last, model_rule = dates
     if due is not None and due <= first:
         return  # model.due_too_early says so

@@ -1194,3 +1194,25 @@ def test_a_date_in_another_scripts_digits_asks_for_review() -> None:
     front = chip_front(dob="١٥/٠٤/١٩٩٩")
     found = [f for f in check_card(front, today=TODAY) if f.code == "date.unreadable"]
     assert [f.fields for f in found] == [("dob",)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "due"),
+    [
+        ("chip_id_card_back", "Không thời hạn"),
+        ("chip_id_card_back", "15/04/2055"),
+        ("chip_id_card_2024_back", "Không thời hạn"),
+        ("chip_id_card_2024_back", "15/04/2055"),
+    ],
+)
+def test_an_expiry_the_holder_is_too_young_for_is_rejected_whatever_the_issue_date(
+    kind: str, due: str
+) -> None:
+    # A 31-year-old: no issue date makes an expiry at 60, or none, possible (Art. 21).
+    back = card(
+        kind, issue_date="10/07/2024" if "2024" in kind else "10/07/2022",
+        person_number="001095012345", dob="15/04/1995", gender="Nam", due_date=due,
+    )  # fmt: skip
+    found = [f for f in check_card(back, today=TODAY) if f.code == "date.expiry_age"]
+    assert [f.severity for f in found] == ["reject"]
+    assert found[0].rule.endswith("Art. 21")
