@@ -157,6 +157,20 @@ _MODEL_DATES: dict[str, tuple[dt.date, dt.date | None, str]] = {
 }
 
 
+def _documented_fields() -> frozenset[str]:
+    """The field names the answers' structs declare, for every document type."""
+    names: set[str] = set()
+    classes: list[type[Info]] = [Info]
+    while classes:
+        cls = classes.pop()
+        names.update(cls.__struct_fields__)
+        classes.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
+_DOCUMENTED_FIELDS = _documented_fields()
+
+
 class Finding(msgspec.Struct, frozen=True):
     """One thing a check found."""
 
@@ -780,14 +794,15 @@ def check_card(
         confidence = _confidence(value) if name.endswith("_confidence") else None
         if confidence is not None and confidence < min_confidence:
             field = name.removesuffix("_confidence")
-            # A field name comes from the service: shown only when it is a plain name.
-            shown = safe_name(field, "a field") if field == field.lower() else "a field"
+            # A field name comes from the service, and a hostile or broken one could put a
+            # value in it (``nguyen_van_mau_confidence``): shown only when documented.
+            documented = field in _DOCUMENTED_FIELDS
             out.append(
                 Finding(
                     "confidence.low",
                     "review",
-                    f"{shown} read with confidence {confidence:.2f}",
-                    (safe_name(field, "<field>"),),
+                    f"{field if documented else 'a field'} read with confidence {confidence:.2f}",
+                    (field if documented else "<field>",),
                 )
             )
     number = info.get("id")
