@@ -490,8 +490,8 @@ def _check_expiry_band(
             Finding(
                 "date.expiry_age",
                 "reject",
-                f"due_date {shown} needs the card issued from the holder's {from_age}th "
-                "birthday, which is still to come",
+                f"due_date {shown} needs the card issued from the holder's "
+                f"{_ordinal(from_age)} birthday, which is still to come",
                 ("due_date", "dob"),
                 rule,
             )
@@ -521,6 +521,13 @@ def _check_expiry_band(
         )
     elif first == CHIP_FIRST_ISSUE and last_day < CHIP_CERTAIN_FROM:
         out.append(_chip_first_days(("due_date", "dob")))
+
+
+def _ordinal(number: int) -> str:
+    """``23rd``, ``38th``: the ages the bands start at."""
+    teen = 10 <= number % 100 <= 20
+    suffix = "th" if teen else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def _chip_first_days(fields: tuple[str, ...]) -> Finding:

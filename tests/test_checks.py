@@ -1221,3 +1221,24 @@ def test_an_expiry_the_holder_is_too_young_for_is_rejected_whatever_the_issue_da
     found = [f for f in check_card(back, today=TODAY) if f.code == "date.expiry_age"]
     assert [f.severity for f in found] == ["reject"]
     assert found[0].rule.endswith("Art. 21")
+
+
+@pytest.mark.parametrize(
+    ("dob", "due", "said"),
+    [
+        ("15/04/2005", "15/04/2045", "due_date at 40 needs the card issued from the holder's 23rd"),
+        ("15/04/1995", "15/04/2055", "due_date at 60 needs the card issued from the holder's 38th"),
+        ("15/04/1995", "Không thời hạn", "due_date 'no expiry' needs the card issued from the "
+         "holder's 58th"),
+        ("15/04/2014", "15/04/2039", "due_date at 25 needs the card issued from the holder's 14th"),
+    ],
+)  # fmt: skip
+def test_an_expiry_too_early_in_life_says_which_birthday_it_needs(
+    dob: str, due: str, said: str
+) -> None:
+    found = [
+        f
+        for f in check_card(front_alone("chip_id_card_front", dob, due), today=TODAY)
+        if f.code == "date.expiry_age"
+    ]
+    assert [f.message for f in found] == [f"{said} birthday, which is still to come"]
