@@ -197,7 +197,6 @@ class Account:
         "host",
         "port",
         "request_id_header",
-        "url_texts",
         "urls",
         "usage",
     )
@@ -218,10 +217,9 @@ class Account:
         self.usage = usage if usage is not None else Usage()
         _, self.host, self.port = origin_of(base_url)
         #: POST URLs, parsed once each (httpx's URL handling is a visible share of the cost of
-        #: a request at a thousand requests a second).
-        self.urls: dict[tuple[str, str, bool], httpx.URL] = {}
-        #: The same, as text (what a transport that takes a request's parts is given).
-        self.url_texts: dict[tuple[str, str, bool], str] = {}
+        #: a request at a thousand requests a second), and as text (what a transport that takes
+        #: a request's parts is given).
+        self.urls: dict[tuple[str, str, bool], tuple[httpx.URL, str]] = {}
         self._fixed: list[tuple[str, str]] | None = None
 
     def __repr__(self) -> str:

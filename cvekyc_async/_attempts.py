@@ -481,11 +481,7 @@ class Engine:
             return str(body), headers, None
         content_type, data = body
         headers += [("Content-Type", content_type), ("Content-Length", str(len(data)))]
-        key = (path, payloads[0][1].format_type, get_thumb)
-        url = account.url_texts.get(key)
-        if url is None:
-            url = account.url_texts[key] = str(self._post_url(account, path, payloads, get_thumb))
-        return url, headers, data
+        return self._post_url(account, path, payloads, get_thumb)[1], headers, data
 
     def _post_url(
         self,
@@ -493,15 +489,16 @@ class Engine:
         path: str,
         payloads: Sequence[tuple[str, Payload]],
         get_thumb: bool,
-    ) -> httpx.URL:
+    ) -> tuple[httpx.URL, str]:
+        """The POST URL of a request, parsed and as text, made once per account and kind."""
         format_type = payloads[0][1].format_type
         key = (path, format_type, get_thumb)
         cached = account.urls.get(key)
         if cached is None:
             thumb = "true" if get_thumb else "false"
             url = account.base_url + path
-            cached = httpx.URL(url, params={"format_type": format_type, "get_thumb": thumb})
-            account.urls[key] = cached
+            parsed = httpx.URL(url, params={"format_type": format_type, "get_thumb": thumb})
+            cached = account.urls[key] = (parsed, str(parsed))
         return cached
 
     def build_request(
@@ -522,7 +519,7 @@ class Engine:
             headers.update(extra)
             request = self.http.build_request("GET", body, headers=headers, timeout=timeout)
             return _without_jar_cookies(request, account)
-        cached = self._post_url(account, path, payloads, get_thumb)
+        cached = self._post_url(account, path, payloads, get_thumb)[0]
         content_type, data = body
         if self.direct is not None:
             # The client's own transport: the request is built here, headers and all, rather
