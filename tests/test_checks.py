@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from cvekyc_async import Card, decode_answer
 from cvekyc_async.checks import assess, assess_cards, check_card, expected_due_date
 from cvekyc_async.emulator import specimens
-from cvekyc_async.emulator._fake import card_truth, fake_person
+from cvekyc_async.emulator._fake import _birthday as years_after
+from cvekyc_async.emulator._fake import card_truth, fake_person, gender_century_digit
 from cvekyc_async.emulator._truth import read_documents
 
 TODAY = dt.date(2026, 11, 25)
@@ -963,10 +964,9 @@ def test_no_cmnd_is_issued_from_1_july_2024(issued: str, today: dt.date, rejecte
 
 def front_alone(kind: str, dob: str, due: str, gender: str = "Nam") -> Card:
     year = int(dob[6:])
-    digit = (0 if year < 2000 else 2) + (gender == "Nữ")
     return card(
         kind,
-        id=f"001{digit}{year % 100:02d}012345",
+        id=f"001{gender_century_digit(gender, year)}{year % 100:02d}012345",
         name="NGUYỄN VĂN MẪU",
         dob=dob,
         gender=gender,
@@ -1054,13 +1054,6 @@ def test_chip_cards_issued_in_january_2021_ask_for_review(
         assert codes(result.findings) == {"model.first_days_uncertain"}
 
 
-def _years_after(day: dt.date, years: int) -> dt.date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # 29 February: the later reading
-        return dt.date(day.year + years, 3, 1)
-
-
 passport_holders = st.builds(
     lambda dob, at_issue, into, gender, number, with_issue: (
         dob,
@@ -1082,10 +1075,10 @@ passport_holders = st.builds(
 def consistent_passport(holder: tuple[Any, ...]) -> tuple[dict[str, Any], dt.date]:
     """A passport the law allows, and a day within its validity."""
     dob, issued, into, gender, number, with_issue = holder
-    adult = issued >= _years_after(dob, 14)
-    due = _years_after(issued, 10 if adult else 5)
+    adult = issued >= years_after(dob, 14)
+    due = years_after(issued, 10 if adult else 5)
     today = issued + dt.timedelta(days=int((due - issued).days * into))
-    century = (dob.year - 1900) // 100 * 2 + (gender == "Nữ")
+    century = gender_century_digit(gender, dob.year)
     info: dict[str, Any] = {
         "id": f"C{dob.toordinal() % 10**7:07d}",
         "sur_name": "NGUYEN",
@@ -1129,9 +1122,7 @@ def test_single_field_mutations_of_a_passport_are_never_accepted(
     start = issued if "issue_date" in info else today
     if mutation == "due_past_10_years":
         # Art. 7: no passport runs over 10 years from its issue (today at the latest).
-        info["due_date"] = (_years_after(start, 10) + dt.timedelta(days=amount)).strftime(
-            "%d/%m/%Y"
-        )
+        info["due_date"] = (years_after(start, 10) + dt.timedelta(days=amount)).strftime("%d/%m/%Y")
     elif mutation == "no_expiry":
         info["due_date"] = "Không thời hạn"
     elif mutation == "person_number":
@@ -1140,7 +1131,7 @@ def test_single_field_mutations_of_a_passport_are_never_accepted(
         info["person_number"] = wrong[amount % len(wrong)]
     else:
         # Under 14 at issue, with 10 years: over the 8 any passport issued under 14 can run.
-        if "issue_date" not in info or issued < _years_after(holder[0], 14):
+        if "issue_date" not in info or issued < years_after(holder[0], 14):
             return  # without the issue date, the holder may have been 14 by then
         info["dob"] = (issued - dt.timedelta(days=amount)).strftime("%d/%m/%Y")
     result = assess(card("passport", **info), today=today)
@@ -1160,7 +1151,7 @@ def test_a_front_alone_with_an_expiry_its_holder_is_too_young_for_is_never_accep
     at, needs = band
     if today >= dt.date(dob.year + needs, 2, 28) or dob >= today:
         return  # old enough on some reading: the front alone cannot tell
-    due = "Không thời hạn" if at is None else _years_after(dob, at).strftime("%d/%m/%Y")
+    due = "Không thời hạn" if at is None else years_after(dob, at).strftime("%d/%m/%Y")
     result = assess(front_alone(kind, dob.strftime("%d/%m/%Y"), due), today=today)
     assert result.verdict != "accept", (dob, today, kind, due, result.reasons)
 
